@@ -1,0 +1,232 @@
+//! Byte-level scanning shared by every header grammar (RFC 3261 §25.1).
+//!
+//! Header values are slices of the receive buffer and may still contain line folding: a CRLF (or bare
+//! LF) followed by SP/HT. Framing has already guaranteed that every line break inside a value is such a
+//! fold, so treating CR and LF as whitespace here *is* RFC 3261's LWS rule (§7.3.1: folded lines are
+//! equivalent to a single SP). Nothing here allocates.
+
+/// `token` characters of RFC 3261 §25.1: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" /
+/// "'" / "~".
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+/// Whitespace inside a framed header value: SP, HT, and the CR/LF of a fold.
+pub(crate) fn is_lws_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// True when `s` is a non-empty `token`.
+pub(crate) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_token_byte(b))
+}
+
+pub(crate) fn trim_lws(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !is_lws_byte(*first) {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !is_lws_byte(*last) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// Bytes that are ASCII by grammar (tokens, hosts, numbers) as `&str`. The check is cheap and keeps
+/// the crate free of `unsafe`.
+pub(crate) fn ascii_str(s: &[u8]) -> Option<&str> {
+    if s.is_ascii() {
+        std::str::from_utf8(s).ok()
+    } else {
+        None
+    }
+}
+
+/// Parses an unsigned decimal with no sign, no spaces and at least one digit. Leading zeros are
+/// allowed (RFC 4475 §3.1.1.1 uses `0068`); overflow is `None`.
+pub(crate) fn parse_decimal_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(value)
+}
+
+pub(crate) fn parse_decimal_u32(s: &[u8]) -> Option<u32> {
+    parse_decimal_u64(s).and_then(|v| u32::try_from(v).ok())
+}
+
+/// Finds the end of a quoted-string that starts at `s[0] == b'"'`; returns the index just past the
+/// closing quote. `quoted-pair` (`\` + any byte except CR/LF) is honoured (§25.1).
+pub(crate) fn quoted_string_end(s: &[u8]) -> Option<usize> {
+    debug_assert_eq!(s.first(), Some(&b'"'));
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                if matches!(s.get(i + 1), None | Some(b'\r') | Some(b'\n')) {
+                    return None;
+                }
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Splits a header value at top-level commas: commas inside quoted strings or `<...>` do not count.
+/// Yields each element with its byte offset in `value` (untrimmed, so offsets stay exact for edits).
+/// An unterminated quote or bracket ends the iteration with an `Err` item.
+pub(crate) struct CommaSplit<'a> {
+    value: &'a [u8],
+    pos: usize,
+    done: bool,
+}
+
+pub(crate) fn comma_split(value: &[u8]) -> CommaSplit<'_> {
+    CommaSplit {
+        value,
+        pos: 0,
+        done: false,
+    }
+}
+
+/// One element of a comma-separated header value: its text and where it lies in the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Element<'a> {
+    pub text: &'a [u8],
+    pub offset: usize,
+}
+
+/// The value has an unterminated quoted string or `<`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unbalanced;
+
+impl<'a> Iterator for CommaSplit<'a> {
+    type Item = Result<Element<'a>, Unbalanced>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let start = self.pos;
+        let v = self.value;
+        let mut i = start;
+        let mut in_angle = false;
+        while i < v.len() {
+            match v[i] {
+                b'"' => match quoted_string_end(&v[i..]) {
+                    Some(len) => {
+                        i += len;
+                        continue;
+                    }
+                    None => {
+                        self.done = true;
+                        return Some(Err(Unbalanced));
+                    }
+                },
+                b'<' => in_angle = true,
+                b'>' => in_angle = false,
+                b',' if !in_angle => {
+                    self.pos = i + 1;
+                    return Some(Ok(Element {
+                        text: &v[start..i],
+                        offset: start,
+                    }));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.done = true;
+        if in_angle {
+            return Some(Err(Unbalanced));
+        }
+        Some(Ok(Element {
+            text: &v[start..],
+            offset: start,
+        }))
+    }
+}
+
+/// Decodes `%HH` escapes of a URI component, one byte at a time, without allocating. Used to compare
+/// URI components per RFC 3261 §19.1.4 ("escaped characters are equivalent to their unescaped form").
+/// A `%` not followed by two hex digits stands for itself (the URI parser has already rejected those
+/// in SIP URIs).
+pub(crate) fn unescaped(s: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let b = *s.get(i)?;
+        if b == b'%' {
+            if let (Some(h), Some(l)) = (
+                s.get(i + 1).and_then(|&c| hex_value(c)),
+                s.get(i + 2).and_then(|&c| hex_value(c)),
+            ) {
+                i += 3;
+                return Some(h << 4 | l);
+            }
+        }
+        i += 1;
+        Some(b)
+    })
+}
+
+pub(crate) fn hex_value(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(v: &[u8]) -> Vec<Result<&[u8], Unbalanced>> {
+        comma_split(v).map(|r| r.map(|e| e.text)).collect()
+    }
+
+    #[test]
+    fn comma_split_respects_quotes_and_brackets() {
+        assert_eq!(
+            texts(br#""a, b" <sip:x@y;p=1,2>, <sip:z>"#),
+            vec![Ok(&br#""a, b" <sip:x@y;p=1,2>"#[..]), Ok(&b" <sip:z>"[..])]
+        );
+        assert_eq!(texts(b"\"open, x"), vec![Err(Unbalanced)]);
+        assert_eq!(texts(b"<sip:a, b"), vec![Err(Unbalanced)]);
+    }
+
+    #[test]
+    fn quoted_pairs_do_not_end_a_quoted_string() {
+        assert_eq!(quoted_string_end(br#""a\"b" rest"#), Some(6));
+        assert_eq!(quoted_string_end(br#""a\"#), None);
+    }
+
+    #[test]
+    fn decimals_allow_leading_zeros_and_refuse_overflow() {
+        assert_eq!(parse_decimal_u32(b"0068"), Some(68));
+        assert_eq!(parse_decimal_u32(b"4294967296"), None);
+        assert_eq!(parse_decimal_u32(b"-1"), None);
+        assert_eq!(parse_decimal_u32(b""), None);
+    }
+
+    #[test]
+    fn unescaping_is_single_pass() {
+        let once: Vec<u8> = unescaped(b"value%2541%41").collect();
+        assert_eq!(once, b"value%41A");
+    }
+}

@@ -1,0 +1,503 @@
+//! SIP, SIPS and other URIs (RFC 3261 §19.1, §25.1; IPv6 references per RFC 5118).
+//!
+//! A [`Uri`] borrows its text. SIP and SIPS URIs are split into user, password, host, port,
+//! parameters and headers; every other scheme (`tel:`, `urn:`, …) is carried as scheme plus opaque
+//! text so a proxy can forward it untouched. Escapes (`%HH`) are validated but kept: comparison
+//! decodes them on the fly (§19.1.4), so nothing is allocated.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::params::Params;
+use crate::scan::{hex_value, unescaped};
+
+/// A parsed URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uri<'a> {
+    /// `sip:` or `sips:`.
+    Sip(SipUri<'a>),
+    /// Any other absolute URI, carried as written.
+    Other(OtherUri<'a>),
+}
+
+/// A `sip:`/`sips:` URI split into its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipUri<'a> {
+    /// The whole URI as written.
+    pub text: &'a str,
+    /// `sips:` rather than `sip:`.
+    pub secure: bool,
+    /// The user part, escapes kept.
+    pub user: Option<&'a str>,
+    /// The password, escapes kept (RFC 3261 §19.1.1 discourages it, but it is legal).
+    pub password: Option<&'a str>,
+    pub host: Host<'a>,
+    pub port: Option<u16>,
+    /// `uri-parameters`, the text after the first `;` of the host part.
+    pub params: Params<'a>,
+    /// `headers`, the text after `?` (without the `?`), empty if none.
+    pub headers: &'a str,
+}
+
+/// A URI of a scheme sipshard does not interpret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtherUri<'a> {
+    pub text: &'a str,
+    pub scheme: &'a str,
+    /// Everything after `scheme:`.
+    pub opaque: &'a str,
+}
+
+/// A host as written, classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Host<'a> {
+    /// The text as written; IPv6 references keep their brackets.
+    pub text: &'a str,
+    pub kind: HostKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    Domain,
+    Ipv4(Ipv4Addr),
+    /// An IPv6 reference. The address is `None` for references that are tolerated but do not parse
+    /// as an address, such as the `[2001:db8:::192.0.2.1]` of RFC 5118 §4.10.
+    Ipv6(Option<Ipv6Addr>),
+}
+
+/// The URI text is not a valid URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadUri;
+
+impl<'a> Uri<'a> {
+    /// Parses an absolute URI. The text must not contain LWS (callers trim around it).
+    pub fn parse(text: &'a str) -> Result<Uri<'a>, BadUri> {
+        let colon = text.find(':').ok_or(BadUri)?;
+        let (scheme, rest) = (&text[..colon], &text[colon + 1..]);
+        let mut chars = scheme.bytes();
+        let scheme_ok = chars.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && chars.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        if !scheme_ok {
+            return Err(BadUri);
+        }
+        let secure = if scheme.eq_ignore_ascii_case("sip") {
+            false
+        } else if scheme.eq_ignore_ascii_case("sips") {
+            true
+        } else {
+            let opaque_ok = !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"'));
+            return if opaque_ok {
+                Ok(Uri::Other(OtherUri {
+                    text,
+                    scheme,
+                    opaque: rest,
+                }))
+            } else {
+                Err(BadUri)
+            };
+        };
+        parse_sip(text, secure, rest).map(Uri::Sip)
+    }
+
+    /// The URI as written.
+    pub fn as_str(&self) -> &'a str {
+        match self {
+            Uri::Sip(u) => u.text,
+            Uri::Other(u) => u.text,
+        }
+    }
+
+    pub fn as_sip(&self) -> Option<&SipUri<'a>> {
+        match self {
+            Uri::Sip(u) => Some(u),
+            Uri::Other(_) => None,
+        }
+    }
+
+    /// URI equivalence: RFC 3261 §19.1.4 for SIP/SIPS; exact, case-insensitive-scheme text match
+    /// for other schemes (their own comparison rules are not sipshard's business).
+    pub fn equivalent(&self, other: &Uri<'_>) -> bool {
+        match (self, other) {
+            (Uri::Sip(a), Uri::Sip(b)) => a.equivalent(b),
+            (Uri::Other(a), Uri::Other(b)) => {
+                a.scheme.eq_ignore_ascii_case(b.scheme) && a.opaque == b.opaque
+            }
+            _ => false,
+        }
+    }
+}
+
+fn parse_sip<'a>(text: &'a str, secure: bool, rest: &'a str) -> Result<SipUri<'a>, BadUri> {
+    // '@' may appear only as the end of userinfo: no other component's grammar allows it.
+    let (userinfo, hostpart) = match rest.find('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(info) => {
+            let (user, password) = match info.find(':') {
+                Some(c) => (&info[..c], Some(&info[c + 1..])),
+                None => (info, None),
+            };
+            if user.is_empty() || !valid_chars(user, is_user_byte) {
+                return Err(BadUri);
+            }
+            if let Some(p) = password {
+                if !valid_chars(p, is_password_byte) {
+                    return Err(BadUri);
+                }
+            }
+            (Some(user), password)
+        }
+    };
+    let (hostpart, headers) = match hostpart.find('?') {
+        Some(q) => (&hostpart[..q], &hostpart[q + 1..]),
+        None => (hostpart, ""),
+    };
+    if !valid_chars(headers, is_header_byte) {
+        return Err(BadUri);
+    }
+    let (hostport, params) = match hostpart.find(';') {
+        Some(s) => (&hostpart[..s], &hostpart[s..]),
+        None => (hostpart, ""),
+    };
+    if !valid_chars(params, is_param_byte) {
+        return Err(BadUri);
+    }
+    let params = Params::parse(params.as_bytes()).map_err(|_| BadUri)?;
+    let (host, port) = parse_hostport(hostport)?;
+    Ok(SipUri {
+        text,
+        secure,
+        user,
+        password,
+        host,
+        port,
+        params,
+        headers,
+    })
+}
+
+/// `hostport = host [ ":" port ]` (§25.1), shared with Via's sent-by.
+pub(crate) fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), BadUri> {
+    let (host_text, port_text) = if s.starts_with('[') {
+        let close = s.find(']').ok_or(BadUri)?;
+        let after = &s[close + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(BadUri),
+        };
+        (&s[..=close], port)
+    } else {
+        match s.find(':') {
+            Some(c) => (&s[..c], Some(&s[c + 1..])),
+            None => (s, None),
+        }
+    };
+    let host = Host::parse(host_text)?;
+    let port = match port_text {
+        None => None,
+        Some(p) => Some(
+            crate::scan::parse_decimal_u32(p.as_bytes())
+                .and_then(|v| u16::try_from(v).ok())
+                .ok_or(BadUri)?,
+        ),
+    };
+    Ok((host, port))
+}
+
+impl<'a> Host<'a> {
+    /// `host = hostname / IPv4address / IPv6reference` (§25.1). Hostnames may contain `_`, which
+    /// real deployments use even though the grammar does not.
+    pub fn parse(text: &'a str) -> Result<Host<'a>, BadUri> {
+        if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            let ok = inner.contains(':')
+                && inner
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            if !ok {
+                return Err(BadUri);
+            }
+            return Ok(Host {
+                text,
+                kind: HostKind::Ipv6(inner.parse().ok()),
+            });
+        }
+        if text.is_empty()
+            || !text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        {
+            return Err(BadUri);
+        }
+        if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            let ip = text.parse().map_err(|_| BadUri)?;
+            return Ok(Host {
+                text,
+                kind: HostKind::Ipv4(ip),
+            });
+        }
+        Ok(Host {
+            text,
+            kind: HostKind::Domain,
+        })
+    }
+
+    /// Host equality of §19.1.4: domains case-insensitively, addresses by value.
+    pub fn equivalent(&self, other: &Host<'_>) -> bool {
+        match (self.kind, other.kind) {
+            (HostKind::Ipv4(a), HostKind::Ipv4(b)) => a == b,
+            (HostKind::Ipv6(Some(a)), HostKind::Ipv6(Some(b))) => a == b,
+            _ => self.text.eq_ignore_ascii_case(other.text),
+        }
+    }
+}
+
+impl<'a> SipUri<'a> {
+    /// The `transport` parameter, if any.
+    pub fn transport(&self) -> Option<&'a str> {
+        self.params.get_str("transport")
+    }
+
+    /// The `lr` parameter that marks a loose router (§19.1.1).
+    pub fn is_loose_router(&self) -> bool {
+        self.params.contains("lr")
+    }
+
+    /// RFC 3261 §19.1.4: same scheme; user and password equal case-sensitively after unescaping;
+    /// host case-insensitively; port present in both or neither and equal; `user`, `ttl`, `method`,
+    /// `maddr` and `transport` present in both or neither and equal; other parameters compared only
+    /// when present in both; headers all present in both and equal.
+    pub fn equivalent(&self, other: &SipUri<'_>) -> bool {
+        const MUST_MATCH: [&str; 5] = ["user", "ttl", "method", "maddr", "transport"];
+        self.secure == other.secure
+            && opt_eq_unescaped(self.user, other.user, false)
+            && opt_eq_unescaped(self.password, other.password, false)
+            && self.host.equivalent(&other.host)
+            && self.port == other.port
+            && MUST_MATCH
+                .iter()
+                .all(|name| param_values_match(self.params.get(name), other.params.get(name)))
+            && self.params.iter().all(|p| match other.params.get(p.name) {
+                Some(theirs) => param_values_match(Some(p.value), Some(theirs)),
+                None => true,
+            })
+            && headers_equivalent(self.headers, other.headers)
+            && headers_equivalent(other.headers, self.headers)
+    }
+}
+
+fn opt_eq_unescaped(a: Option<&str>, b: Option<&str>, ignore_case: bool) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => eq_unescaped(a.as_bytes(), b.as_bytes(), ignore_case),
+        _ => false,
+    }
+}
+
+fn eq_unescaped(a: &[u8], b: &[u8], ignore_case: bool) -> bool {
+    if ignore_case {
+        unescaped(a)
+            .map(|c| c.to_ascii_lowercase())
+            .eq(unescaped(b).map(|c| c.to_ascii_lowercase()))
+    } else {
+        unescaped(a).eq(unescaped(b))
+    }
+}
+
+/// Parameter values compare case-insensitively after unescaping; a missing value equals only a
+/// missing value.
+fn param_values_match(a: Option<Option<&[u8]>>, b: Option<Option<&[u8]>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(None), Some(None)) => true,
+        (Some(Some(a)), Some(Some(b))) => eq_unescaped(a, b, true),
+        _ => false,
+    }
+}
+
+/// Every header of `a` is in `b` with an equal value (names case-insensitive, values
+/// case-sensitive after unescaping).
+fn headers_equivalent(a: &str, b: &str) -> bool {
+    fn pairs(s: &str) -> impl Iterator<Item = (&str, &str)> {
+        s.split('&')
+            .filter(|h| !h.is_empty())
+            .map(|h| h.split_once('=').unwrap_or((h, "")))
+    }
+    pairs(a).all(|(name, value)| {
+        pairs(b).any(|(n, v)| {
+            eq_unescaped(n.as_bytes(), name.as_bytes(), true)
+                && eq_unescaped(v.as_bytes(), value.as_bytes(), false)
+        })
+    })
+}
+
+fn valid_chars(s: &str, allowed: fn(u8) -> bool) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let escape_ok = b.get(i + 1).and_then(|&c| hex_value(c)).is_some()
+                && b.get(i + 2).and_then(|&c| hex_value(c)).is_some();
+            if !escape_ok {
+                return false;
+            }
+            i += 3;
+        } else if allowed(b[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// `unreserved = alphanum / mark` (§25.1).
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
+}
+
+/// `user = 1*( unreserved / escaped / user-unreserved )`.
+fn is_user_byte(b: u8) -> bool {
+    is_unreserved(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+}
+
+fn is_password_byte(b: u8) -> bool {
+    is_unreserved(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',')
+}
+
+/// `paramchar` plus the `;` and `=` that separate parameters.
+fn is_param_byte(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b';' | b'='
+        )
+}
+
+/// `hname`/`hvalue` characters plus the `=` and `&` that separate headers.
+fn is_header_byte(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&'
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sip(s: &str) -> SipUri<'_> {
+        match Uri::parse(s) {
+            Ok(Uri::Sip(u)) => u,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parts_of_a_full_sip_uri() {
+        let u = sip(
+            "sips:alice:secret@[2001:db8::10]:5071;transport=tcp;lr?Subject=hi&Priority=urgent",
+        );
+        assert!(u.secure);
+        assert_eq!(u.user, Some("alice"));
+        assert_eq!(u.password, Some("secret"));
+        assert_eq!(u.host.text, "[2001:db8::10]");
+        assert_eq!(
+            u.host.kind,
+            HostKind::Ipv6(Some("2001:db8::10".parse().unwrap()))
+        );
+        assert_eq!(u.port, Some(5071));
+        assert_eq!(u.transport(), Some("tcp"));
+        assert!(u.is_loose_router());
+        assert_eq!(u.headers, "Subject=hi&Priority=urgent");
+    }
+
+    #[test]
+    fn ipv6_port_must_be_outside_the_brackets() {
+        // RFC 5118 §4.3: [2001:db8::10:5070] is one address, no port.
+        let u = sip("sip:user@[2001:db8::10:5070]");
+        assert_eq!(u.port, None);
+        assert_eq!(sip("sip:user@[2001:db8::10]:5070").port, Some(5070));
+        // §4.2: an IPv6 address without brackets is invalid.
+        assert_eq!(Uri::parse("sip:user@2001:db8::10"), Err(BadUri));
+    }
+
+    #[test]
+    fn user_part_may_hold_semicolons_and_question_marks() {
+        let u = sip("sip:user;par=u%40example.net@example.com");
+        assert_eq!(u.user, Some("user;par=u%40example.net"));
+        assert_eq!(u.host.text, "example.com");
+    }
+
+    #[test]
+    fn other_schemes_are_carried() {
+        let u = Uri::parse("tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        assert!(matches!(u, Uri::Other(OtherUri { scheme: "tel", .. })));
+        assert!(Uri::parse("<sip:a@b>").is_err());
+        assert!(Uri::parse("sip:a@b c").is_err());
+        assert!(Uri::parse("sip:a@b%4").is_err());
+    }
+
+    #[test]
+    fn equivalence_per_rfc3261_19_1_4() {
+        // The examples of §19.1.4.
+        let equal = [
+            (
+                "sip:%61lice@atlanta.com;transport=TCP",
+                "sip:alice@AtLanTa.CoM;Transport=tcp",
+            ),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+            (
+                "sip:carol@chicago.com;security=on",
+                "sip:carol@chicago.com;newparam=5",
+            ),
+            (
+                "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+                "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com",
+            ),
+            (
+                "sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+                "sip:alice@atlanta.com?priority=urgent&subject=project%20x",
+            ),
+        ];
+        for (a, b) in equal {
+            assert!(sip(a).equivalent(&sip(b)), "{a} == {b}");
+            assert!(sip(b).equivalent(&sip(a)), "{b} == {a}");
+        }
+        let different = [
+            (
+                "SIP:ALICE@AtLanTa.CoM;Transport=udp",
+                "sip:alice@AtLanTa.CoM;Transport=UDP",
+            ),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),
+            (
+                "sip:bob@biloxi.com",
+                "sip:bob@biloxi.com:6000;transport=tcp",
+            ),
+            (
+                "sip:carol@chicago.com",
+                "sip:carol@chicago.com?Subject=next%20meeting",
+            ),
+            ("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"),
+            (
+                "sip:carol@chicago.com;security=on",
+                "sip:carol@chicago.com;security=off",
+            ),
+        ];
+        for (a, b) in different {
+            assert!(!sip(a).equivalent(&sip(b)), "{a} != {b}");
+            assert!(!sip(b).equivalent(&sip(a)), "{b} != {a}");
+        }
+    }
+}

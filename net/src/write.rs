@@ -1,0 +1,390 @@
+//! Writing messages: new requests and responses, responses built from a request (RFC 3261
+//! §8.2.6), and the edits a proxy makes when it forwards a request (§16.6) — each edit splices
+//! the original bytes, so nothing the proxy did not touch is re-serialised.
+
+use std::fmt::Write as _;
+
+use smallvec::SmallVec;
+
+use crate::message::Span;
+use crate::{HeaderName, Message, StartLine};
+
+/// Writes a message into a caller-owned buffer (reused across messages on the hot path).
+///
+/// Names and values are written as given; they come from sipshard's own code and configuration,
+/// never straight from a peer. CR and LF in them are replaced by spaces so that no caller can
+/// inject a header line by mistake.
+pub struct MessageWriter<'o> {
+    out: &'o mut Vec<u8>,
+}
+
+impl<'o> MessageWriter<'o> {
+    /// Starts `METHOD uri SIP/2.0`.
+    pub fn request(out: &'o mut Vec<u8>, method: &str, uri: &str) -> MessageWriter<'o> {
+        out.clear();
+        let mut w = MessageWriter { out };
+        w.put(method);
+        w.out.push(b' ');
+        w.put(uri);
+        w.out.extend_from_slice(b" SIP/2.0\r\n");
+        w
+    }
+
+    /// Starts `SIP/2.0 status reason`.
+    pub fn response(out: &'o mut Vec<u8>, status: u16, reason: &str) -> MessageWriter<'o> {
+        out.clear();
+        let mut w = MessageWriter { out };
+        // Writing into a Vec cannot fail.
+        let _ = write!(Adapter(w.out), "SIP/2.0 {status} ");
+        w.put(reason);
+        w.out.extend_from_slice(b"\r\n");
+        w
+    }
+
+    /// Appends `name: value`.
+    pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
+        self.put(name);
+        self.out.extend_from_slice(b": ");
+        self.put(value);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Appends a header line copied verbatim from a parsed message.
+    pub fn raw_line(&mut self, line: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(line);
+        self
+    }
+
+    /// Appends Content-Length, the empty line and the body; Content-Type too when the body is
+    /// not empty.
+    pub fn finish(self, content_type: Option<&str>, body: &[u8]) {
+        if let (Some(ct), false) = (content_type, body.is_empty()) {
+            self.out.extend_from_slice(b"Content-Type: ");
+            self.out.extend_from_slice(ct.as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+        }
+        let _ = write!(Adapter(self.out), "Content-Length: {}\r\n\r\n", body.len());
+        self.out.extend_from_slice(body);
+    }
+
+    fn put(&mut self, text: &str) {
+        self.out.extend(
+            text.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+    }
+}
+
+/// `fmt::Write` for a byte vector.
+struct Adapter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Adapter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Starts a response to `request` per RFC 3261 §8.2.6.2: Via (all values, in order), From,
+/// Call-ID and CSeq are copied byte for byte; To is copied and given `to_tag` when it has no tag
+/// and the status is not 100; a 100 Trying echoes Timestamp (§8.2.6.1). The caller adds its own
+/// headers and calls [`MessageWriter::finish`].
+pub fn response_to<'o>(
+    out: &'o mut Vec<u8>,
+    request: &Message<'_>,
+    status: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+) -> MessageWriter<'o> {
+    let mut w = MessageWriter::response(out, status, reason);
+    let bytes = request.as_bytes();
+    let mut line_start = request.headers_start();
+    for line in request.header_lines() {
+        let whole = &bytes[line_start..line.line_end as usize];
+        line_start = line.line_end as usize;
+        let copy = match line.name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => true,
+            HeaderName::Timestamp => status == 100,
+            HeaderName::To => {
+                let tagged = request.to().ok().and_then(|to| to.tag()).is_some();
+                match to_tag {
+                    Some(tag) if !tagged && status != 100 => {
+                        w.raw_line(
+                            &bytes[line.name_span.start as usize..line.value_span.end as usize],
+                        );
+                        w.out.extend_from_slice(b";tag=");
+                        w.put(tag);
+                        w.out.extend_from_slice(b"\r\n");
+                        false
+                    }
+                    _ => true,
+                }
+            }
+            _ => false,
+        };
+        if copy {
+            w.raw_line(whole);
+            if !whole.ends_with(b"\n") {
+                // The datagram ended the header section without a final line break.
+                w.out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    w
+}
+
+/// Edits to a received request before it is forwarded (§16.6), applied by splicing: the output is
+/// the original bytes with only the edited ranges replaced.
+pub struct ForwardEdits<'m, 'a> {
+    msg: &'m Message<'a>,
+    edits: SmallVec<[Edit; 8]>,
+    /// Text of all insertions and replacements, referenced by range.
+    text: String,
+}
+
+struct Edit {
+    /// The bytes of the original replaced by this edit (empty for a pure insertion).
+    replaced: Span,
+    text: std::ops::Range<usize>,
+}
+
+impl<'m, 'a> ForwardEdits<'m, 'a> {
+    pub fn new(msg: &'m Message<'a>) -> Self {
+        ForwardEdits {
+            msg,
+            edits: SmallVec::new(),
+            text: String::new(),
+        }
+    }
+
+    fn push(&mut self, replaced: Span, text: std::fmt::Arguments<'_>) {
+        let start = self.text.len();
+        let _ = self.text.write_fmt(text);
+        self.edits.push(Edit {
+            replaced,
+            text: start..self.text.len(),
+        });
+    }
+
+    fn top_of_headers(&self) -> Span {
+        let at = self.msg.headers_start() as u32;
+        Span { start: at, end: at }
+    }
+
+    /// Replaces the Request-URI (§16.6 step 2, §16.5 targets). No effect on a response.
+    pub fn set_request_uri(&mut self, uri: &str) -> &mut Self {
+        if let StartLine::Request { uri_span, .. } = self.msg.start_line() {
+            let span = *uri_span;
+            self.push(span, format_args!("{uri}"));
+        }
+        self
+    }
+
+    /// Adds a Via as the new topmost value (§16.6 step 8).
+    pub fn push_via(&mut self, value: &str) -> &mut Self {
+        let at = self.top_of_headers();
+        self.push(at, format_args!("Via: {value}\r\n"));
+        self
+    }
+
+    /// Adds a Record-Route above any existing ones (§16.6 step 4).
+    pub fn prepend_record_route(&mut self, value: &str) -> &mut Self {
+        let at = match self
+            .msg
+            .header_lines()
+            .iter()
+            .find(|h| h.name == HeaderName::RecordRoute)
+        {
+            Some(first) => {
+                let at = self.line_start(first);
+                Span { start: at, end: at }
+            }
+            None => self.top_of_headers(),
+        };
+        self.push(at, format_args!("Record-Route: {value}\r\n"));
+        self
+    }
+
+    /// Decrements Max-Forwards, or adds `Max-Forwards: 70` when absent (§16.6 step 3). The caller
+    /// has already answered 483 to a request whose Max-Forwards is 0 (§16.3 step 3).
+    pub fn decrement_max_forwards(&mut self) -> &mut Self {
+        let line = self
+            .msg
+            .header_lines()
+            .iter()
+            .find(|h| h.name == HeaderName::MaxForwards)
+            .copied();
+        match (line, self.msg.max_forwards()) {
+            (Some(line), Ok(Some(n))) => {
+                self.push(line.value_span, format_args!("{}", n.saturating_sub(1)));
+            }
+            _ => {
+                let at = self.top_of_headers();
+                self.push(at, format_args!("Max-Forwards: 70\r\n"));
+            }
+        }
+        self
+    }
+
+    /// Removes the topmost Via value (a proxy does this to a response it forwards, §16.7 step 3).
+    pub fn remove_top_via(&mut self) -> &mut Self {
+        self.remove_first_value(HeaderName::Via)
+    }
+
+    /// Removes the topmost Route value (the proxy's own, §16.4).
+    pub fn remove_top_route(&mut self) -> &mut Self {
+        self.remove_first_value(HeaderName::Route)
+    }
+
+    fn line_start(&self, line: &crate::HeaderLine) -> u32 {
+        line.name_span.start
+    }
+
+    /// Removes the first value of a list header: the whole line when it holds one value, else the
+    /// value and the comma after it.
+    fn remove_first_value(&mut self, name: HeaderName) -> &mut Self {
+        let Some(line) = self
+            .msg
+            .header_lines()
+            .iter()
+            .find(|h| h.name == name)
+            .copied()
+        else {
+            return self;
+        };
+        let mut elements = self.msg.list_elements(name);
+        let (Some(Ok((_, first_at))), second) = (elements.next(), elements.next()) else {
+            return self;
+        };
+        let span = match second {
+            Some(Ok((text, at))) if (at as u32) < line.line_end => {
+                let leading_ws = text.len() - text.trim_ascii_start().len();
+                Span {
+                    start: first_at as u32,
+                    end: (at + leading_ws) as u32,
+                }
+            }
+            _ => Span {
+                start: self.line_start(&line),
+                end: line.line_end,
+            },
+        };
+        self.push(span, format_args!(""));
+        self
+    }
+
+    /// Writes the edited message into `out` (cleared first).
+    pub fn write(&mut self, out: &mut Vec<u8>) {
+        out.clear();
+        // Insertions at the same place keep the order they were made in.
+        self.edits
+            .sort_by_key(|e| (e.replaced.start, e.replaced.end));
+        let bytes = self.msg.as_bytes();
+        let mut copied = 0usize;
+        for edit in &self.edits {
+            let start = edit.replaced.start as usize;
+            if start < copied {
+                // Overlapping edits (e.g. removing a value twice) are ignored after the first.
+                continue;
+            }
+            out.extend_from_slice(&bytes[copied..start]);
+            out.extend_from_slice(self.text[edit.text.clone()].as_bytes());
+            copied = edit.replaced.end as usize;
+        }
+        out.extend_from_slice(&bytes[copied..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKold\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.com>\r\n\
+From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.atlanta.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Timestamp: 54\r\n\
+Record-Route: <sip:p1.example.com;lr>\r\n\
+Contact: <sip:alice@pc33.atlanta.com>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\r\nv=0\n";
+
+    #[test]
+    fn response_copies_the_transaction_headers() {
+        let req = Message::parse_datagram(INVITE).unwrap();
+        let mut out = Vec::new();
+        response_to(&mut out, &req, 180, "Ringing", Some("a6c85cf")).finish(None, b"");
+        let resp = Message::parse_datagram(&out).unwrap();
+        resp.validate().unwrap();
+        assert_eq!(resp.status(), Some(180));
+        assert_eq!(resp.to().unwrap().tag(), Some("a6c85cf"));
+        assert_eq!(resp.call_id().unwrap(), "a84b4c76e66710@pc33.atlanta.com");
+        assert_eq!(resp.vias().count(), 2);
+        assert_eq!(resp.value(HeaderName::Timestamp), None);
+        assert_eq!(resp.value(HeaderName::Contact), None);
+
+        response_to(&mut out, &req, 100, "Trying", Some("ignored")).finish(None, b"");
+        let trying = Message::parse_datagram(&out).unwrap();
+        assert_eq!(trying.to().unwrap().tag(), None);
+        assert_eq!(trying.value(HeaderName::Timestamp), Some(&b"54"[..]));
+    }
+
+    #[test]
+    fn forwarding_edits_splice_the_original() {
+        let req = Message::parse_datagram(INVITE).unwrap();
+        let mut out = Vec::new();
+        ForwardEdits::new(&req)
+            .set_request_uri("sip:bob@192.0.2.4:5060")
+            .push_via("SIP/2.0/UDP proxy.example.com;branch=z9hG4bKnew")
+            .prepend_record_route("<sip:proxy.example.com;lr>")
+            .decrement_max_forwards()
+            .write(&mut out);
+        let fwd = Message::parse_datagram(&out).unwrap();
+        fwd.validate().unwrap();
+        assert_eq!(
+            fwd.request_uri().unwrap().as_str(),
+            "sip:bob@192.0.2.4:5060"
+        );
+        assert_eq!(fwd.top_via().unwrap().branch(), Some("z9hG4bKnew"));
+        assert_eq!(fwd.vias().count(), 3);
+        assert_eq!(fwd.max_forwards().unwrap(), Some(69));
+        let rr: Vec<_> = fwd
+            .name_addrs(HeaderName::RecordRoute)
+            .map(|r| r.unwrap().uri.as_str())
+            .collect();
+        assert_eq!(rr, ["sip:proxy.example.com;lr", "sip:p1.example.com;lr"]);
+        assert_eq!(fwd.body(), b"v=0\n");
+        // Everything after the inserted Record-Route is byte-identical.
+        let tail = |b: &[u8]| b[b.windows(9).position(|w| w == b"Contact: ").unwrap()..].to_vec();
+        assert_eq!(tail(fwd.as_bytes()), tail(INVITE));
+    }
+
+    #[test]
+    fn removing_the_top_via_value_or_line() {
+        let req = Message::parse_datagram(INVITE).unwrap();
+        let mut out = Vec::new();
+        ForwardEdits::new(&req).remove_top_via().write(&mut out);
+        let once = Message::parse_datagram(&out).unwrap();
+        assert_eq!(once.top_via().unwrap().branch(), Some("z9hG4bKold"));
+        let mut twice = Vec::new();
+        ForwardEdits::new(&once).remove_top_via().write(&mut twice);
+        let none = Message::parse_datagram(&twice).unwrap();
+        assert!(none.value(HeaderName::Via).is_none());
+        assert_eq!(none.header_lines().len(), req.header_lines().len() - 1);
+    }
+
+    #[test]
+    fn max_forwards_is_added_when_missing() {
+        let req = Message::parse_datagram(b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        ForwardEdits::new(&req)
+            .decrement_max_forwards()
+            .write(&mut out);
+        let fwd = Message::parse_datagram(&out).unwrap();
+        assert_eq!(fwd.max_forwards().unwrap(), Some(70));
+    }
+}
