@@ -39,7 +39,7 @@ pub enum ErrorKind {
     BadHeader(HeaderName),
     /// A header required in every request is absent (§8.1.1).
     MissingHeader(HeaderName),
-    /// A header that may appear once appears more than once (RFC 4475 §3.3.8).
+    /// A header that may appear once appears again with another value (RFC 4475 §3.3.8).
     DuplicateHeader(HeaderName),
     /// The CSeq method differs from the Request-Line method (§8.1.1.5, RFC 4475 §3.1.2.17).
     CSeqMethodMismatch,
@@ -118,6 +118,7 @@ impl ErrorKind {
                 H::Path => "Bad Path",
                 H::ContentType => "Bad Content-Type",
                 H::Authorization | H::ProxyAuthorization => "Bad Credentials",
+                H::WwwAuthenticate | H::ProxyAuthenticate => "Bad Challenge",
                 H::Require | H::ProxyRequire | H::Supported | H::Unsupported => "Bad Option Tags",
                 _ => "Bad Header Value",
             },

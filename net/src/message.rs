@@ -109,7 +109,8 @@ impl<'a> Message<'a> {
         parse(buf, Framing::Stream)
     }
 
-    /// The message's bytes, exactly as received (trailing datagram bytes excluded).
+    /// The message's bytes, exactly as received (line breaks before the start line and trailing
+    /// datagram bytes excluded).
     pub fn as_bytes(&self) -> &'a [u8] {
         self.bytes
     }
@@ -219,6 +220,13 @@ fn parse(buf: &[u8], framing: Framing) -> Result<Message<'_>, ParseError> {
     if buf.len() > MAX_PARSE_BYTES {
         return Err(ParseError::request(ErrorKind::TooLarge));
     }
+    // Line breaks before the start line are ignored (§7.5 for streams; harmless for datagrams,
+    // where some user agents send them too).
+    let leading = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    let buf = &buf[leading..];
     let Some((start_end, headers_start)) = line_end(buf, 0) else {
         return Err(ParseError::request(ErrorKind::NotSip));
     };

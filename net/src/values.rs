@@ -414,7 +414,8 @@ impl<'a> Message<'a> {
         self.error(ErrorKind::BadHeader(name))
     }
 
-    /// The only value of a single-valued header, parsed; `Ok(None)` when absent.
+    /// The only value of a single-valued header, parsed; `Ok(None)` when absent. Byte-identical
+    /// repetitions are tolerated (real user agents send them); differing ones are an error.
     fn single<T>(
         &self,
         name: HeaderName,
@@ -424,7 +425,7 @@ impl<'a> Message<'a> {
         let Some(first) = values.next() else {
             return Ok(None);
         };
-        if values.next().is_some() {
+        if values.any(|other| other != first) {
             return Err(self.error(ErrorKind::DuplicateHeader(name)));
         }
         parse(first).map(Some).map_err(|_| self.bad(name))
@@ -569,7 +570,8 @@ impl<'a> Message<'a> {
     /// caller can refuse the message before acting on any part of it.
     pub fn validate(&self) -> Result<(), ParseError> {
         for line in self.header_lines() {
-            if line.name.is_single() && self.values(line.name).nth(1).is_some() {
+            let value = &self.as_bytes()[line.value_span.range()];
+            if line.name.is_single() && self.values(line.name).any(|v| v != value) {
                 return Err(self.error(ErrorKind::DuplicateHeader(line.name)));
             }
         }
