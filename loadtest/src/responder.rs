@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 
-use sipshard_net::{ErrorAction, Message, Method, reason_phrase, response_to};
+use sipshard_net::{ErrorAction, Message, Method, error_response, reason_phrase, response_to};
 
 pub struct Options {
     pub listen: SocketAddr,
@@ -82,6 +82,7 @@ fn answer(datagram: &[u8], status: u16, out: &mut Vec<u8>) -> Outcome {
     let request = match Message::parse_datagram(datagram) {
         Ok(msg) if !msg.is_request() => return Outcome::Absorbed,
         Ok(msg) => msg,
+        Err(e) if error_response(out, datagram, &e) => return Outcome::Answered,
         Err(_) => return Outcome::Dropped,
     };
     if request.method() == Some(Method::Ack) {
@@ -129,6 +130,13 @@ Content-Length: 0\r\n\r\n";
             Outcome::Answered
         );
         assert_eq!(Message::parse_datagram(&out).unwrap().status(), Some(400));
+        let bad_version =
+            String::from_utf8_lossy(OPTIONS).replace("SIP/2.0\r\nVia", "SIP/3.0\r\nVia");
+        assert_eq!(
+            answer(bad_version.as_bytes(), 200, &mut out),
+            Outcome::Answered
+        );
+        assert_eq!(Message::parse_datagram(&out).unwrap().status(), Some(505));
         assert_eq!(answer(b"\x00\x01junk", 200, &mut out), Outcome::Dropped);
         assert_eq!(
             answer(b"SIP/2.0 200 OK\r\n\r\n", 200, &mut out),

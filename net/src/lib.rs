@@ -30,4 +30,4 @@ pub use params::{BadParams, Param, Params};
 pub use status::reason_phrase;
 pub use uri::{BadUri, Host, HostKind, OtherUri, SipUri, Uri};
 pub use values::{AuthHeader, BadValue, CSeq, Contact, MediaType, NameAddr, Via};
-pub use write::{ForwardEdits, MessageWriter, response_to};
+pub use write::{ForwardEdits, MessageWriter, error_response, response_to};

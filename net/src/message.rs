@@ -206,7 +206,7 @@ impl<'a> Message<'a> {
 
 /// Finds the next line terminator at or after `from`: returns (end of line content, start of the
 /// next line). Accepts CRLF and, for robustness, a bare LF.
-fn line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+pub(crate) fn line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     let lf = from + memchr::memchr(b'\n', &buf[from..])?;
     let content_end = if lf > from && buf[lf - 1] == b'\r' {
         lf - 1
@@ -280,7 +280,7 @@ fn parse(buf: &[u8], framing: Framing) -> Result<Message<'_>, ParseError> {
 
 /// Scans one header line starting at `pos`, following folds (a line break followed by SP or HT
 /// continues the value, §7.3.1).
-fn header_line(buf: &[u8], pos: usize) -> Result<HeaderLine, ErrorKind> {
+pub(crate) fn header_line(buf: &[u8], pos: usize) -> Result<HeaderLine, ErrorKind> {
     match buf.get(pos) {
         None => return Err(ErrorKind::UnterminatedHeaders),
         // A continuation line with no header to continue.

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use smallvec::SmallVec;
 
-use crate::message::Span;
+use crate::message::{Span, header_line, line_end};
+use crate::{ErrorAction, ParseError};
 use crate::{HeaderName, Message, StartLine};
 
 /// Writes a message into a caller-owned buffer (reused across messages on the hot path).
@@ -132,6 +133,57 @@ pub fn response_to<'o>(
         }
     }
     w
+}
+
+/// Writes the error response for a request that failed to parse — the 505 for `SIP/7.0`, the
+/// 400 for a malformed Request-URI — when one may and can be sent: the error's
+/// [`ParseError::action`] must be `Respond`, and Via, From, To, Call-ID and CSeq lines must be
+/// found to copy (§8.2.6.2; without them no client could match the response). Returns false,
+/// writing nothing useful, when the datagram must be dropped instead.
+///
+/// For errors found after parsing (from [`Message::validate`]), use [`response_to`] on the parsed
+/// message instead.
+pub fn error_response(out: &mut Vec<u8>, datagram: &[u8], error: &ParseError) -> bool {
+    let ErrorAction::Respond { status, reason } = error.action() else {
+        return false;
+    };
+    let leading = datagram
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    let datagram = &datagram[leading..];
+    let Some((_, mut pos)) = line_end(datagram, 0) else {
+        return false;
+    };
+    let mut w = MessageWriter::response(out, status, reason);
+    let mut seen = [false; 5];
+    const NEEDED: [HeaderName; 5] = [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ];
+    // Copy what can be read; stop at the first line that cannot.
+    while let Ok(line) = header_line(datagram, pos) {
+        if let Some(i) = NEEDED.iter().position(|n| *n == line.name) {
+            seen[i] = true;
+            let whole = &datagram[pos..line.line_end as usize];
+            w.raw_line(whole);
+            if !whole.ends_with(b"\n") {
+                w.out.extend_from_slice(b"\r\n");
+            }
+        }
+        pos = line.line_end as usize;
+        if datagram[pos..].starts_with(b"\r\n") || datagram[pos..].starts_with(b"\n") {
+            break;
+        }
+    }
+    if seen.contains(&false) {
+        return false;
+    }
+    w.finish(None, b"");
+    true
 }
 
 /// Edits to a received request before it is forwarded (§16.6), applied by splicing: the output is
@@ -375,6 +427,33 @@ Content-Length: 4\r\n\r\nv=0\n";
         let none = Message::parse_datagram(&twice).unwrap();
         assert!(none.value(HeaderName::Via).is_none());
         assert_eq!(none.header_lines().len(), req.header_lines().len() - 1);
+    }
+
+    #[test]
+    fn unparseable_requests_are_answered_when_their_transaction_headers_are_readable() {
+        let bad_version =
+            String::from_utf8_lossy(INVITE).replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia");
+        let error = Message::parse_datagram(bad_version.as_bytes()).unwrap_err();
+        let mut out = Vec::new();
+        assert!(error_response(&mut out, bad_version.as_bytes(), &error));
+        let resp = Message::parse_datagram(&out).unwrap();
+        resp.validate().unwrap();
+        assert_eq!(resp.status(), Some(505));
+        assert_eq!(resp.vias().count(), 2);
+        assert_eq!(resp.cseq().unwrap().seq, 314159);
+
+        // No Call-ID: nothing a client could match, so nothing is sent.
+        let no_call_id = bad_version.replace("Call-ID: a84b4c76e66710@pc33.atlanta.com\r\n", "");
+        let error = Message::parse_datagram(no_call_id.as_bytes()).unwrap_err();
+        assert!(!error_response(&mut out, no_call_id.as_bytes(), &error));
+
+        // A malformed response is never answered.
+        let error = Message::parse_datagram(b"SIP/2.0 1000 Huge\r\n\r\n").unwrap_err();
+        assert!(!error_response(
+            &mut out,
+            b"SIP/2.0 1000 Huge\r\n\r\n",
+            &error
+        ));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sipshard_net::{
     Contact, ErrorAction, ErrorKind, ForwardEdits, Frame, HeaderName, HostKind, Message, Method,
-    StreamFramer, Uri,
+    StreamFramer, Uri, error_response, response_to,
 };
 
 fn fixtures() -> PathBuf {
@@ -108,7 +108,40 @@ fn rfc4475_every_message_gets_its_expected_verdict() {
             other => panic!("{name}: unknown expectation {other}"),
         };
         assert_eq!(got, want, "{name} ({expect})");
+        if let Verdict::Respond(status, _) = want {
+            assert_answerable(&format!("rfc4475/{name}.dat"), status);
+        }
     }
+}
+
+/// A refused request can actually be answered: the response parses, carries the status and
+/// copies the request's transaction headers.
+fn assert_answerable(relative: &str, status: u16) {
+    let bytes = read(relative);
+    let mut out = Vec::new();
+    match Message::parse_datagram(&bytes) {
+        Err(e) => {
+            if !error_response(&mut out, &bytes, &e) {
+                // insuf lacks Call-ID: there is nothing a client could match a response to.
+                assert!(
+                    relative.ends_with("insuf.dat"),
+                    "{relative}: no response written"
+                );
+                return;
+            }
+        }
+        Ok(m) => {
+            let e = m.validate().unwrap_err();
+            let ErrorAction::Respond { status, reason } = e.action() else {
+                panic!("{relative}: {e}");
+            };
+            response_to(&mut out, &m, status, reason, Some("t")).finish(None, b"");
+        }
+    }
+    let response = Message::parse_datagram(&out).unwrap_or_else(|e| panic!("{relative}: {e}"));
+    assert_eq!(response.status(), Some(status), "{relative}");
+    assert!(response.value(HeaderName::Via).is_some(), "{relative}");
+    assert!(response.value(HeaderName::CSeq).is_some(), "{relative}");
 }
 
 #[test]
