@@ -1,0 +1,1 @@
+//! Configuration: Flexisip-compatible INI files, parsed and validated once at start-up.

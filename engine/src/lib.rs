@@ -1,0 +1,8 @@
+//! sipshard-engine: the sipshard node.
+//!
+//! Protocol logic here is sans-IO (configuration parsing, transaction state machines, routing
+//! decisions take values and `now` and return actions); the shard runtime is the thin shell that
+//! owns sockets and timers and feeds them.
+
+pub mod config;
+pub mod transaction;
