@@ -32,4 +32,6 @@ pub use status::reason_phrase;
 pub use transport::Transport;
 pub use uri::{BadUri, Host, HostKind, OtherUri, SipUri, Uri};
 pub use values::{AuthHeader, BadValue, CSeq, Contact, MediaType, NameAddr, Via};
-pub use write::{ForwardEdits, MessageWriter, error_response, response_to};
+pub use write::{
+    ForwardEdits, MessageWriter, ViaStamp, error_response, response_to, stamped_response_to,
+};

@@ -75,9 +75,18 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_case_insensitively() {
-        for t in [Transport::Udp, Transport::Tcp, Transport::Tls, Transport::Ws, Transport::Wss] {
+        for t in [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Tls,
+            Transport::Ws,
+            Transport::Wss,
+        ] {
             assert_eq!(Transport::from_token(t.via_token()), Some(t));
-            assert_eq!(Transport::from_token(&t.via_token().to_lowercase()), Some(t));
+            assert_eq!(
+                Transport::from_token(&t.via_token().to_lowercase()),
+                Some(t)
+            );
         }
         assert_eq!(Transport::from_token("SCTP"), None);
     }

@@ -3,12 +3,13 @@
 //! the original bytes, so nothing the proxy did not touch is re-serialised.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 
 use smallvec::SmallVec;
 
 use crate::message::{Span, header_line, line_end};
 use crate::{ErrorAction, ParseError};
-use crate::{HeaderName, Message, StartLine};
+use crate::{HeaderName, HostKind, Message, StartLine};
 
 /// Writes a message into a caller-owned buffer (reused across messages on the hot path).
 ///
@@ -98,13 +99,37 @@ pub fn response_to<'o>(
     reason: &str,
     to_tag: Option<&str>,
 ) -> MessageWriter<'o> {
+    stamped_response_to(out, request, &ViaStamp::default(), status, reason, to_tag)
+}
+
+/// [`response_to`] for a request whose topmost Via gets `stamp` (§18.2.1, RFC 3581): the
+/// response carries the Via as the server saw it, with `received` and `rport` filled in.
+pub fn stamped_response_to<'o>(
+    out: &'o mut Vec<u8>,
+    request: &Message<'_>,
+    stamp: &ViaStamp,
+    status: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+) -> MessageWriter<'o> {
     let mut w = MessageWriter::response(out, status, reason);
     let bytes = request.as_bytes();
+    let via_edits = stamp.edits(request);
     let mut line_start = request.headers_start();
+    let mut first_via = true;
     for line in request.header_lines() {
         let whole = &bytes[line_start..line.line_end as usize];
         line_start = line.line_end as usize;
         let copy = match line.name {
+            HeaderName::Via if first_via && !via_edits.is_empty() => {
+                first_via = false;
+                let start = line.name_span.start as usize;
+                splice(w.out, bytes, start..line.line_end as usize, &via_edits);
+                if !whole.ends_with(b"\n") {
+                    w.out.extend_from_slice(b"\r\n");
+                }
+                false
+            }
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => true,
             HeaderName::Timestamp => status == 100,
             HeaderName::To => {
@@ -133,6 +158,106 @@ pub fn response_to<'o>(
         }
     }
     w
+}
+
+/// What a server adds to the topmost Via of a request it receives: `received` when the sent-by
+/// host is not the packet's source address (§18.2.1) or when `rport` asks for it, and the source
+/// port as the value of an empty `rport` (RFC 3581 §4). Responses then go back to where the
+/// request really came from, through NATs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViaStamp {
+    pub received: Option<IpAddr>,
+    pub rport: Option<u16>,
+}
+
+impl ViaStamp {
+    /// The stamp for a request received from `source`.
+    pub fn for_request(request: &Message<'_>, source: SocketAddr) -> ViaStamp {
+        let Ok(via) = request.top_via() else {
+            return ViaStamp::default();
+        };
+        let sent_by_is_source = match via.host.kind {
+            HostKind::Ipv4(a) => IpAddr::V4(a) == source.ip(),
+            HostKind::Ipv6(Some(a)) => IpAddr::V6(a) == source.ip(),
+            _ => false,
+        };
+        let rport_requested = via.rport() == Some(None);
+        let received_present = via.received().is_some();
+        ViaStamp {
+            received: ((!sent_by_is_source || rport_requested) && !received_present)
+                .then_some(source.ip()),
+            rport: rport_requested.then_some(source.port()),
+        }
+    }
+
+    /// The address a response to this request goes to (§18.2.2, RFC 3581 §4): the source address
+    /// when `rport` was requested, else the `received` (or sent-by) host with the sent-by port.
+    pub fn response_destination(request: &Message<'_>, source: SocketAddr) -> SocketAddr {
+        match request.top_via() {
+            Ok(via) if via.rport() == Some(None) => source,
+            Ok(via) => SocketAddr::new(source.ip(), via.port.unwrap_or(5060)),
+            Err(_) => source,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.received.is_none() && self.rport.is_none()
+    }
+
+    /// The splices that apply this stamp to the request's bytes.
+    fn edits(&self, request: &Message<'_>) -> SmallVec<[(Span, String); 2]> {
+        let mut edits = SmallVec::new();
+        if self.is_empty() {
+            return edits;
+        }
+        let bytes = request.as_bytes();
+        let (Some(Ok((text, at))), Ok(via)) = (
+            request.list_elements(HeaderName::Via).next(),
+            request.top_via(),
+        ) else {
+            return edits;
+        };
+        if let Some(port) = self.rport {
+            if let Some(param) = via
+                .params
+                .iter()
+                .find(|p| p.name.eq_ignore_ascii_case("rport"))
+            {
+                let start = param.name.as_ptr() as usize - bytes.as_ptr() as usize;
+                let span = Span {
+                    start: start as u32,
+                    end: (start + param.name.len()) as u32,
+                };
+                edits.push((span, format!("rport={port}")));
+            }
+        }
+        if let Some(ip) = self.received {
+            let end = (at + text.trim_ascii_end().len()) as u32;
+            edits.push((Span { start: end, end }, format!(";received={ip}")));
+        }
+        edits.sort_by_key(|(span, _)| span.start);
+        edits
+    }
+}
+
+/// Copies `bytes[range]` into `out`, replacing the sorted, non-overlapping `edits` inside it.
+fn splice(
+    out: &mut Vec<u8>,
+    bytes: &[u8],
+    range: std::ops::Range<usize>,
+    edits: &[(Span, String)],
+) {
+    let mut copied = range.start;
+    for (span, text) in edits {
+        let (start, end) = (span.start as usize, span.end as usize);
+        if start < copied || end > range.end {
+            continue;
+        }
+        out.extend_from_slice(&bytes[copied..start]);
+        out.extend_from_slice(text.as_bytes());
+        copied = end;
+    }
+    out.extend_from_slice(&bytes[copied..range.end]);
 }
 
 /// Writes the error response for a request that failed to parse — the 505 for `SIP/7.0`, the
@@ -229,6 +354,15 @@ impl<'m, 'a> ForwardEdits<'m, 'a> {
         if let StartLine::Request { uri_span, .. } = self.msg.start_line() {
             let span = *uri_span;
             self.push(span, format_args!("{uri}"));
+        }
+        self
+    }
+
+    /// Applies a [`ViaStamp`] to the topmost Via (the received request's own, before the proxy
+    /// adds its Via above it).
+    pub fn stamp_top_via(&mut self, stamp: &ViaStamp) -> &mut Self {
+        for (span, text) in stamp.edits(self.msg) {
+            self.push(span, format_args!("{text}"));
         }
         self
     }
@@ -454,6 +588,48 @@ Content-Length: 4\r\n\r\nv=0\n";
             b"SIP/2.0 1000 Huge\r\n\r\n",
             &error
         ));
+    }
+
+    #[test]
+    fn via_stamp_fills_received_and_rport() {
+        let req = Message::parse_datagram(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bK1\r\n\
+From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n",
+        )
+        .unwrap();
+        let source: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let stamp = ViaStamp::for_request(&req, source);
+        assert_eq!(stamp.received, Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(stamp.rport, Some(40000));
+        assert_eq!(ViaStamp::response_destination(&req, source), source);
+
+        let mut out = Vec::new();
+        stamped_response_to(&mut out, &req, &stamp, 200, "OK", Some("t")).finish(None, b"");
+        let resp = Message::parse_datagram(&out).unwrap();
+        let via = resp.top_via().unwrap();
+        assert_eq!(via.received(), Some("192.0.2.7"));
+        assert_eq!(via.rport(), Some(Some(40000)));
+        assert_eq!(via.branch(), Some("z9hG4bK1"));
+
+        ForwardEdits::new(&req)
+            .stamp_top_via(&stamp)
+            .push_via("SIP/2.0/UDP proxy;branch=z9hG4bK2")
+            .write(&mut out);
+        let fwd = Message::parse_datagram(&out).unwrap();
+        let second = fwd.vias().nth(1).unwrap().unwrap();
+        assert_eq!(second.received(), Some("192.0.2.7"));
+        assert_eq!(second.rport(), Some(Some(40000)));
+
+        // A sent-by that is the source address, without rport: nothing to add, and responses go
+        // to the sent-by port.
+        let plain = String::from_utf8_lossy(req.as_bytes())
+            .replace("10.0.0.1:5070;rport;", "192.0.2.7:5070;");
+        let req = Message::parse_datagram(plain.as_bytes()).unwrap();
+        assert!(ViaStamp::for_request(&req, source).is_empty());
+        assert_eq!(
+            ViaStamp::response_destination(&req, source),
+            "192.0.2.7:5070".parse::<SocketAddr>().unwrap()
+        );
     }
 
     #[test]
