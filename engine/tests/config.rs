@@ -1,0 +1,482 @@
+//! The configuration as an operator meets it: real files, `--set` overrides, and the one-line
+//! errors the binary prints.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sipshard_engine::config::{
+    Config, ConfigError, ConfigErrorKind, DbImplementation, Listen, ListenHost, Location, LogLevel,
+    Transport,
+};
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/sipshard.conf");
+
+/// The configuration of the seed deployment, as written there.
+const SEED: &str = "[global]\ntransports=sips:host1.example.org\n[module::Registrar]\nreg-domains=mydomain.com\ndb-implementation=redis\nredis-server-domain=10.0.0.1\nredis-server-port=6379\nredis-auth-password=ComplicatedPassWord123456789\n[cluster]\nenabled=true\nnodes=10.0.0.1 10.0.0.2 10.0.0.3\n";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_ini_str(text, "test.conf")
+}
+
+/// The one-line message for `text`, which must be refused.
+fn refusal(text: &str) -> String {
+    match parse(text) {
+        Ok(config) => panic!("accepted {text:?}: {config:?}"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(!message.contains('\n'), "one line: {message}");
+            message
+        }
+    }
+}
+
+fn overrides(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// A file under cargo's per-test scratch directory.
+fn scratch_file(name: &str, text: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn seed_deployment_loads_as_written() {
+    let c = parse(SEED).unwrap();
+    assert_eq!(
+        c.global.transports,
+        [Listen {
+            transport: Transport::Tls,
+            host: ListenHost::Name("host1.example.org".into()),
+            port: 5061,
+            uri: "sips:host1.example.org".into(),
+        }]
+    );
+    assert_eq!(c.registrar.reg_domains, ["mydomain.com"]);
+    assert_eq!(c.registrar.db_implementation, DbImplementation::Redis);
+    assert_eq!(c.registrar.redis_server_domain, "10.0.0.1");
+    assert_eq!(c.registrar.redis_server_port, 6379);
+    assert_eq!(
+        c.registrar.redis_auth_password.expose(),
+        "ComplicatedPassWord123456789"
+    );
+    assert!(c.cluster.enabled);
+    assert_eq!(
+        c.cluster.nodes,
+        [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")]
+    );
+    // Everything not written keeps its default.
+    let d = Config::default();
+    assert_eq!(c.global.sip_t1, d.global.sip_t1);
+    assert_eq!(c.registrar.max_expires, d.registrar.max_expires);
+    assert_eq!(c.forward, d.forward);
+}
+
+#[test]
+fn the_password_never_shows() {
+    let c = parse(SEED).unwrap();
+    for shown in [format!("{c:?}"), format!("{:?}", c.registrar)] {
+        assert!(!shown.contains("ComplicatedPassWord"), "{shown}");
+        assert!(shown.contains("<hidden>"), "{shown}");
+    }
+    // Not in errors either, even when the override around it is wrong.
+    let e = Config::load(
+        None,
+        &overrides(&["module::Registrar/redis-auth-pasword=ComplicatedPassWord"]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(!e.contains("ComplicatedPassWord"), "{e}");
+    assert!(e.contains("did you mean redis-auth-password?"), "{e}");
+    let e = refusal("[module::Registrar]\nredis-auth-password ComplicatedPassWord\n");
+    assert!(!e.contains("ComplicatedPassWord"), "{e}");
+}
+
+#[test]
+fn example_file_loads() {
+    let c = Config::load(Some(Path::new(EXAMPLE)), &[]).unwrap();
+    let listens: Vec<String> = c.global.transports.iter().map(|l| l.to_string()).collect();
+    assert_eq!(listens, ["UDP *:5060", "TCP *:5060"]);
+    assert_eq!(c.global.aliases, ["sip.example.org"]);
+    assert_eq!(c.registrar.reg_domains, ["example.org"]);
+    assert_eq!(c.registrar.db_implementation, DbImplementation::Internal);
+    assert_eq!(c.registrar.min_expires, Duration::from_secs(60));
+    assert_eq!(c.registrar.default_expires, Duration::from_secs(600));
+    assert_eq!(c.registrar.max_expires, Duration::from_secs(86400));
+    assert!(!c.forward.allow_foreign_domains);
+    assert!(!c.cluster.enabled);
+}
+
+#[test]
+fn names_are_case_insensitive_and_values_trimmed() {
+    let c = parse(
+        "\u{feff}  [GLOBAL]  \r\n\
+         # a comment\r\n\
+         ; another\r\n\
+         \tThreads =  4 \r\n\
+         LOG-LEVEL=Debug\r\n\
+         [Module::registrar] ; trailing comment\r\n\
+         Reg-Domains = Example.ORG *\r\n\
+         DB-Implementation=REDIS\r\n\
+         redis-server-domain = redis.example.org\r\n\
+         [module::forward]\r\n\
+         Allow-Foreign-Domains=YES\r\n\
+         [CLUSTER]\r\n\
+         ENABLED=1\r\n\
+         Nodes=10.0.0.1,10.0.0.2,\t::1\r\n",
+    )
+    .unwrap();
+    assert_eq!(c.global.threads, 4);
+    assert_eq!(c.global.log_level, LogLevel::Debug);
+    assert_eq!(c.registrar.reg_domains, ["example.org", "*"]);
+    assert_eq!(c.registrar.db_implementation, DbImplementation::Redis);
+    assert!(c.forward.allow_foreign_domains);
+    assert!(c.cluster.enabled);
+    assert_eq!(c.cluster.nodes, [ip("10.0.0.1"), ip("10.0.0.2"), ip("::1")]);
+}
+
+#[test]
+fn durations_and_lists() {
+    let c = parse(
+        "[global]\n\
+         sip-t1=250\n\
+         sip-t2=2s\n\
+         sip-t4=5000ms\n\
+         transports=sip:*:5060 sips:host1.example.org,sip:[::1]:5070;transport=tcp\n\
+         aliases=sip.example.org  proxy.example.org\n\
+         [module::Registrar]\n\
+         min-expires=1min\n\
+         default-expires=10min\n\
+         max-expires=1d\n",
+    )
+    .unwrap();
+    assert_eq!(c.global.sip_t1, Duration::from_millis(250));
+    assert_eq!(c.global.sip_t2, Duration::from_secs(2));
+    assert_eq!(c.global.sip_t4, Duration::from_secs(5));
+    let listens: Vec<String> = c.global.transports.iter().map(|l| l.to_string()).collect();
+    assert_eq!(
+        listens,
+        [
+            "UDP *:5060",
+            "TCP *:5060",
+            "TLS host1.example.org:5061",
+            "TCP [::1]:5070"
+        ]
+    );
+    assert_eq!(c.global.aliases, ["sip.example.org", "proxy.example.org"]);
+    assert_eq!(c.registrar.min_expires, Duration::from_secs(60));
+    assert_eq!(c.registrar.default_expires, Duration::from_secs(600));
+    assert_eq!(c.registrar.max_expires, Duration::from_secs(86400));
+
+    let c = parse("[module::Registrar]\nmax-expires=3600\nmin-expires=0\ndefault-expires=1h\n")
+        .unwrap();
+    assert_eq!(c.registrar.max_expires, Duration::from_secs(3600));
+    assert_eq!(c.registrar.min_expires, Duration::ZERO);
+    let c = parse("[global]\naliases=\n[cluster]\nnodes=\n").unwrap();
+    assert!(c.global.aliases.is_empty() && c.cluster.nodes.is_empty());
+}
+
+#[test]
+fn unknown_section() {
+    let e = refusal("[global]\nthreads=2\n[module::Registar]\n");
+    assert_eq!(
+        e,
+        "test.conf:3: unknown section [module::Registar] (did you mean [module::Registrar]?)"
+    );
+    let e = refusal("[module::Router]\n");
+    assert_eq!(
+        e,
+        "test.conf:1: unknown section [module::Router] (sections are [global], [module::Registrar], [module::Forward], [cluster])"
+    );
+}
+
+#[test]
+fn unknown_key_names_the_nearest() {
+    let e = refusal("[module::Registrar]\n\nmax-expire=3600\n");
+    assert_eq!(
+        e,
+        "test.conf:3: unknown key [module::Registrar] max-expire (did you mean max-expires?)"
+    );
+    let e = refusal("[global]\nreg-domains=example.org\n");
+    assert_eq!(
+        e,
+        "test.conf:2: unknown key [global] reg-domains (did you mean [module::Registrar] reg-domains?)"
+    );
+    let e = refusal("[cluster]\ncluster-domain=sip.example.org\n");
+    assert_eq!(
+        e,
+        "test.conf:2: unknown key [cluster] cluster-domain (keys of [cluster] are enabled, nodes)"
+    );
+    let err = parse("[global]\nthread=2\n").unwrap_err();
+    assert_eq!(
+        err.location,
+        Some(Location::Line {
+            origin: "test.conf".into(),
+            line: 2
+        })
+    );
+    assert!(matches!(
+        err.kind,
+        ConfigErrorKind::UnknownKey { section: "global", ref key, suggestion: Some(ref s) }
+            if key == "thread" && s == "threads"
+    ));
+}
+
+#[test]
+fn bad_values_name_file_line_key_and_expectation() {
+    assert_eq!(
+        refusal("[module::Forward]\nallow-foreign-domains=maybe\n"),
+        "test.conf:2: [module::Forward] allow-foreign-domains: expected true or false (or 1/0, yes/no), got \"maybe\""
+    );
+    assert_eq!(
+        refusal("[module::Registrar]\nmax-expires=10 minutes\n"),
+        "test.conf:2: [module::Registrar] max-expires: expected a duration: a whole number of seconds or with a unit (500ms, 30s, 10min, 1h, 1d), got \"10 minutes\""
+    );
+    assert_eq!(
+        refusal("[global]\nsip-t1=1.5s\n"),
+        "test.conf:2: [global] sip-t1: expected a duration: a whole number of milliseconds or with a unit (500ms, 30s, 10min, 1h, 1d), got \"1.5s\""
+    );
+    assert_eq!(
+        refusal("[global]\ntransports=sip:127.0.0.1:5060;transport=sctp\n"),
+        "test.conf:2: [global] transports: \"sip:127.0.0.1:5060;transport=sctp\" is not a URI to listen on: unknown transport \"sctp\" (expected udp, tcp, tls, ws or wss)"
+    );
+    assert_eq!(
+        refusal("[global]\ntransports=sip:127.0.0.1:99999\n"),
+        "test.conf:2: [global] transports: \"sip:127.0.0.1:99999\" is not a URI to listen on: not a valid URI"
+    );
+    assert_eq!(
+        refusal("[global]\ntransports=\n"),
+        "test.conf:2: [global] transports: expected at least one SIP URI to listen on, such as sip:*:5060"
+    );
+    assert_eq!(
+        refusal("[global]\nthreads=-1\n"),
+        "test.conf:2: [global] threads: expected a whole number from 0 to 1024, got \"-1\""
+    );
+    assert_eq!(
+        refusal("[module::Registrar]\nredis-server-port=0\n"),
+        "test.conf:2: [module::Registrar] redis-server-port: expected a port number from 1 to 65535, got \"0\""
+    );
+    assert_eq!(
+        refusal("[module::Registrar]\ndb-implementation=mysql\n"),
+        "test.conf:2: [module::Registrar] db-implementation: expected internal or redis, got \"mysql\""
+    );
+    assert_eq!(
+        refusal("[module::Registrar]\nredis-server-domain=redis://10.0.0.1\n"),
+        "test.conf:2: [module::Registrar] redis-server-domain: \"redis://10.0.0.1\" is not a host name or IP address"
+    );
+    assert_eq!(
+        refusal("[module::Registrar]\nredis-server-domain=10.0.0.1 10.0.0.2\n"),
+        "test.conf:2: [module::Registrar] redis-server-domain: expected one host name or IP address, got \"10.0.0.1 10.0.0.2\""
+    );
+    assert_eq!(
+        refusal("[cluster]\nnodes=10.0.0.1 node2.example.org\n"),
+        "test.conf:2: [cluster] nodes: \"node2.example.org\" is not an IP address"
+    );
+    assert_eq!(
+        refusal("[module::Registrar]\nreg-domains=\n"),
+        "test.conf:2: [module::Registrar] reg-domains: expected at least one domain, or * for any"
+    );
+    // Flexisip keeps a `#` after a value in the value; say so when that is why it fails.
+    assert!(
+        refusal("[module::Registrar]\nmax-expires=3600 # one hour\n")
+            .ends_with("(a # after a value is part of it: put comments on their own line)")
+    );
+}
+
+#[test]
+fn inconsistent_expires() {
+    assert_eq!(
+        refusal("[module::Registrar]\nmin-expires=60\ndefault-expires=30\n"),
+        "test.conf:3: [module::Registrar] min-expires (1min) is above default-expires (30s); expected min-expires <= default-expires <= max-expires"
+    );
+    assert_eq!(
+        refusal("[module::Registrar]\nmax-expires=300\n"),
+        "test.conf:2: [module::Registrar] default-expires (10min) is above max-expires (5min); expected min-expires <= default-expires <= max-expires"
+    );
+    // Blamed on the key set last, wherever the other one was set.
+    let err = parse("[module::Registrar]\ndefault-expires=2h\n\nmax-expires=1h\n").unwrap_err();
+    assert_eq!(
+        err.location,
+        Some(Location::Line {
+            origin: "test.conf".into(),
+            line: 4
+        })
+    );
+    assert!(matches!(err.kind, ConfigErrorKind::Inconsistent { .. }));
+}
+
+#[test]
+fn other_consistency_checks() {
+    assert_eq!(
+        refusal("[global]\nsip-t1=5s\n"),
+        "test.conf:2: [global] sip-t1 (5s) is above sip-t2 (4s); retransmissions start at T1 and are capped at T2"
+    );
+    assert_eq!(
+        refusal("[module::Registrar]\ndb-implementation=redis\n"),
+        "test.conf:2: [module::Registrar] db-implementation=redis needs redis-server-domain"
+    );
+    assert_eq!(
+        refusal("[cluster]\nenabled=true\n"),
+        "test.conf:2: [cluster] enabled=true needs the addresses of the nodes in nodes"
+    );
+}
+
+#[test]
+fn structural_errors() {
+    assert_eq!(
+        refusal("threads=2\n"),
+        "test.conf:1: key threads comes before any [section] header"
+    );
+    assert_eq!(
+        refusal("[global]\nthreads\n"),
+        "test.conf:2: expected a [section] header, a # comment or key=value"
+    );
+    assert_eq!(
+        refusal("[global\n"),
+        "test.conf:1: expected a [section] header, a # comment or key=value"
+    );
+    assert_eq!(
+        refusal("[global]\nthreads=2\n\n[Global]\nTHREADS=3\n"),
+        "test.conf:5: [global] threads is set twice (first on line 2); keep one"
+    );
+}
+
+#[test]
+fn set_overrides_apply_after_the_file() {
+    let path = scratch_file("overrides.conf", SEED);
+    let c = Config::load(
+        Some(&path),
+        &overrides(&[
+            "global/transports=sip:127.0.0.1:5070",
+            "module::Registrar/max-expires=3600",
+            "Module::Registrar/Max-Expires = 7200",
+            "cluster/enabled=false",
+        ]),
+    )
+    .unwrap();
+    let listens: Vec<String> = c.global.transports.iter().map(|l| l.to_string()).collect();
+    assert_eq!(listens, ["UDP 127.0.0.1:5070", "TCP 127.0.0.1:5070"]);
+    assert_eq!(
+        c.registrar.max_expires,
+        Duration::from_secs(7200),
+        "last wins"
+    );
+    assert!(!c.cluster.enabled);
+    assert_eq!(c.registrar.reg_domains, ["mydomain.com"], "file kept");
+
+    // Validated like the file, and blamed on the override.
+    let e = Config::load(
+        Some(&path),
+        &overrides(&["module::Registrar/max-expires=5min"]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--set module::Registrar/max-expires: [module::Registrar] default-expires (10min) is above max-expires (5min); expected min-expires <= default-expires <= max-expires"
+    );
+    let e = Config::load(None, &overrides(&["global/threads=many"])).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--set global/threads: [global] threads: expected a whole number from 0 to 1024, got \"many\""
+    );
+    let e = Config::load(None, &overrides(&["globl/threads=2"])).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--set globl/threads: unknown section [globl] (did you mean [global]?)"
+    );
+    let e = Config::load(None, &overrides(&["threads=2"])).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--set \"threads\" is not SECTION/KEY=VALUE (e.g. module::Registrar/max-expires=3600)"
+    );
+    let e = Config::load(None, &overrides(&["global/threads"])).unwrap_err();
+    assert!(matches!(e.kind, ConfigErrorKind::BadOverride { .. }));
+}
+
+#[test]
+fn load_without_a_file_is_the_default() {
+    assert_eq!(Config::load(None, &[]).unwrap(), Config::default());
+}
+
+#[test]
+fn unreadable_file() {
+    let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such-file.conf");
+    let e = Config::load(Some(&missing), &[]).unwrap_err();
+    assert!(matches!(e.kind, ConfigErrorKind::Read { .. }));
+    let message = e.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "{}: cannot read the configuration: ",
+            missing.display()
+        )),
+        "{message}"
+    );
+    let binary = Path::new(env!("CARGO_TARGET_TMPDIR")).join("binary.conf");
+    std::fs::write(&binary, b"[global]\nthreads=\xff\n").unwrap();
+    assert_eq!(
+        Config::load(Some(&binary), &[]).unwrap_err().to_string(),
+        format!(
+            "{}: cannot read the configuration: not UTF-8 text (byte 17)",
+            binary.display()
+        )
+    );
+    let e = Config::load(Some(Path::new("/dev/zero")), &[]).unwrap_err();
+    assert!(e.to_string().ends_with("larger than 1048576 bytes"), "{e}");
+}
+
+#[test]
+fn dump_default_round_trips() {
+    let dump = Config::dump_default();
+    assert_eq!(parse(&dump).unwrap(), Config::default());
+    for key in [
+        "transports=sip:127.0.0.1:5060",
+        "threads=0",
+        "aliases=",
+        "sip-t1=500ms",
+        "sip-t2=4s",
+        "sip-t4=5s",
+        "max-message-size=65536",
+        "shard-queue-capacity=1024",
+        "transaction-table-capacity=65536",
+        "log-level=info",
+        "reg-domains=localhost 127.0.0.1",
+        "db-implementation=internal",
+        "max-expires=86400",
+        "min-expires=60",
+        "default-expires=600",
+        "max-contacts-by-aor=12",
+        "redis-server-domain=",
+        "redis-server-port=6379",
+        "redis-auth-password=",
+        "allow-foreign-domains=false",
+        "enabled=false",
+        "nodes=",
+    ] {
+        let line = dump
+            .lines()
+            .position(|l| l == key)
+            .unwrap_or_else(|| panic!("{key} missing"));
+        let doc = dump.lines().nth(line - 1).unwrap();
+        assert!(
+            doc.starts_with("# ") && doc.len() > 10,
+            "{key} has a doc: {doc:?}"
+        );
+    }
+    for section in [
+        "[global]",
+        "[module::Registrar]",
+        "[module::Forward]",
+        "[cluster]",
+    ] {
+        assert!(dump.lines().any(|l| l == section), "{section}");
+    }
+    // The dump's own file, read back through `load`.
+    let path = scratch_file("dump-default.conf", &dump);
+    assert_eq!(Config::load(Some(&path), &[]).unwrap(), Config::default());
+}
