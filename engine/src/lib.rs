@@ -5,4 +5,10 @@
 //! owns sockets and timers and feeds them.
 
 pub mod config;
+pub mod core;
+pub mod fork;
+pub mod node;
+pub mod routing;
+pub mod shard;
+pub mod startup;
 pub mod transaction;

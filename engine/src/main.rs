@@ -1,32 +1,133 @@
 //! `sipshard`: the node's command line.
 //!
-//! The SIP server itself (shards, transactions, registrar) is not built yet; it arrives with the
-//! node issue. What runs today is `sipshard check`, which runs the node's message parser over
-//! files holding one SIP message each and prints what the node will do with them: accept, answer
-//! with an error status, or drop. Operators use it to see why a phone's message is refused.
+//! `sipshard [--config FILE] [--set SECTION/KEY=VALUE]... [--threads N]` runs the node;
+//! `--dump-default` prints every configuration key; `sipshard check FILE...` prints the parser's
+//! verdict on message files. A configuration error is one line on stderr and exit status 2: the
+//! node never starts half-configured.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use sipshard_engine::config::{Config, LogLevel};
+use sipshard_engine::node::Node;
+use sipshard_engine::startup::node_options;
 use sipshard_net::{ErrorAction, Message};
 
-const USAGE: &str = "usage: sipshard check FILE...   parse SIP messages (one per file, as UDP datagrams) and print the verdict
+const USAGE: &str = "usage: sipshard [--config FILE] [--set SECTION/KEY=VALUE]... [--threads N]
+       sipshard --dump-default
+       sipshard check FILE...
        sipshard --version
 
-The SIP server is not part of this build yet: `sipshard` without a command does not start one.";
+Without --config the embedded defaults apply: a registrar and proxy for localhost and 127.0.0.1
+on sip:127.0.0.1:5060 (UDP and TCP), bindings in memory, one shard per core.";
+
+struct Args {
+    config: Option<PathBuf>,
+    sets: Vec<String>,
+    threads: Option<usize>,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("check") if args.len() > 1 => check_files(&args[1..]),
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match argv.first().map(String::as_str) {
+        Some("check") if argv.len() > 1 => return check_files(&argv[1..]),
         Some("--version") => {
             println!("sipshard {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+            return ExitCode::SUCCESS;
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("--dump-default") => {
+            print!("{}", Config::dump_default());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let args = match parse_args(&argv) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("sipshard: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(args.config.as_deref(), &args.sets) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sipshard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.global.log_level);
+    let options = match node_options(&config, args.threads) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("sipshard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listening: Vec<String> = options
+        .runtime
+        .listens
+        .iter()
+        .map(|(t, a)| format!("{} {a}", t.via_token().to_ascii_lowercase()))
+        .collect();
+    let shards = options.shards;
+    let node = match Node::start(options) {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("sipshard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "sipshard listening on {} ({shards} shards)",
+        listening.join(", ")
+    );
+    node.join();
+    ExitCode::SUCCESS
+}
+
+fn parse_args(argv: &[String]) -> Result<Args, String> {
+    let mut args = Args {
+        config: None,
+        sets: Vec::new(),
+        threads: None,
+    };
+    let mut it = argv.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--config" => args.config = Some(PathBuf::from(value()?)),
+            "--set" => args.sets.push(value()?.clone()),
+            "--threads" => {
+                let v = value()?;
+                args.threads = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or(format!("--threads: not a positive number: {v}"))?,
+                );
+            }
+            other => return Err(format!("unknown argument {other}")),
         }
     }
+    Ok(args)
+}
+
+fn init_logging(level: LogLevel) {
+    let filter = match level {
+        LogLevel::Error => tracing::Level::ERROR,
+        LogLevel::Warning => tracing::Level::WARN,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Trace => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Prints one verdict line per file; fails if any file could not be read or was refused.

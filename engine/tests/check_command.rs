@@ -48,10 +48,20 @@ fn names_the_status_it_would_answer() {
 }
 
 #[test]
-fn without_a_command_it_explains_and_fails() {
+fn unknown_arguments_and_bad_config_exit_2_with_one_line() {
     let out = Command::new(env!("CARGO_BIN_EXE_sipshard"))
+        .arg("--bogus")
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not part of this build"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument --bogus"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sipshard"))
+        .args(["--set", "module::Registrar/max-expire=10"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did you mean max-expires?"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }

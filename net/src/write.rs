@@ -423,6 +423,41 @@ impl<'m, 'a> ForwardEdits<'m, 'a> {
         self.remove_first_value(HeaderName::Route)
     }
 
+    /// Removes the last Route value: the one a strict router's Request-URI came from (§16.4).
+    pub fn remove_last_route(&mut self) -> &mut Self {
+        let Some(Ok((text, at))) = self.msg.list_elements(HeaderName::Route).last() else {
+            return self;
+        };
+        let line = self
+            .msg
+            .header_lines()
+            .iter()
+            .rfind(|h| h.name == HeaderName::Route)
+            .copied();
+        let Some(line) = line else { return self };
+        let value_start = line.value_span.start as usize;
+        let span = if at == value_start {
+            // The only value on its line: remove the line.
+            Span {
+                start: line.name_span.start,
+                end: line.line_end,
+            }
+        } else {
+            // Remove ", value" back to the comma before it.
+            let bytes = self.msg.as_bytes();
+            let comma = bytes[value_start..at]
+                .iter()
+                .rposition(|&b| b == b',')
+                .map_or(at, |i| value_start + i);
+            Span {
+                start: comma as u32,
+                end: (at + text.trim_ascii_end().len()) as u32,
+            }
+        };
+        self.push(span, format_args!(""));
+        self
+    }
+
     fn line_start(&self, line: &crate::HeaderLine) -> u32 {
         line.name_span.start
     }
@@ -629,6 +664,32 @@ From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nl: 0\
         assert_eq!(
             ViaStamp::response_destination(&req, source),
             "192.0.2.7:5070".parse::<SocketAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn removing_the_last_route_value() {
+        let req = Message::parse_datagram(
+            b"BYE sip:p@192.0.2.1 SIP/2.0\r\nRoute: <sip:a;lr>, <sip:b>\r\nl: 0\r\n\r\n",
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        ForwardEdits::new(&req).remove_last_route().write(&mut out);
+        let once = Message::parse_datagram(&out).unwrap();
+        let routes: Vec<_> = once
+            .name_addrs(HeaderName::Route)
+            .map(|r| r.unwrap().uri.as_str())
+            .collect();
+        assert_eq!(routes, ["sip:a;lr"]);
+        let mut twice = Vec::new();
+        ForwardEdits::new(&once)
+            .remove_last_route()
+            .write(&mut twice);
+        assert!(
+            Message::parse_datagram(&twice)
+                .unwrap()
+                .value(HeaderName::Route)
+                .is_none()
         );
     }
 

@@ -1,0 +1,1249 @@
+//! The shard core: everything a shard decides, with no I/O and no clock.
+//!
+//! The shell ([`crate::shard`]) hands it what arrived — a datagram, a message cut from a stream, a
+//! message from another shard, the passing of time — and carries out the [`Output`]s it returns.
+//! The core owns the shard's transactions, its slice of the binding store and the response
+//! contexts of the requests it forwards; it talks to other shards only through [`ShardMsg`]s.
+//!
+//! The request path: parse and validate (`sipshard_net`), match or create a server transaction
+//! (retransmissions stop there), decide where the request goes ([`crate::routing`]), then either
+//! answer it, hand it to the registrar on the AOR's owner shard, or look up the AOR's bindings
+//! (again on the owner shard) and fork one client transaction per contact ([`crate::fork`]).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use sipshard_net::{
+    ErrorAction, ForwardEdits, HeaderName, HostKind, Message, Method, ParseError, Transport, Uri,
+    ViaStamp, error_response, reason_phrase, stamped_response_to,
+};
+use sipshard_registrar::{
+    Aor, BindingStore, NextHop, RegisterError, RegisterOutcome, RegisterRequest, RegistrarConfig,
+    Source, owner_shard,
+};
+use tracing::debug;
+
+use crate::fork::{self, Fork, Verdict};
+use crate::routing::{self, Decision, LocalIdentity, RouteEdits};
+use crate::transaction::{
+    self, Action, ClientId, RequestMatch, ResponseMatch, ServerId, TimerConfig, TransactionError,
+    TransactionId, TransactionTable,
+};
+
+/// A stream connection, unique in the node: the owning shard's index is in the top 16 bits.
+pub type ConnId = u64;
+
+/// Where a message arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inbound {
+    pub transport: Transport,
+    /// Our address it arrived on.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub conn: Option<ConnId>,
+}
+
+/// What the shell does for the core.
+#[derive(Debug)]
+pub enum Output {
+    /// Send bytes. Over a stream transport, the shell uses an open connection to `to` (or `conn`
+    /// when it is one of its own) and opens one otherwise. A failure is reported back with
+    /// [`ShardCore::on_send_failed`] when `txn` is set.
+    Send {
+        transport: Transport,
+        to: SocketAddr,
+        conn: Option<ConnId>,
+        bytes: Rc<[u8]>,
+        txn: Option<TransactionId>,
+    },
+    /// Deliver a message to another shard.
+    ToShard { shard: usize, msg: ShardMsg },
+}
+
+/// A message between shards. Owned data only: it crosses threads.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Apply a REGISTER to the bindings of an AOR this shard owns.
+    Register {
+        from: usize,
+        token: u64,
+        request: RegisterRequest,
+    },
+    /// The answer to `Register`.
+    Registered {
+        token: u64,
+        result: Result<RegisterOutcome, RegisterError>,
+    },
+    /// List the targets of an AOR this shard owns.
+    Lookup { from: usize, token: u64, aor: Aor },
+    /// The answer to `Lookup`.
+    Found { token: u64, targets: Vec<Target> },
+}
+
+/// One place to send a request for an AOR: a registered contact and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The contact URI: the forwarded request's Request-URI.
+    pub uri: String,
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// The connection the contact registered over, to be preferred while it lives.
+    pub conn: Option<ConnId>,
+}
+
+/// Settings the core needs, derived once from the configuration.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    pub identity: LocalIdentity,
+    pub registrar: RegistrarConfig,
+    pub timers: TimerConfig,
+    /// Server and client transactions per shard, each.
+    pub transaction_capacity: usize,
+    /// Requests waiting on another shard at once; beyond it, 503.
+    pub max_waiting: usize,
+    /// The host (name or IP) this node puts in its Via and Record-Route.
+    pub advertised_host: String,
+    /// Our listen port per transport, for Via and Record-Route.
+    pub ports: Vec<(Transport, u16)>,
+}
+
+/// Counters of one shard (summed by the admin endpoint).
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub requests: u64,
+    pub responses: u64,
+    /// Unparseable or invalid messages, answered or dropped.
+    pub malformed: u64,
+    pub dropped: u64,
+    /// Requests refused with 503 because a table or queue of this shard was full.
+    pub overloaded: u64,
+    pub send_failures: u64,
+    pub registers_accepted: u64,
+    pub registers_refused: u64,
+    pub forwarded: u64,
+}
+
+/// A request waiting for another shard.
+#[derive(Debug)]
+enum Waiting {
+    Register {
+        server: ServerId,
+        request: Rc<[u8]>,
+        inbound: Inbound,
+    },
+    Lookup {
+        server: ServerId,
+        request: Rc<[u8]>,
+        inbound: Inbound,
+        route: RouteEdits,
+    },
+}
+
+/// The response context of one forwarded request (§16.7).
+#[derive(Debug)]
+struct ProxyCall {
+    request: Rc<[u8]>,
+    inbound: Inbound,
+    fork: Fork,
+    branches: Vec<BranchInfo>,
+    /// The CANCEL of the caller arrived: cancel every branch that can be.
+    cancelled: bool,
+    final_sent: bool,
+}
+
+#[derive(Debug)]
+struct BranchInfo {
+    client: Option<ClientId>,
+    transport: Transport,
+    addr: SocketAddr,
+    /// The final response stored for §16.7 step 6 (top Via removed), or `None` for a branch
+    /// that failed without one.
+    stored: Option<Rc<[u8]>>,
+    cancel_sent: bool,
+}
+
+pub struct ShardCore {
+    shard: usize,
+    shards: usize,
+    settings: CoreSettings,
+    bindings: BindingStore,
+    transactions: TransactionTable,
+    waiting: HashMap<u64, Waiting>,
+    next_token: u64,
+    calls: HashMap<ServerId, ProxyCall>,
+    branch_of: HashMap<ClientId, (ServerId, usize)>,
+    next_branch: u64,
+    counters: Counters,
+    date: String,
+}
+
+impl ShardCore {
+    pub fn new(shard: usize, shards: usize, settings: CoreSettings) -> ShardCore {
+        let capacity = settings.transaction_capacity;
+        ShardCore {
+            shard,
+            shards,
+            bindings: BindingStore::new(settings.registrar.clone()),
+            transactions: TransactionTable::new(settings.timers, capacity, capacity),
+            settings,
+            waiting: HashMap::new(),
+            next_token: 0,
+            calls: HashMap::new(),
+            branch_of: HashMap::new(),
+            next_branch: 0,
+            counters: Counters::default(),
+            date: http_date(SystemTime::now()),
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The wall clock, for Date headers (the shell sets it once a tick).
+    pub fn set_wall_clock(&mut self, now: SystemTime) {
+        self.date = http_date(now);
+    }
+
+    /// When [`ShardCore::on_timers`] must run next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (
+            self.transactions.next_deadline(),
+            self.bindings.next_expiry(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn on_timers(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.transactions.handle_timeouts(now);
+        self.bindings.expire(now);
+        self.drain_actions(now, out);
+    }
+
+    pub fn count_send_failure(&mut self) {
+        self.counters.send_failures += 1;
+    }
+
+    /// A send the core asked for failed.
+    pub fn on_send_failed(&mut self, txn: TransactionId, now: Instant, out: &mut Vec<Output>) {
+        self.counters.send_failures += 1;
+        self.transactions.handle_transport_error(txn, now);
+        self.drain_actions(now, out);
+    }
+
+    /// A UDP datagram.
+    pub fn on_datagram(
+        &mut self,
+        bytes: &[u8],
+        from: Inbound,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            // A keep-alive (RFC 5626 §4.4.1 uses CRLF over UDP only with STUN; some UAs send
+            // bare CRLFs anyway). Nothing to answer.
+            return;
+        }
+        let parsed = Message::parse_datagram(bytes);
+        self.on_parsed(bytes, parsed, from, now, out);
+    }
+
+    /// One message cut from a stream by the shell's framer.
+    pub fn on_stream_message(
+        &mut self,
+        bytes: &[u8],
+        from: Inbound,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let parsed = Message::parse_stream(bytes);
+        self.on_parsed(bytes, parsed, from, now, out);
+    }
+
+    /// A stream that cannot be framed any more: answer what can be answered; the shell closes it.
+    pub fn on_unframeable(
+        &mut self,
+        buf: &[u8],
+        error: ParseError,
+        from: Inbound,
+        out: &mut Vec<Output>,
+    ) {
+        self.counters.malformed += 1;
+        let mut response = Vec::new();
+        if error_response(&mut response, buf, &error) {
+            self.send_stateless(from, from.remote, response, out);
+        }
+    }
+
+    fn on_parsed(
+        &mut self,
+        bytes: &[u8],
+        parsed: Result<Message<'_>, ParseError>,
+        from: Inbound,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let msg = match parsed.and_then(|m| m.validate().map(|()| m)) {
+            Ok(msg) => msg,
+            Err(error) => return self.on_malformed(bytes, error, from, out),
+        };
+        if msg.is_request() {
+            self.counters.requests += 1;
+            self.on_request(&msg, from, now, out);
+        } else {
+            self.counters.responses += 1;
+            self.on_response(&msg, now, out);
+        }
+        self.drain_actions(now, out);
+    }
+
+    /// Answers a malformed request statelessly when possible (§8.2.6, error reason phrases from
+    /// the codec), and drops everything else.
+    fn on_malformed(
+        &mut self,
+        bytes: &[u8],
+        error: ParseError,
+        from: Inbound,
+        out: &mut Vec<Output>,
+    ) {
+        self.counters.malformed += 1;
+        let mut response = Vec::new();
+        let answered = match Message::parse_datagram(bytes) {
+            // Parsed, but validate() refused it: the transaction headers may still be readable.
+            Ok(msg) if msg.is_request() && msg.method() != Some(Method::Ack) => {
+                match error.action() {
+                    ErrorAction::Respond { status, reason } => {
+                        let stamp = ViaStamp::for_request(&msg, from.remote);
+                        stamped_response_to(&mut response, &msg, &stamp, status, reason, None)
+                            .finish(None, b"");
+                        true
+                    }
+                    ErrorAction::Drop => false,
+                }
+            }
+            Ok(_) => false,
+            Err(e) => error_response(&mut response, bytes, &e),
+        };
+        if answered {
+            self.send_stateless(from, from.remote, response, out);
+        } else {
+            self.counters.dropped += 1;
+            debug!(remote = %from.remote, "dropped: {error}");
+        }
+    }
+
+    fn send_stateless(
+        &mut self,
+        from: Inbound,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+        out: &mut Vec<Output>,
+    ) {
+        out.push(Output::Send {
+            transport: from.transport,
+            to,
+            conn: from.conn,
+            bytes: bytes.into(),
+            txn: None,
+        });
+    }
+
+    fn on_request(
+        &mut self,
+        msg: &Message<'_>,
+        from: Inbound,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let peer = transaction::Peer {
+            transport: from.transport,
+            addr: from.remote,
+        };
+        match self.transactions.handle_request(msg, peer, now) {
+            Ok(RequestMatch::New(server)) => self.on_new_request(server, msg, from, now, out),
+            Ok(RequestMatch::Absorbed) => {}
+            Ok(RequestMatch::EndToEndAck) => self.forward_ack(msg, from, out),
+            Err(TransactionError::TableFull) => {
+                self.counters.overloaded += 1;
+                if msg.method() != Some(Method::Ack) {
+                    let stamp = ViaStamp::for_request(msg, from.remote);
+                    let mut response = Vec::new();
+                    let mut w =
+                        stamped_response_to(&mut response, msg, &stamp, 503, "Overloaded", None);
+                    w.header("Retry-After", "5");
+                    w.finish(None, b"");
+                    let to = ViaStamp::response_destination(msg, from.remote);
+                    self.send_stateless(from, to, response, out);
+                }
+            }
+            Err(e) => {
+                self.counters.dropped += 1;
+                debug!(remote = %from.remote, "request refused by the transaction layer: {e:?}");
+            }
+        }
+    }
+
+    fn on_new_request(
+        &mut self,
+        server: ServerId,
+        msg: &Message<'_>,
+        from: Inbound,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        if msg.method() == Some(Method::Cancel) {
+            return self.on_cancel(server, msg, from, now);
+        }
+        if self.is_loop(msg) {
+            return self.reply(server, msg, from, 482, "Loop Detected", &[], now);
+        }
+        let (decision, route) = routing::decide(msg, &self.settings.identity);
+        match decision {
+            Decision::Reply {
+                status,
+                reason,
+                unsupported,
+            } => {
+                let extra = if unsupported.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![("Unsupported", unsupported.join(", "))]
+                };
+                self.reply(server, msg, from, status, reason, &extra, now);
+            }
+            // An ACK never creates a server transaction; nothing to absorb here.
+            Decision::Absorb => {}
+            Decision::Register => self.on_register(server, msg, from, now, out),
+            Decision::LookupAor => self.on_lookup(server, msg, from, route, now, out),
+            Decision::Forward => match self.next_hop(msg, &route) {
+                Some(target) => {
+                    let request: Rc<[u8]> = msg.as_bytes().into();
+                    self.fork(server, request, from, &route, vec![target], now);
+                }
+                None => self.reply(server, msg, from, 404, "Next Hop Not Resolvable", &[], now),
+            },
+        }
+    }
+
+    /// Sends a locally generated response on a server transaction.
+    #[allow(clippy::too_many_arguments)]
+    fn reply(
+        &mut self,
+        server: ServerId,
+        msg: &Message<'_>,
+        from: Inbound,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, String)],
+        now: Instant,
+    ) {
+        let stamp = ViaStamp::for_request(msg, from.remote);
+        let mut response = Vec::new();
+        let tag = self.to_tag(msg);
+        let mut w = stamped_response_to(&mut response, msg, &stamp, status, reason, Some(&tag));
+        for (name, value) in extra {
+            w.header(name, value);
+        }
+        w.finish(None, b"");
+        if let Err(e) = self
+            .transactions
+            .respond(server, status, response.into(), now)
+        {
+            debug!("response {status} not sent: {e:?}");
+        }
+    }
+
+    /// A To tag for responses this node generates: stable for a request, so retransmitted
+    /// requests that reach a new transaction get the same tag.
+    fn to_tag(&self, msg: &Message<'_>) -> String {
+        let branch = msg.top_via().ok().and_then(|v| v.branch()).unwrap_or("");
+        format!(
+            "{:x}",
+            stable_hash(&[msg.call_id().unwrap_or("").as_bytes(), branch.as_bytes()])
+        )
+    }
+
+    // ---- registrar ------------------------------------------------------------------------
+
+    fn on_register(
+        &mut self,
+        server: ServerId,
+        msg: &Message<'_>,
+        from: Inbound,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let source = Source {
+            transport: from.transport,
+            remote: from.remote,
+            local: from.local,
+            connection: from.conn,
+        };
+        let request = match RegisterRequest::from_message(msg, source, &self.settings.registrar) {
+            Ok(request) => request,
+            Err(e) => return self.answer_register(server, msg, from, Err(e), now),
+        };
+        let owner = owner_shard(&request.aor, self.shards);
+        if owner == self.shard {
+            let result = self.bindings.register(request, now);
+            return self.answer_register(server, msg, from, result, now);
+        }
+        let Some(token) = self.wait(Waiting::Register {
+            server,
+            request: msg.as_bytes().into(),
+            inbound: from,
+        }) else {
+            return self.overloaded(server, msg, from, now);
+        };
+        out.push(Output::ToShard {
+            shard: owner,
+            msg: ShardMsg::Register {
+                from: self.shard,
+                token,
+                request,
+            },
+        });
+    }
+
+    /// The answer to a REGISTER (§10.3 step 8): every current binding with its expires, Date,
+    /// Path when the client supports it; or the registrar's error (423 with Min-Expires).
+    fn answer_register(
+        &mut self,
+        server: ServerId,
+        msg: &Message<'_>,
+        from: Inbound,
+        result: Result<RegisterOutcome, RegisterError>,
+        now: Instant,
+    ) {
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.counters.registers_refused += 1;
+                let status = e.status();
+                let extra: Vec<(&str, String)> = status
+                    .min_expires_s
+                    .map(|m| ("Min-Expires", m.to_string()))
+                    .into_iter()
+                    .collect();
+                return self.reply(server, msg, from, status.code, status.reason, &extra, now);
+            }
+        };
+        self.counters.registers_accepted += 1;
+        let mut extra: Vec<(&str, String)> = outcome
+            .contacts
+            .iter()
+            .map(|c| ("Contact", c.to_string()))
+            .collect();
+        if !outcome.path.is_empty() {
+            extra.push(("Path", outcome.path.join(", ")));
+        }
+        if outcome.require_outbound {
+            extra.push(("Require", "outbound".into()));
+        }
+        extra.push(("Date", self.date.clone()));
+        self.reply(server, msg, from, 200, "OK", &extra, now);
+    }
+
+    // ---- proxy ----------------------------------------------------------------------------
+
+    fn on_lookup(
+        &mut self,
+        server: ServerId,
+        msg: &Message<'_>,
+        from: Inbound,
+        route: RouteEdits,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(Uri::Sip(uri)) = msg.request_uri() else {
+            return self.reply(server, msg, from, 416, "Unsupported URI Scheme", &[], now);
+        };
+        let aor = Aor::from_sip_uri(uri);
+        let owner = owner_shard(&aor, self.shards);
+        if owner == self.shard {
+            let targets = self.targets(&aor, now);
+            return self.on_targets(server, msg.as_bytes().into(), from, &route, targets, now);
+        }
+        let Some(token) = self.wait(Waiting::Lookup {
+            server,
+            request: msg.as_bytes().into(),
+            inbound: from,
+            route,
+        }) else {
+            return self.overloaded(server, msg, from, now);
+        };
+        out.push(Output::ToShard {
+            shard: owner,
+            msg: ShardMsg::Lookup {
+                from: self.shard,
+                token,
+                aor,
+            },
+        });
+    }
+
+    /// The reachable contacts of an AOR, best first. Contacts naming a host by DNS name are
+    /// skipped: this node does not resolve names yet.
+    fn targets(&self, aor: &Aor, now: Instant) -> Vec<Target> {
+        self.bindings
+            .lookup(aor, now)
+            .filter_map(|b| {
+                let contact = contact_address(&b.uri);
+                let (transport, addr, conn) = match b.next_hop() {
+                    NextHop::Address { transport, addr } => (transport, addr, None),
+                    NextHop::Connection {
+                        transport,
+                        connection,
+                        fallback,
+                    } => (
+                        transport,
+                        contact.map_or(fallback, |(_, a)| a),
+                        Some(connection),
+                    ),
+                    NextHop::ContactUri => {
+                        let (transport, addr) = contact?;
+                        (transport, addr, None)
+                    }
+                };
+                Some(Target {
+                    uri: b.uri.to_string(),
+                    transport,
+                    addr,
+                    conn,
+                })
+            })
+            .collect()
+    }
+
+    fn on_targets(
+        &mut self,
+        server: ServerId,
+        request: Rc<[u8]>,
+        from: Inbound,
+        route: &RouteEdits,
+        targets: Vec<Target>,
+        now: Instant,
+    ) {
+        if targets.is_empty() {
+            let Ok(msg) = Message::parse_datagram(&request) else {
+                return;
+            };
+            return self.reply(server, &msg, from, 404, "Not Found", &[], now);
+        }
+        self.fork(server, request, from, route, targets, now);
+    }
+
+    /// Forwards a request to every target, one client transaction each (§16.6), and keeps the
+    /// response context (§16.7).
+    fn fork(
+        &mut self,
+        server: ServerId,
+        request: Rc<[u8]>,
+        from: Inbound,
+        route: &RouteEdits,
+        targets: Vec<Target>,
+        now: Instant,
+    ) {
+        let Ok(msg) = Message::parse_datagram(&request) else {
+            return;
+        };
+        let stamp = ViaStamp::for_request(&msg, from.remote);
+        let method = msg.method();
+        let record_route = matches!(
+            method,
+            Some(Method::Invite | Method::Subscribe | Method::Refer | Method::Notify)
+        );
+        let loop_hash = loop_hash(&msg);
+        let mut call = ProxyCall {
+            request: request.clone(),
+            inbound: from,
+            fork: Fork::new(targets.len()),
+            branches: Vec::with_capacity(targets.len()),
+            cancelled: false,
+            final_sent: false,
+        };
+        let mut forwarded = Vec::new();
+        for (index, target) in targets.iter().enumerate() {
+            self.next_branch += 1;
+            let branch = format!(
+                "z9hG4bK{loop_hash:016x}.{}.{}",
+                self.shard, self.next_branch
+            );
+            let mut edits = ForwardEdits::new(&msg);
+            edits.stamp_top_via(&stamp).decrement_max_forwards();
+            if route.pop_top_route {
+                edits.remove_top_route();
+            }
+            if let Some(uri) = &route.strict_request_uri {
+                edits.set_request_uri(uri).remove_last_route();
+            }
+            if route.strict_request_uri.is_none() && !target.uri.is_empty() {
+                edits.set_request_uri(&target.uri);
+            }
+            if record_route {
+                let rr = self.record_route(from.transport);
+                edits.prepend_record_route(&rr);
+            }
+            let via = format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                target.transport,
+                self.sent_by(target.transport)
+            );
+            edits.push_via(&via);
+            edits.write(&mut forwarded);
+            let peer = transaction::Peer {
+                transport: target.transport,
+                addr: target.addr,
+            };
+            let client =
+                match self
+                    .transactions
+                    .start_client(forwarded.as_slice().into(), peer, now)
+                {
+                    Ok(client) => Some(client),
+                    Err(e) => {
+                        debug!("branch to {} not started: {e:?}", target.addr);
+                        None
+                    }
+                };
+            if let Some(client) = client {
+                self.branch_of.insert(client, (server, index));
+            }
+            call.branches.push(BranchInfo {
+                client,
+                transport: target.transport,
+                addr: target.addr,
+                stored: None,
+                cancel_sent: false,
+            });
+        }
+        self.counters.forwarded += 1;
+        let failed: Vec<usize> = call
+            .branches
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.client.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        self.calls.insert(server, call);
+        for index in failed {
+            self.branch_failed(server, index, now);
+        }
+    }
+
+    /// The next hop of a request routed by Route or by an IP-literal Request-URI (§16.6 step 6
+    /// and 7; no DNS: names are not resolved yet).
+    fn next_hop(&self, msg: &Message<'_>, route: &RouteEdits) -> Option<Target> {
+        let skip = usize::from(route.pop_top_route);
+        let next_route = msg
+            .name_addrs(HeaderName::Route)
+            .filter_map(Result::ok)
+            .nth(skip);
+        let uri_text = match (&next_route, &route.strict_request_uri) {
+            (_, Some(strict)) => strict.clone(),
+            (Some(r), None) => r.uri.as_str().to_owned(),
+            (None, None) => msg.request_uri()?.as_str().to_owned(),
+        };
+        let (transport, addr) = contact_address(&uri_text)?;
+        Some(Target {
+            // Loose routing keeps the Request-URI (§16.6 step 6): no rewrite.
+            uri: String::new(),
+            transport,
+            addr,
+            conn: None,
+        })
+    }
+
+    /// The ACK for a 2xx belongs to no transaction (§13.2.2.4): forward it statelessly along
+    /// its route, or absorb it when it is for us.
+    fn forward_ack(&mut self, msg: &Message<'_>, from: Inbound, out: &mut Vec<Output>) {
+        let (decision, route) = routing::decide(msg, &self.settings.identity);
+        if decision != Decision::Forward {
+            return;
+        }
+        let Some(target) = self.next_hop(msg, &route) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let stamp = ViaStamp::for_request(msg, from.remote);
+        let branch = format!("z9hG4bK{:016x}.ack", loop_hash(msg));
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            target.transport,
+            self.sent_by(target.transport)
+        );
+        let mut edits = ForwardEdits::new(msg);
+        edits.stamp_top_via(&stamp).decrement_max_forwards();
+        if route.pop_top_route {
+            edits.remove_top_route();
+        }
+        if let Some(uri) = &route.strict_request_uri {
+            edits.set_request_uri(uri).remove_last_route();
+        }
+        edits.push_via(&via);
+        let mut bytes = Vec::new();
+        edits.write(&mut bytes);
+        out.push(Output::Send {
+            transport: target.transport,
+            to: target.addr,
+            conn: None,
+            bytes: bytes.into(),
+            txn: None,
+        });
+    }
+
+    fn on_response(&mut self, msg: &Message<'_>, now: Instant, _out: &mut [Output]) {
+        match self.transactions.handle_response(msg, now) {
+            ResponseMatch::Deliver(client) => self.on_branch_response(client, msg, now),
+            ResponseMatch::Absorbed => {}
+            ResponseMatch::Stray => self.counters.dropped += 1,
+        }
+    }
+
+    fn on_branch_response(&mut self, client: ClientId, msg: &Message<'_>, now: Instant) {
+        let Some(&(server, index)) = self.branch_of.get(&client) else {
+            return;
+        };
+        let Some(status) = msg.status() else {
+            return;
+        };
+        let mut upstream = Vec::new();
+        ForwardEdits::new(msg).remove_top_via().write(&mut upstream);
+        let Some(call) = self.calls.get_mut(&server) else {
+            return;
+        };
+        match call.fork.on_response(index, status) {
+            Verdict::ForwardNow => {
+                if status >= 200 {
+                    call.final_sent = true;
+                }
+                if let Err(e) = self
+                    .transactions
+                    .respond(server, status, upstream.into(), now)
+                {
+                    debug!("response {status} not forwarded: {e:?}");
+                }
+            }
+            Verdict::Store => call.branches[index].stored = Some(upstream.into()),
+            Verdict::Drop => {}
+        }
+        self.after_branch_event(server, now);
+    }
+
+    /// A branch ended without a response: Timer B/F or a transport error. Counted as 408 in the
+    /// response context (§16.7 step 2, §16.9); if it wins, the caller gets 480.
+    fn branch_failed(&mut self, server: ServerId, index: usize, now: Instant) {
+        if let Some(call) = self.calls.get_mut(&server) {
+            call.fork.on_failure(index, 408);
+        }
+        self.after_branch_event(server, now);
+    }
+
+    /// Cancels what must be cancelled and sends the best final response once every branch is
+    /// done (§16.7 steps 5, 6, 10).
+    fn after_branch_event(&mut self, server: ServerId, now: Instant) {
+        let Some(call) = self.calls.get_mut(&server) else {
+            return;
+        };
+        let mut to_cancel = call.fork.branches_to_cancel();
+        if call.cancelled {
+            // Every branch that can be cancelled now (§16.10).
+            to_cancel = (0..call.branches.len()).collect();
+        }
+        let mut cancels = Vec::new();
+        for index in to_cancel {
+            let branch = &mut call.branches[index];
+            if branch.cancel_sent {
+                continue;
+            }
+            let Some(client) = branch.client else {
+                continue;
+            };
+            if let Some(cancel) = self.transactions.cancel_request(client) {
+                branch.cancel_sent = true;
+                cancels.push((cancel, branch.transport, branch.addr));
+            }
+        }
+        let finished = call.fork.all_finished() && !call.final_sent;
+        let winner = call.fork.winner();
+        if finished {
+            call.final_sent = true;
+        }
+        let (request, inbound) = (call.request.clone(), call.inbound);
+        let stored = winner.and_then(|(i, _)| call.branches[i].stored.clone());
+        for (cancel, transport, addr) in cancels {
+            let peer = transaction::Peer { transport, addr };
+            if let Err(e) = self.transactions.start_client(cancel.into(), peer, now) {
+                debug!("CANCEL not sent: {e:?}");
+            }
+        }
+        if !finished {
+            return;
+        }
+        let Some((_, status)) = winner else { return };
+        let upstream = fork::upstream_status(status);
+        match stored {
+            Some(bytes) if upstream == status => {
+                if let Err(e) = self.transactions.respond(server, status, bytes, now) {
+                    debug!("best response {status} not sent: {e:?}");
+                }
+            }
+            _ => {
+                // A synthesized failure (no answer at all) or a 503 the proxy turns into 500.
+                let Ok(msg) = Message::parse_datagram(&request) else {
+                    return;
+                };
+                let (status, reason) = if stored.is_none() {
+                    (480, "Temporarily Unavailable")
+                } else {
+                    (upstream, reason_phrase(upstream))
+                };
+                self.reply(server, &msg, inbound, status, reason, &[], now);
+            }
+        }
+    }
+
+    /// §9.2 and §16.10: a CANCEL gets its own 200 (or 481); the INVITE's pending branches are
+    /// cancelled, and the INVITE is answered by whatever the branches answer (487s).
+    fn on_cancel(&mut self, server: ServerId, msg: &Message<'_>, from: Inbound, now: Instant) {
+        let Some(target) = self.transactions.cancel_target(server) else {
+            return self.reply(
+                server,
+                msg,
+                from,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+                now,
+            );
+        };
+        self.reply(server, msg, from, 200, "OK", &[], now);
+        if let Some(call) = self.calls.get_mut(&target) {
+            call.cancelled = true;
+            self.after_branch_event(target, now);
+            return;
+        }
+        // The INVITE is still waiting for its targets: answer it 487 now.
+        let waiting = self
+            .waiting
+            .iter()
+            .find(|(_, w)| matches!(w, Waiting::Lookup { server, .. } if *server == target))
+            .map(|(token, _)| *token);
+        if let Some(token) = waiting {
+            if let Some(Waiting::Lookup {
+                request, inbound, ..
+            }) = self.waiting.remove(&token)
+            {
+                if let Ok(invite) = Message::parse_datagram(&request) {
+                    self.reply(
+                        target,
+                        &invite,
+                        inbound,
+                        487,
+                        "Request Terminated",
+                        &[],
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    // ---- other shards ---------------------------------------------------------------------
+
+    fn wait(&mut self, waiting: Waiting) -> Option<u64> {
+        if self.waiting.len() >= self.settings.max_waiting {
+            return None;
+        }
+        self.next_token += 1;
+        self.waiting.insert(self.next_token, waiting);
+        Some(self.next_token)
+    }
+
+    fn overloaded(&mut self, server: ServerId, msg: &Message<'_>, from: Inbound, now: Instant) {
+        self.counters.overloaded += 1;
+        self.reply(
+            server,
+            msg,
+            from,
+            503,
+            "Overloaded",
+            &[("Retry-After", "5".into())],
+            now,
+        );
+    }
+
+    pub fn on_shard_message(&mut self, msg: ShardMsg, now: Instant, out: &mut Vec<Output>) {
+        match msg {
+            ShardMsg::Register {
+                from,
+                token,
+                request,
+            } => {
+                let result = self.bindings.register(request, now);
+                out.push(Output::ToShard {
+                    shard: from,
+                    msg: ShardMsg::Registered { token, result },
+                });
+            }
+            ShardMsg::Lookup { from, token, aor } => {
+                let targets = self.targets(&aor, now);
+                out.push(Output::ToShard {
+                    shard: from,
+                    msg: ShardMsg::Found { token, targets },
+                });
+            }
+            ShardMsg::Registered { token, result } => {
+                if let Some(Waiting::Register {
+                    server,
+                    request,
+                    inbound,
+                }) = self.waiting.remove(&token)
+                {
+                    if let Ok(msg) = Message::parse_datagram(&request) {
+                        self.answer_register(server, &msg, inbound, result, now);
+                    }
+                }
+            }
+            ShardMsg::Found { token, targets } => {
+                if let Some(Waiting::Lookup {
+                    server,
+                    request,
+                    inbound,
+                    route,
+                }) = self.waiting.remove(&token)
+                {
+                    self.on_targets(server, request, inbound, &route, targets, now);
+                }
+            }
+        }
+        self.drain_actions(now, out);
+    }
+
+    /// A message for another shard could not be queued (its channel is full): whatever waited
+    /// on it is answered 503; an answer that could not be returned is lost with its request,
+    /// which the client retransmits.
+    pub fn on_shard_unreachable(&mut self, msg: ShardMsg, now: Instant, out: &mut Vec<Output>) {
+        self.counters.overloaded += 1;
+        let token = match msg {
+            ShardMsg::Register { token, .. } | ShardMsg::Lookup { token, .. } => token,
+            ShardMsg::Registered { .. } | ShardMsg::Found { .. } => return,
+        };
+        let (server, request, inbound) = match self.waiting.remove(&token) {
+            Some(Waiting::Register {
+                server,
+                request,
+                inbound,
+            })
+            | Some(Waiting::Lookup {
+                server,
+                request,
+                inbound,
+                ..
+            }) => (server, request, inbound),
+            None => return,
+        };
+        if let Ok(msg) = Message::parse_datagram(&request) {
+            self.reply(
+                server,
+                &msg,
+                inbound,
+                503,
+                "Overloaded",
+                &[("Retry-After", "5".into())],
+                now,
+            );
+        }
+        self.drain_actions(now, out);
+    }
+
+    // ---- transactions -> outputs ----------------------------------------------------------
+
+    fn drain_actions(&mut self, now: Instant, out: &mut Vec<Output>) {
+        while let Some(action) = self.transactions.poll_action() {
+            match action {
+                Action::Send { id, to, bytes } => out.push(Output::Send {
+                    transport: to.transport,
+                    to: to.addr,
+                    conn: None,
+                    bytes,
+                    txn: Some(id),
+                }),
+                Action::Timeout(TransactionId::Client(client))
+                | Action::TransportError(TransactionId::Client(client)) => {
+                    if let Some(&(server, index)) = self.branch_of.get(&client) {
+                        self.branch_failed(server, index, now);
+                    }
+                }
+                Action::Timeout(TransactionId::Server(_))
+                | Action::TransportError(TransactionId::Server(_)) => {}
+                Action::Terminated(TransactionId::Client(client)) => {
+                    self.branch_of.remove(&client);
+                }
+                Action::Terminated(TransactionId::Server(server)) => {
+                    if let Some(call) = self.calls.remove(&server) {
+                        for branch in call.branches.iter().filter_map(|b| b.client) {
+                            self.branch_of.remove(&branch);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- identity ---------------------------------------------------------------------------
+
+    fn port(&self, transport: Transport) -> u16 {
+        self.settings
+            .ports
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .or_else(|| self.settings.ports.first())
+            .map_or(transport.default_port(), |(_, p)| *p)
+    }
+
+    fn sent_by(&self, transport: Transport) -> String {
+        format!("{}:{}", self.settings.advertised_host, self.port(transport))
+    }
+
+    fn record_route(&self, transport: Transport) -> String {
+        let param = match transport {
+            Transport::Udp => String::new(),
+            other => format!(";transport={}", other.via_token().to_ascii_lowercase()),
+        };
+        format!(
+            "<sip:{}:{}{param};lr>",
+            self.settings.advertised_host,
+            self.port(transport)
+        )
+    }
+
+    /// §16.3 step 4: a request that carries a Via of ours whose branch was computed from this
+    /// very request has looped (a spiral changes the Request-URI and so the hash).
+    fn is_loop(&self, msg: &Message<'_>) -> bool {
+        let prefix = format!("z9hG4bK{:016x}.", loop_hash(msg));
+        let host = &self.settings.advertised_host;
+        msg.vias().filter_map(Result::ok).any(|via| {
+            via.host.text.eq_ignore_ascii_case(host)
+                && via.branch().is_some_and(|b| b.starts_with(&prefix))
+        })
+    }
+}
+
+/// The fields a loop check compares (§16.6 step 8): Request-URI, From tag, To tag, Call-ID,
+/// CSeq number, and the topmost Via's branch as it arrived.
+fn loop_hash(msg: &Message<'_>) -> u64 {
+    let from_tag = msg.from().ok().and_then(|f| f.tag()).unwrap_or("");
+    let to_tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or("");
+    let cseq = msg.cseq().map(|c| c.seq).unwrap_or(0).to_string();
+    // The topmost Via that is not ours: the one the previous hop added.
+    let ruri = msg.request_uri().map_or("", |u| u.as_str());
+    stable_hash(&[
+        ruri.as_bytes(),
+        from_tag.as_bytes(),
+        to_tag.as_bytes(),
+        msg.call_id().unwrap_or("").as_bytes(),
+        cseq.as_bytes(),
+    ])
+}
+
+/// FNV-1a over the parts, with a separator: stable across processes and runs.
+fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.iter().chain(std::iter::once(&0xff)) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// The transport and address a SIP URI names, when its host is an IP literal (§18.1.1 / RFC
+/// 3263 without DNS: the `transport` parameter, else UDP; `sips:` means TLS; the default port
+/// of the transport).
+fn contact_address(uri: &str) -> Option<(Transport, SocketAddr)> {
+    let Ok(Uri::Sip(uri)) = Uri::parse(uri) else {
+        return None;
+    };
+    let ip = match uri.host.kind {
+        HostKind::Ipv4(ip) => std::net::IpAddr::V4(ip),
+        HostKind::Ipv6(Some(ip)) => std::net::IpAddr::V6(ip),
+        _ => return None,
+    };
+    let transport = match uri.transport().and_then(Transport::from_token) {
+        Some(t) => t,
+        None if uri.secure => Transport::Tls,
+        None => Transport::Udp,
+    };
+    let port = uri.port.unwrap_or(transport.default_port());
+    Some((transport, SocketAddr::new(ip, port)))
+}
+
+/// An HTTP-date (RFC 7231 §7.1.1.1, the form SIP's Date uses, RFC 3261 §20.17), e.g.
+/// `Wed, 25 Nov 2026 15:40:22 GMT`.
+fn http_date(now: SystemTime) -> String {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let (hour, minute, second) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut out = String::with_capacity(29);
+    let _ = write!(
+        out,
+        "{}, {day:02} {} {year} {hour:02}:{minute:02}:{second:02} GMT",
+        WEEKDAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize]
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn http_dates() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_621_222);
+        assert_eq!(http_date(t), "Wed, 25 Nov 2026 15:40:22 GMT");
+        assert_eq!(
+            http_date(SystemTime::UNIX_EPOCH),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(http_date(leap), "Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+
+    #[test]
+    fn contact_addresses() {
+        assert_eq!(
+            contact_address("sip:a@192.0.2.1:5070;transport=tcp"),
+            Some((Transport::Tcp, "192.0.2.1:5070".parse().unwrap()))
+        );
+        assert_eq!(
+            contact_address("sips:a@[2001:db8::1]"),
+            Some((Transport::Tls, "[2001:db8::1]:5061".parse().unwrap()))
+        );
+        assert_eq!(contact_address("sip:a@host.example.com"), None);
+    }
+}

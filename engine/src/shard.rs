@@ -1,0 +1,421 @@
+//! The shard runtime: the thin shell of glommio I/O around a [`ShardCore`].
+//!
+//! One shard per core, each on its own glommio executor pinned to that core. A shard binds its
+//! own SO_REUSEPORT UDP socket and TCP listener for every listen address (the kernel spreads
+//! datagrams and connections over the shards), owns the connections it accepted or opened, and
+//! feeds everything it receives to its core, then carries out what the core asks for. Cores talk
+//! to each other only through the bounded channel mesh.
+//!
+//! Nothing here decides anything about SIP: that is the core's job, so it can be tested without
+//! sockets.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::{TcpListener, TcpStream, UdpSocket};
+use glommio::{spawn_local, timer};
+use sipshard_net::{Frame, StreamFramer, Transport};
+use tracing::{debug, info, warn};
+
+use crate::core::{ConnId, Inbound, Output, ShardCore, ShardMsg};
+use crate::transaction::TransactionId;
+
+/// How often the shard looks at its timer table. SIP timers are hundreds of milliseconds and
+/// more (T1 = 500 ms), so 10 ms resolution costs nothing in accuracy and keeps the loop simple.
+const TIMER_TICK: Duration = Duration::from_millis(10);
+
+/// Outbound messages queued per stream connection before new ones are dropped (and counted).
+const CONNECTION_QUEUE: usize = 256;
+
+/// What the runtime needs to know, decided by the node from the configuration.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub listens: Vec<(Transport, SocketAddr)>,
+    pub max_message_bytes: usize,
+    /// Read size for stream sockets.
+    pub read_chunk_bytes: usize,
+}
+
+/// The per-shard I/O state shared by the shard's tasks (all on one thread).
+struct Shell {
+    core: RefCell<ShardCore>,
+    settings: RuntimeSettings,
+    udp: Vec<(SocketAddr, Rc<UdpSocket>)>,
+    mesh: Senders<ShardMsg>,
+    connections: RefCell<Connections>,
+}
+
+/// A connection's bounded queue of messages to write.
+type Outbox = LocalSender<Rc<[u8]>>;
+
+struct Connections {
+    shard: usize,
+    next_id: u64,
+    by_id: HashMap<ConnId, (SocketAddr, Rc<Outbox>)>,
+    by_remote: HashMap<SocketAddr, ConnId>,
+}
+
+/// Runs one shard until the process ends. Binds every listen address; a bind failure is
+/// returned (the node stops: no half-working server).
+pub async fn run(
+    shard: usize,
+    core: ShardCore,
+    settings: RuntimeSettings,
+    mesh: MeshBuilder<ShardMsg, Full>,
+    bound: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let (senders, mut receivers) = match mesh.join().await {
+        Ok(joined) => joined,
+        Err(_) => {
+            let _ = bound.send(Err("could not join the shard mesh".into()));
+            return;
+        }
+    };
+    let mut udp = Vec::new();
+    let mut listeners = Vec::new();
+    for &(transport, addr) in &settings.listens {
+        let result = match transport {
+            Transport::Udp => UdpSocket::bind(addr).map(|s| udp.push((addr, Rc::new(s)))),
+            Transport::Tcp => TcpListener::bind(addr).map(|l| listeners.push((addr, l))),
+            other => {
+                let _ = bound.send(Err(format!(
+                    "{other} listening is not supported yet ({addr})"
+                )));
+                return;
+            }
+        };
+        if let Err(e) = result {
+            let _ = bound.send(Err(format!("cannot listen on {transport} {addr}: {e}")));
+            return;
+        }
+    }
+    let _ = bound.send(Ok(()));
+
+    let shell = Rc::new(Shell {
+        core: RefCell::new(core),
+        settings,
+        udp,
+        mesh: senders,
+        connections: RefCell::new(Connections::new(shard)),
+    });
+    let mut tasks = Vec::new();
+    for index in 0..shell.udp.len() {
+        tasks.push(spawn_local(udp_loop(shell.clone(), index)));
+    }
+    for (local, listener) in listeners {
+        tasks.push(spawn_local(accept_loop(shell.clone(), local, listener)));
+    }
+    for (_, receiver) in receivers.streams() {
+        let shell = shell.clone();
+        tasks.push(spawn_local(async move {
+            while let Some(msg) = receiver.recv().await {
+                let mut out = Vec::new();
+                shell
+                    .core
+                    .borrow_mut()
+                    .on_shard_message(msg, Instant::now(), &mut out);
+                perform(&shell, out).await;
+            }
+        }));
+    }
+    tasks.push(spawn_local(timer_loop(shell.clone())));
+    for task in tasks {
+        task.await;
+    }
+}
+
+async fn udp_loop(shell: Rc<Shell>, index: usize) {
+    let (local, socket) = shell.udp[index].clone();
+    let mut buf = vec![0u8; 65535];
+    let mut out = Vec::new();
+    loop {
+        let (len, remote) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                // ICMP errors surface here on Linux; they concern one earlier send only.
+                debug!(%local, "udp receive error: {e}");
+                continue;
+            }
+        };
+        let from = Inbound {
+            transport: Transport::Udp,
+            local,
+            remote,
+            conn: None,
+        };
+        shell
+            .core
+            .borrow_mut()
+            .on_datagram(&buf[..len], from, Instant::now(), &mut out);
+        perform(&shell, std::mem::take(&mut out)).await;
+    }
+}
+
+async fn accept_loop(shell: Rc<Shell>, local: SocketAddr, listener: TcpListener) {
+    let mut incoming = listener.incoming();
+    while let Some(stream) = incoming.next().await {
+        match stream {
+            Ok(stream) => {
+                let remote = match stream.peer_addr() {
+                    Ok(remote) => remote,
+                    Err(_) => continue,
+                };
+                let (conn, rx) = shell.connections.borrow_mut().add(remote);
+                spawn_local(serve_connection(
+                    shell.clone(),
+                    stream,
+                    local,
+                    remote,
+                    conn,
+                    rx,
+                ))
+                .detach();
+            }
+            Err(e) => warn!(%local, "accept failed: {e}"),
+        }
+    }
+}
+
+/// Reads SIP messages from one connection and writes what the shard queues for it.
+async fn serve_connection(
+    shell: Rc<Shell>,
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+    conn: ConnId,
+    rx: local_channel::LocalReceiver<Rc<[u8]>>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let writer_task = spawn_local(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let from = Inbound {
+        transport: Transport::Tcp,
+        local,
+        remote,
+        conn: Some(conn),
+    };
+    let max = shell.settings.max_message_bytes;
+    let mut framer = StreamFramer::new(max);
+    let mut buf: Vec<u8> = Vec::with_capacity(shell.settings.read_chunk_bytes);
+    let mut chunk = vec![0u8; shell.settings.read_chunk_bytes];
+    let mut out = Vec::new();
+    'read: loop {
+        let n = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            match framer.next_frame(&buf) {
+                Ok(Frame::Incomplete) => break,
+                Ok(Frame::Ping { len }) => {
+                    buf.drain(..len);
+                    out.push(Output::Send {
+                        transport: Transport::Tcp,
+                        to: remote,
+                        conn: Some(conn),
+                        bytes: Rc::from(&b"\r\n"[..]),
+                        txn: None,
+                    });
+                }
+                Ok(Frame::Pong { len }) => {
+                    buf.drain(..len);
+                }
+                Ok(Frame::Message { len }) => {
+                    shell.core.borrow_mut().on_stream_message(
+                        &buf[..len],
+                        from,
+                        Instant::now(),
+                        &mut out,
+                    );
+                    buf.drain(..len);
+                }
+                Err(e) => {
+                    shell
+                        .core
+                        .borrow_mut()
+                        .on_unframeable(&buf, e, from, &mut out);
+                    perform(&shell, std::mem::take(&mut out)).await;
+                    break 'read;
+                }
+            }
+        }
+        perform(&shell, std::mem::take(&mut out)).await;
+    }
+    shell.connections.borrow_mut().remove(conn);
+    // Dropping the sender (in remove) ends the writer once its queue is flushed.
+    writer_task.await;
+    debug!(%remote, "connection closed");
+}
+
+async fn timer_loop(shell: Rc<Shell>) {
+    let mut out = Vec::new();
+    loop {
+        timer::sleep(TIMER_TICK).await;
+        let now = Instant::now();
+        let due = shell
+            .core
+            .borrow()
+            .next_deadline()
+            .is_some_and(|d| d <= now);
+        if due {
+            shell.core.borrow_mut().on_timers(now, &mut out);
+            perform(&shell, std::mem::take(&mut out)).await;
+        }
+    }
+}
+
+/// Carries out what the core asked for. Sends never block the shard on a slow peer: stream
+/// writes are queued per connection (bounded), datagrams go straight to the socket.
+async fn perform(shell: &Rc<Shell>, outputs: Vec<Output>) {
+    let mut pending = std::collections::VecDeque::from(outputs);
+    while let Some(output) = pending.pop_front() {
+        let mut more = Vec::new();
+        match output {
+            Output::Send {
+                transport,
+                to,
+                conn,
+                bytes,
+                txn,
+            } => {
+                if !send(shell, transport, to, conn, bytes).await {
+                    report_failure(shell, txn, &mut more);
+                }
+            }
+            Output::ToShard { shard, msg } => {
+                if let Err(e) = shell.mesh.try_send_to(shard, msg) {
+                    // The peer shard's queue is full: it is overloaded. Whatever waited on this
+                    // message is answered 503 by the core.
+                    if let glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg)) =
+                        e
+                    {
+                        shell.core.borrow_mut().on_shard_unreachable(
+                            msg,
+                            Instant::now(),
+                            &mut more,
+                        );
+                    } else {
+                        shell.core.borrow_mut().count_send_failure();
+                    }
+                }
+            }
+        }
+        pending.extend(more);
+    }
+}
+
+fn report_failure(shell: &Rc<Shell>, txn: Option<TransactionId>, out: &mut Vec<Output>) {
+    let mut core = shell.core.borrow_mut();
+    match txn {
+        Some(txn) => core.on_send_failed(txn, Instant::now(), out),
+        None => core.count_send_failure(),
+    }
+}
+
+/// Sends one message; false when it could not be handed to the kernel or a connection queue.
+async fn send(
+    shell: &Rc<Shell>,
+    transport: Transport,
+    to: SocketAddr,
+    conn: Option<ConnId>,
+    bytes: Rc<[u8]>,
+) -> bool {
+    if transport == Transport::Udp {
+        let socket = shell
+            .udp
+            .iter()
+            .find(|(local, _)| local.is_ipv4() == to.is_ipv4())
+            .map(|(_, s)| s.clone());
+        return match socket {
+            Some(socket) => match socket.send_to(&bytes, to).await {
+                Ok(_) => true,
+                Err(e) => {
+                    debug!(remote = %to, "udp send failed: {e}");
+                    false
+                }
+            },
+            None => false,
+        };
+    }
+    let existing = shell.connections.borrow().sender(conn, to);
+    match existing {
+        Some(tx) => tx.try_send(bytes).is_ok(),
+        None => connect_and_send(shell, to, bytes).await,
+    }
+}
+
+/// Opens a TCP connection to a peer with none (a registered contact, a next hop) and serves it
+/// like an accepted one, so responses on it come back to this shard.
+async fn connect_and_send(shell: &Rc<Shell>, to: SocketAddr, bytes: Rc<[u8]>) -> bool {
+    match TcpStream::connect_timeout(to, Duration::from_secs(2)).await {
+        Ok(stream) => {
+            let Ok(local) = stream.local_addr() else {
+                return false;
+            };
+            let (conn, rx) = shell.connections.borrow_mut().add(to);
+            let queued = shell
+                .connections
+                .borrow()
+                .by_id
+                .get(&conn)
+                .is_some_and(|(_, tx)| tx.try_send(bytes).is_ok());
+            spawn_local(serve_connection(shell.clone(), stream, local, to, conn, rx)).detach();
+            queued
+        }
+        Err(e) => {
+            info!(remote = %to, "connect failed: {e}");
+            false
+        }
+    }
+}
+
+impl Connections {
+    fn new(shard: usize) -> Connections {
+        Connections {
+            shard,
+            next_id: 0,
+            by_id: HashMap::new(),
+            by_remote: HashMap::new(),
+        }
+    }
+
+    /// Registers a connection and its bounded outbound queue. Ids carry the shard number in
+    /// their top bits so any shard can tell which one owns a connection.
+    fn add(&mut self, remote: SocketAddr) -> (ConnId, local_channel::LocalReceiver<Rc<[u8]>>) {
+        let (tx, rx) = local_channel::new_bounded::<Rc<[u8]>>(CONNECTION_QUEUE);
+        self.next_id += 1;
+        let id = ((self.shard as u64) << 48) | self.next_id;
+        self.by_id.insert(id, (remote, Rc::new(tx)));
+        self.by_remote.insert(remote, id);
+        (id, rx)
+    }
+
+    /// The queue of connection `conn` if this shard holds it, else of any connection to `to`.
+    fn sender(&self, conn: Option<ConnId>, to: SocketAddr) -> Option<Rc<Outbox>> {
+        conn.and_then(|id| self.by_id.get(&id))
+            .or_else(|| self.by_remote.get(&to).and_then(|id| self.by_id.get(id)))
+            .map(|(_, tx)| tx.clone())
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        if let Some((remote, _)) = self.by_id.remove(&id) {
+            if self.by_remote.get(&remote) == Some(&id) {
+                self.by_remote.remove(&remote);
+            }
+        }
+    }
+}
