@@ -103,9 +103,10 @@ pub fn decide(msg: &Message<'_>, me: &LocalIdentity) -> (Decision, RouteEdits) {
         - usize::from(edits.pop_top_route)
         - usize::from(edits.strict_request_uri.is_some());
 
+    // A URI without a user part names this node (or its domain); with one, it names a user.
     let addressed_to_node = effective_uri
         .as_sip()
-        .is_some_and(|u| me.is_this_node(u) || (u.user.is_none() && me.serves_domain(u.host.text)));
+        .is_some_and(|u| u.user.is_none() && (me.is_this_node(u) || me.serves_domain(u.host.text)));
 
     // §16.3 step 3 (OPTIONS exception: a proxy may answer OPTIONS to itself even at zero).
     if msg.max_forwards().ok().flatten() == Some(0) {
@@ -147,7 +148,7 @@ pub fn decide(msg: &Message<'_>, me: &LocalIdentity) -> (Decision, RouteEdits) {
             _ => (reply(405, "Method Not Allowed"), edits),
         };
     }
-    if me.serves_domain(target.host.text) {
+    if me.serves_domain(target.host.text) || me.is_this_node(&target) {
         return (Decision::LookupAor, edits);
     }
     let ip_literal = !matches!(target.host.kind, sipshard_net::HostKind::Domain);
@@ -211,6 +212,12 @@ From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.org>\r\nCall-ID: x\r\nCSeq
             status(&decide_bytes(&request("OPTIONS sip:example.org SIP/2.0", "")).0),
             200
         );
+    }
+
+    #[test]
+    fn a_user_at_this_nodes_own_address_is_a_user() {
+        let (d, _) = decide_bytes(&request("INVITE sip:b@127.0.0.1 SIP/2.0", ""));
+        assert_eq!(d, Decision::LookupAor);
     }
 
     #[test]
