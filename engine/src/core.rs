@@ -10,11 +10,11 @@
 //! answer it, hand it to the registrar on the AOR's owner shard, or look up the AOR's bindings
 //! (again on the owner shard) and fork one client transaction per contact ([`crate::fork`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sipshard_net::{
     ErrorAction, ForwardEdits, HeaderName, HostKind, Message, Method, ParseError, Transport, Uri,
@@ -32,6 +32,10 @@ use crate::transaction::{
     self, Action, ClientId, RequestMatch, ResponseMatch, ServerId, TimerConfig, TransactionError,
     TransactionId, TransactionTable,
 };
+
+/// Timer C (§16.6 step 11): how long a forwarded INVITE may go without a provisional response
+/// before the proxy gives up on its branches. The RFC asks for more than 3 minutes.
+const TIMER_C: Duration = Duration::from_secs(181);
 
 /// A stream connection, unique in the node: the owning shard's index is in the top 16 bits.
 pub type ConnId = u64;
@@ -152,6 +156,8 @@ struct ProxyCall {
     /// The CANCEL of the caller arrived: cancel every branch that can be.
     cancelled: bool,
     final_sent: bool,
+    /// When Timer C fires for this INVITE (None for other methods).
+    timer_c: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -174,6 +180,8 @@ pub struct ShardCore {
     waiting: HashMap<u64, Waiting>,
     next_token: u64,
     calls: HashMap<ServerId, ProxyCall>,
+    /// Timer C deadlines of forwarded INVITEs, earliest first.
+    timer_c: BTreeSet<(Instant, ServerId)>,
     branch_of: HashMap<ClientId, (ServerId, usize)>,
     next_branch: u64,
     counters: Counters,
@@ -192,6 +200,7 @@ impl ShardCore {
             waiting: HashMap::new(),
             next_token: 0,
             calls: HashMap::new(),
+            timer_c: BTreeSet::new(),
             branch_of: HashMap::new(),
             next_branch: 0,
             counters: Counters::default(),
@@ -210,19 +219,56 @@ impl ShardCore {
 
     /// When [`ShardCore::on_timers`] must run next.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (
+        [
             self.transactions.next_deadline(),
             self.bindings.next_expiry(),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+            self.timer_c.first().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn on_timers(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.transactions.handle_timeouts(now);
         self.bindings.expire(now);
+        while let Some(&(at, server)) = self.timer_c.first() {
+            if at > now {
+                break;
+            }
+            self.timer_c.remove(&(at, server));
+            self.on_timer_c(server, now);
+        }
         self.drain_actions(now, out);
+    }
+
+    /// Timer C fired (§16.8): branches that rang are cancelled, the others count as 408.
+    fn on_timer_c(&mut self, server: ServerId, now: Instant) {
+        let Some(call) = self.calls.get_mut(&server) else {
+            return;
+        };
+        call.timer_c = None;
+        let silent: Vec<usize> = (0..call.branches.len())
+            .filter(|&i| call.fork.is_silent(i))
+            .collect();
+        call.cancelled = true;
+        for index in silent {
+            call.fork.on_failure(index, 408);
+        }
+        self.after_branch_event(server, now);
+    }
+
+    /// Restarts Timer C of a forwarded INVITE (§16.7 step 2: on every provisional response).
+    fn restart_timer_c(&mut self, server: ServerId, now: Instant) {
+        let Some(call) = self.calls.get_mut(&server) else {
+            return;
+        };
+        if let Some(at) = call.timer_c.take() {
+            self.timer_c.remove(&(at, server));
+            let at = now + TIMER_C;
+            call.timer_c = Some(at);
+            self.timer_c.insert((at, server));
+        }
     }
 
     pub fn count_send_failure(&mut self) {
@@ -666,6 +712,7 @@ impl ShardCore {
             branches: Vec::with_capacity(targets.len()),
             cancelled: false,
             final_sent: false,
+            timer_c: (method == Some(Method::Invite)).then_some(now + TIMER_C),
         };
         let mut forwarded = Vec::new();
         for (index, target) in targets.iter().enumerate() {
@@ -723,6 +770,9 @@ impl ShardCore {
             });
         }
         self.counters.forwarded += 1;
+        if let Some(at) = call.timer_c {
+            self.timer_c.insert((at, server));
+        }
         let failed: Vec<usize> = call
             .branches
             .iter()
@@ -814,6 +864,9 @@ impl ShardCore {
         };
         let mut upstream = Vec::new();
         ForwardEdits::new(msg).remove_top_via().write(&mut upstream);
+        if status < 200 {
+            self.restart_timer_c(server, now);
+        }
         let Some(call) = self.calls.get_mut(&server) else {
             return;
         };
@@ -1087,6 +1140,9 @@ impl ShardCore {
                 }
                 Action::Terminated(TransactionId::Server(server)) => {
                     if let Some(call) = self.calls.remove(&server) {
+                        if let Some(at) = call.timer_c {
+                            self.timer_c.remove(&(at, server));
+                        }
                         for branch in call.branches.iter().filter_map(|b| b.client) {
                             self.branch_of.remove(&branch);
                         }

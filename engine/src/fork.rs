@@ -100,6 +100,11 @@ impl Fork {
             .collect()
     }
 
+    /// True for a branch that has received nothing yet: Timer C ends it as a 408 (§16.8).
+    pub fn is_silent(&self, branch: usize) -> bool {
+        self.branches.get(branch) == Some(&Branch::Pending { provisional: false })
+    }
+
     /// True once a 2xx or 6xx made the remaining branches pointless.
     pub fn is_cancelling(&self) -> bool {
         self.answered || self.global_failure
