@@ -847,12 +847,56 @@ impl ShardCore {
         });
     }
 
-    fn on_response(&mut self, msg: &Message<'_>, now: Instant, _out: &mut [Output]) {
+    fn on_response(&mut self, msg: &Message<'_>, now: Instant, out: &mut Vec<Output>) {
         match self.transactions.handle_response(msg, now) {
             ResponseMatch::Deliver(client) => self.on_branch_response(client, msg, now),
             ResponseMatch::Absorbed => {}
-            ResponseMatch::Stray => self.counters.dropped += 1,
+            ResponseMatch::Stray => self.forward_stray_response(msg, out),
         }
+    }
+
+    /// A response no client transaction wants — typically a 2xx retransmitted after the INVITE
+    /// transaction ended — is routed statelessly by its Via (§16.11, §18.2.2) when the top Via is
+    /// ours; anything else is dropped.
+    fn forward_stray_response(&mut self, msg: &Message<'_>, out: &mut Vec<Output>) {
+        let mut vias = msg.vias().filter_map(Result::ok);
+        let (Some(ours), Some(next)) = (vias.next(), vias.next()) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let is_ours = ours
+            .host
+            .text
+            .eq_ignore_ascii_case(&self.settings.advertised_host)
+            && ours
+                .branch()
+                .is_some_and(|b| b.starts_with("z9hG4bK") && b.contains('.'));
+        let transport = Transport::from_token(next.transport);
+        let ip = next
+            .received()
+            .and_then(|r| r.trim_matches(['[', ']']).parse().ok())
+            .or(match next.host.kind {
+                HostKind::Ipv4(ip) => Some(std::net::IpAddr::V4(ip)),
+                HostKind::Ipv6(Some(ip)) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            });
+        let (true, Some(transport), Some(ip)) = (is_ours, transport, ip) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let port = match next.rport() {
+            Some(Some(port)) => port,
+            _ => next.port.unwrap_or(transport.default_port()),
+        };
+        let mut bytes = Vec::new();
+        ForwardEdits::new(msg).remove_top_via().write(&mut bytes);
+        out.push(Output::Send {
+            transport,
+            to: SocketAddr::new(ip, port),
+            conn: None,
+            bytes: bytes.into(),
+            txn: None,
+        });
     }
 
     fn on_branch_response(&mut self, client: ClientId, msg: &Message<'_>, now: Instant) {

@@ -216,6 +216,14 @@ fn register_then_call_through_the_proxy() {
     let ok = sim.receive(ALICE_1, &answer(forwarded[0], 200, "OK", "a1"));
     assert_eq!(ok.len(), 1);
     assert_eq!(ok[0].status(), Some(200));
+
+    // Long after the INVITE transaction ended (RFC 6026 Timer M), a retransmitted 2xx is still
+    // routed back to the caller by its Via, statelessly.
+    sim.advance(Duration::from_secs(64));
+    let late = sim.receive(ALICE_1, &answer(forwarded[0], 200, "OK", "a1"));
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].to, addr(CALLER));
+    assert_eq!(late[0].msg().vias().count(), 1);
 }
 
 #[test]
