@@ -235,7 +235,7 @@ impl<'a> Host<'a> {
             return Err(BadUri);
         }
         if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            let ip = text.parse().map_err(|_| BadUri)?;
+            let ip = parse_ipv4(text.as_bytes()).ok_or(BadUri)?;
             return Ok(Host {
                 text,
                 kind: HostKind::Ipv4(ip),
@@ -255,6 +255,32 @@ impl<'a> Host<'a> {
             _ => self.text.eq_ignore_ascii_case(other.text),
         }
     }
+}
+
+/// `IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT` (§25.1), each part at most
+/// 255. Leading zeros are allowed (`010.000.002.001` is 10.0.2.1), unlike `Ipv4Addr`'s parser.
+pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut value: u16 = 0;
+        while i - start < 3 && i < s.len() && s[i].is_ascii_digit() {
+            value = value * 10 + u16::from(s[i] - b'0');
+            i += 1;
+        }
+        if i == start || value > 255 {
+            return None;
+        }
+        *octet = value as u8;
+    }
+    (i == s.len()).then_some(Ipv4Addr::from(octets))
 }
 
 impl<'a> SipUri<'a> {
@@ -437,6 +463,35 @@ mod tests {
         let u = sip("sip:user;par=u%40example.net@example.com");
         assert_eq!(u.user, Some("user;par=u%40example.net"));
         assert_eq!(u.host.text, "example.com");
+    }
+
+    #[test]
+    fn ipv4_octets_are_one_to_three_digits_up_to_255() {
+        for (text, addr) in [
+            ("192.168.001.001", [192, 168, 1, 1]),
+            ("010.000.002.001", [10, 0, 2, 1]),
+            ("0.0.0.0", [0, 0, 0, 0]),
+            ("255.255.255.255", [255, 255, 255, 255]),
+        ] {
+            assert_eq!(
+                Host::parse(text).map(|h| h.kind),
+                Ok(HostKind::Ipv4(Ipv4Addr::from(addr))),
+                "{text}"
+            );
+        }
+        for bad in [
+            "256.0.0.1",
+            "1.2.3",
+            "1.2.3.4.",
+            "1.2.3.4.5",
+            ".1.2.3",
+            "1..2.3",
+            "0001.2.3.4",
+            "1.2.3.0004",
+            "999.1.1.1",
+        ] {
+            assert_eq!(Host::parse(bad), Err(BadUri), "{bad}");
+        }
     }
 
     #[test]
