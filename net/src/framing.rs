@@ -7,8 +7,10 @@
 //! linear, not quadratic, work; and it refuses a message larger than its limit as soon as that is
 //! certain, so a peer cannot make the connection buffer grow without bound.
 
+use crate::HeaderName;
 use crate::error::{ErrorKind, ParseError};
-use crate::scan::{parse_decimal_u32, trim_lws};
+use crate::message::{folded_line_end, header_line, line_end};
+use crate::scan::parse_decimal_u32;
 
 /// Default limit on one message: 64 KiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -96,17 +98,32 @@ impl StreamFramer {
 
 /// Content-Length from a complete header section, without parsing the rest. Absent, malformed,
 /// negative or conflicting values cannot frame the stream (RFC 4475 §3.1.2.3, §3.3.9).
+///
+/// Header lines are found exactly as [`crate::Message::parse_stream`] finds them, folds included
+/// (§7.3.1): a continuation line belongs to the header above it, so ` l: 2` inside a folded value
+/// is not a Content-Length, and `Content-Length:` may have its value on a continuation line. A line
+/// the parser would refuse is skipped here: the message is still framed, and then refused.
 fn content_length(head: &[u8]) -> Result<usize, ParseError> {
     let mut found: Option<u32> = None;
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = memchr::memchr(b':', line) else {
-            continue;
+    let Some((_, mut pos)) = line_end(head, 0) else {
+        return Err(ParseError::request(ErrorKind::MissingContentLength));
+    };
+    while pos < head.len() && !matches!(&head[pos..], [b'\n', ..] | [b'\r', b'\n', ..]) {
+        let line = match header_line(head, pos) {
+            Ok(line) => line,
+            Err(_) => match folded_line_end(head, pos) {
+                Some(next) => {
+                    pos = next;
+                    continue;
+                }
+                None => break,
+            },
         };
-        let name = trim_lws(&line[..colon]);
-        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+        pos = line.line_end as usize;
+        if line.name != HeaderName::ContentLength {
             continue;
         }
-        let value = parse_decimal_u32(trim_lws(&line[colon + 1..]))
+        let value = parse_decimal_u32(&head[line.value_span.range()])
             .ok_or(ParseError::request(ErrorKind::BadContentLength))?;
         if found.is_some_and(|f| f != value) {
             return Err(ParseError::request(ErrorKind::BadContentLength));
@@ -161,6 +178,21 @@ mod tests {
             f.next_frame(conflicting).unwrap_err().kind,
             ErrorKind::BadContentLength
         );
+    }
+
+    #[test]
+    fn continuation_lines_belong_to_the_header_above() {
+        let mut f = StreamFramer::default();
+        let lookalike = b"MESSAGE sip:a@b SIP/2.0\r\nX-A: one\r\n l: 2\r\nl: 5\r\n\r\nhello";
+        let len = lookalike.len();
+        assert_eq!(f.next_frame(lookalike), Ok(Frame::Message { len }));
+        let folded_value = b"MESSAGE sip:a@b SIP/2.0\nContent-Length:\n\t 5\n\nhello";
+        let len = folded_value.len();
+        assert_eq!(f.next_frame(folded_value), Ok(Frame::Message { len }));
+        // A malformed line does not stop framing; the parser refuses the message afterwards.
+        let junk = b"MESSAGE sip:a@b SIP/2.0\r\nno colon\r\n\tl: 9\r\nl: 5\r\n\r\nhello";
+        let len = junk.len();
+        assert_eq!(f.next_frame(junk), Ok(Frame::Message { len }));
     }
 
     #[test]

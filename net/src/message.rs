@@ -278,6 +278,24 @@ fn parse(buf: &[u8], framing: Framing) -> Result<Message<'_>, ParseError> {
     })
 }
 
+/// The end of the line starting at `pos` and of its continuation lines: (end of the content,
+/// start of the next line), or `None` when a line terminator is missing.
+fn folded_line(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let mut search = pos;
+    loop {
+        let (content_end, next) = line_end(buf, search)?;
+        match buf.get(next) {
+            Some(b' ' | b'\t') => search = next,
+            _ => return Some((content_end, next)),
+        }
+    }
+}
+
+/// Where the next line after a (possibly folded) line starting at `pos` begins.
+pub(crate) fn folded_line_end(buf: &[u8], pos: usize) -> Option<usize> {
+    folded_line(buf, pos).map(|(_, next)| next)
+}
+
 /// Scans one header line starting at `pos`, following folds (a line break followed by SP or HT
 /// continues the value, §7.3.1).
 pub(crate) fn header_line(buf: &[u8], pos: usize) -> Result<HeaderLine, ErrorKind> {
@@ -287,14 +305,7 @@ pub(crate) fn header_line(buf: &[u8], pos: usize) -> Result<HeaderLine, ErrorKin
         Some(b' ' | b'\t') => return Err(ErrorKind::BadHeaderLine),
         Some(_) => {}
     }
-    let mut search = pos;
-    let (content_end, next) = loop {
-        let (content_end, next) = line_end(buf, search).ok_or(ErrorKind::UnterminatedHeaders)?;
-        match buf.get(next) {
-            Some(b' ' | b'\t') => search = next,
-            _ => break (content_end, next),
-        }
-    };
+    let (content_end, next) = folded_line(buf, pos).ok_or(ErrorKind::UnterminatedHeaders)?;
     let line = &buf[pos..content_end];
     let colon = memchr::memchr(b':', line).ok_or(ErrorKind::BadHeaderLine)?;
     let mut name_end = colon;
