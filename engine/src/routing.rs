@@ -148,6 +148,15 @@ pub fn decide(msg: &Message<'_>, me: &LocalIdentity) -> (Decision, RouteEdits) {
             _ => (reply(405, "Method Not Allowed"), edits),
         };
     }
+    // An in-dialog request (To tag) targets the remote party's contact, which its Request-URI
+    // names: forward it there, as the route set says, without consulting the registrar.
+    let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
+    if in_dialog && !me.is_this_node(&target) {
+        let ip_literal = !matches!(target.host.kind, sipshard_net::HostKind::Domain);
+        if ip_literal {
+            return (Decision::Forward, edits);
+        }
+    }
     if me.serves_domain(target.host.text) || me.is_this_node(&target) {
         return (Decision::LookupAor, edits);
     }
@@ -218,6 +227,22 @@ From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.org>\r\nCall-ID: x\r\nCSeq
     fn a_user_at_this_nodes_own_address_is_a_user() {
         let (d, _) = decide_bytes(&request("INVITE sip:b@127.0.0.1 SIP/2.0", ""));
         assert_eq!(d, Decision::LookupAor);
+    }
+
+    #[test]
+    fn in_dialog_requests_go_to_the_contact_in_their_request_uri() {
+        let bye = request(
+            "BYE sip:b@127.0.0.1:6031 SIP/2.0",
+            "Route: <sip:127.0.0.1;lr>\r\n",
+        );
+        let bye = String::from_utf8_lossy(&bye)
+            .replace("To: <sip:b@example.org>", "To: <sip:b@example.org>;tag=x");
+        let (d, edits) = decide_bytes(bye.as_bytes());
+        assert_eq!(d, Decision::Forward);
+        assert!(edits.pop_top_route);
+        // Out of a dialog, the same Request-URI is an address in no domain we serve.
+        let (d, _) = decide_bytes(&request("INVITE sip:b@127.0.0.1:6031 SIP/2.0", ""));
+        assert_eq!(status(&d), 403);
     }
 
     #[test]
