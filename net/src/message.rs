@@ -9,7 +9,7 @@
 use smallvec::SmallVec;
 
 use crate::error::{ErrorKind, ParseError};
-use crate::scan::{ascii_str, is_token, parse_decimal_u32};
+use crate::scan::{ascii_str, is_lws_byte, is_token, is_token_byte, parse_decimal_u32};
 use crate::{HeaderName, Method, Uri};
 
 /// Header lines kept per message; more is refused with 513 (real user agents send 10–30).
@@ -298,7 +298,44 @@ pub(crate) fn folded_line_end(buf: &[u8], pos: usize) -> Option<usize> {
 
 /// Scans one header line starting at `pos`, following folds (a line break followed by SP or HT
 /// continues the value, §7.3.1).
+///
+/// One pass over the name (token bytes, optional SP/HT, the colon), one search for the line end.
+/// A line that does not start that way takes [`header_line_slow`], which reports its error.
 pub(crate) fn header_line(buf: &[u8], pos: usize) -> Result<HeaderLine, ErrorKind> {
+    let mut i = pos;
+    while i < buf.len() && is_token_byte(buf[i]) {
+        i += 1;
+    }
+    let name_end = i;
+    while i < buf.len() && matches!(buf[i], b' ' | b'\t') {
+        i += 1;
+    }
+    if name_end == pos || buf.get(i) != Some(&b':') {
+        return header_line_slow(buf, pos);
+    }
+    let colon = i;
+    let (content_end, next) = folded_line(buf, colon + 1).ok_or(ErrorKind::UnterminatedHeaders)?;
+    let mut value_start = colon + 1;
+    let mut value_end = content_end;
+    while value_start < value_end && is_lws_byte(buf[value_start]) {
+        value_start += 1;
+    }
+    while value_end > value_start && is_lws_byte(buf[value_end - 1]) {
+        value_end -= 1;
+    }
+    Ok(HeaderLine {
+        name: HeaderName::from_bytes(&buf[pos..name_end]),
+        name_span: Span::new(pos, name_end),
+        value_span: Span::new(value_start, value_end),
+        line_end: next as u32,
+    })
+}
+
+/// [`header_line`] the long way: the whole (folded) line first, then its first colon, then the
+/// name. Reached only by lines that are not `token *(SP/HT) ":"`, so it mostly reports which
+/// error a malformed line has.
+#[cold]
+fn header_line_slow(buf: &[u8], pos: usize) -> Result<HeaderLine, ErrorKind> {
     match buf.get(pos) {
         None => return Err(ErrorKind::UnterminatedHeaders),
         // A continuation line with no header to continue.
@@ -318,10 +355,10 @@ pub(crate) fn header_line(buf: &[u8], pos: usize) -> Result<HeaderLine, ErrorKin
     }
     let mut value_start = colon + 1;
     let mut value_end = line.len();
-    while value_start < value_end && crate::scan::is_lws_byte(line[value_start]) {
+    while value_start < value_end && is_lws_byte(line[value_start]) {
         value_start += 1;
     }
-    while value_end > value_start && crate::scan::is_lws_byte(line[value_end - 1]) {
+    while value_end > value_start && is_lws_byte(line[value_end - 1]) {
         value_end -= 1;
     }
     Ok(HeaderLine {
@@ -493,6 +530,38 @@ Content-Length: 0\r\n\r\n";
         ));
         let m = Message::parse_datagram("SIP/2.0 180 Звонит\r\n\r\n".as_bytes()).unwrap();
         assert_eq!(m.status(), Some(180));
+    }
+
+    #[test]
+    fn header_line_fast_and_slow_paths_agree() {
+        let lines: [&[u8]; 14] = [
+            b"Via: x\r\n",
+            b"Via : x \r\n",
+            b"Via\t:\r\n y\r\n",
+            b"v:x\n",
+            b"X-Empty:\r\n",
+            b"Na me: x\r\n",
+            b"Na\t me: x\r\n",
+            b": x\r\n",
+            b" Via: x\r\n",
+            b"Via x\r\n",
+            b"Via: x",
+            b"Via",
+            b"",
+            b"Via\r\n : x\r\n",
+        ];
+        for line in lines {
+            let mut buf = line.to_vec();
+            buf.extend_from_slice(b"\r\n");
+            for b in [line, &buf[..]] {
+                assert_eq!(
+                    header_line(b, 0),
+                    header_line_slow(b, 0),
+                    "{:?}",
+                    String::from_utf8_lossy(b)
+                );
+            }
+        }
     }
 
     #[test]

@@ -5,19 +5,53 @@
 //! fold, so treating CR and LF as whitespace here *is* RFC 3261's LWS rule (§7.3.1: folded lines are
 //! equivalent to a single SP). Nothing here allocates.
 
+/// Byte classes, one bit each in [`CLASSES`], so that a grammar's character test is one load.
+pub(crate) const TOKEN: u16 = 1 << 0;
+pub(crate) const LWS: u16 = 1 << 1;
+
+/// The class bits of every byte value.
+pub(crate) static CLASSES: [u16; 256] = classes();
+
+const fn classes() -> [u16; 256] {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut bits = 0;
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            )
+        {
+            bits |= TOKEN;
+        }
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            bits |= LWS;
+        }
+        table[i] = bits;
+        i += 1;
+    }
+    table
+}
+
+/// True when `b` is in every class of `class`.
+#[inline(always)]
+pub(crate) fn is(b: u8, class: u16) -> bool {
+    CLASSES[b as usize] & class == class
+}
+
 /// `token` characters of RFC 3261 §25.1: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" /
 /// "'" / "~".
+#[inline(always)]
 pub(crate) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    is(b, TOKEN)
 }
 
 /// Whitespace inside a framed header value: SP, HT, and the CR/LF of a fold.
+#[inline(always)]
 pub(crate) fn is_lws_byte(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+    is(b, LWS)
 }
 
 /// True when `s` is a non-empty `token`.
@@ -222,6 +256,15 @@ mod tests {
         assert_eq!(parse_decimal_u32(b"4294967296"), None);
         assert_eq!(parse_decimal_u32(b"-1"), None);
         assert_eq!(parse_decimal_u32(b""), None);
+    }
+
+    #[test]
+    fn class_table_matches_the_grammar() {
+        for b in 0..=255u8 {
+            let token = b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+            assert_eq!(is_token_byte(b), token, "{b}");
+            assert_eq!(is_lws_byte(b), b" \t\r\n".contains(&b), "{b}");
+        }
     }
 
     #[test]
