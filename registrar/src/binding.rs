@@ -43,6 +43,9 @@ pub struct Binding {
     pub path: Vec<Box<str>>,
     /// Where that REGISTER came from (RFC 3581: the address after NAT; RFC 5626: the flow).
     pub source: Source,
+    /// That REGISTER's top Via named its source address: no NAT in between
+    /// ([`crate::RegisterRequest::via_matches_source`]).
+    pub via_matches_source: bool,
     pub user_agent: Option<Box<str>>,
     /// When the binding was first created (kept across refreshes).
     pub registered_at: Instant,
@@ -100,8 +103,9 @@ impl Binding {
     }
 
     /// Where requests for this contact go: the stream connection it registered on (the source
-    /// address as fallback); for UDP the source address when the contact names another address
-    /// (NAT, RFC 3581) or a proxy relayed the REGISTER; otherwise the contact URI itself.
+    /// address as fallback); for UDP the source address when a NAT stood between the UA and us
+    /// (its Via and its Contact both name another address than the source, RFC 3581) or a proxy
+    /// relayed the REGISTER; otherwise the contact URI itself.
     pub fn next_hop(&self) -> NextHop {
         let Ok(Uri::Sip(uri)) = Uri::parse(&self.uri) else {
             return NextHop::ContactUri;
@@ -126,9 +130,10 @@ impl Binding {
             HostKind::Domain => None,
         };
         let contact_port = uri.port.unwrap_or(if uri.secure { 5061 } else { 5060 });
-        let reached_directly = self.path.is_empty()
-            && contact_ip.is_some_and(|ip| same_ip(ip, source.remote.ip()))
+        let contact_is_source = contact_ip.is_some_and(|ip| same_ip(ip, source.remote.ip()))
             && contact_port == source.remote.port();
+        let reached_directly =
+            self.path.is_empty() && (contact_is_source || self.via_matches_source);
         if reached_directly {
             NextHop::ContactUri
         } else {

@@ -7,10 +7,10 @@
 //! value with no borrow of the receive buffer. The owner applies the rules that depend on stored
 //! bindings (step 7) in [`crate::BindingStore::register`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use sipshard_net::{
-    Contact, ErrorKind, HeaderName, Message, Method, NameAddr, ParseError, Transport, Uri,
+    Contact, ErrorKind, HeaderName, HostKind, Message, Method, NameAddr, ParseError, Transport, Uri,
 };
 
 use crate::{Aor, RegisterError, RegistrarConfig};
@@ -75,6 +75,11 @@ pub struct RegisterRequest {
     /// The UA listed `outbound` in Supported (RFC 5626 §6).
     pub outbound_supported: bool,
     pub source: Source,
+    /// The topmost Via names the address the request came from: no NAT rewrote it on the way
+    /// (RFC 3581 §4; the test Flexisip and Kamailio's nathelper apply). The Contact can then be
+    /// trusted even when it names another port (a UA sending from one socket and listening on
+    /// another, or a registration made on a device's behalf).
+    pub via_matches_source: bool,
     /// User-Agent, at most [`MAX_USER_AGENT_BYTES`] bytes.
     pub user_agent: Option<Box<str>>,
 }
@@ -192,6 +197,16 @@ impl RegisterRequest {
             String::from_utf8_lossy(v).into_owned().into_boxed_str()
         });
 
+        let via_matches_source = msg.top_via().is_ok_and(|via| {
+            let sent_by_ip = match via.host.kind {
+                HostKind::Ipv4(ip) => Some(IpAddr::V4(ip)),
+                HostKind::Ipv6(ip) => ip.map(IpAddr::V6),
+                HostKind::Domain => None,
+            };
+            sent_by_ip == Some(source.remote.ip())
+                && via.port.unwrap_or(source.transport.default_port()) == source.remote.port()
+        });
+
         Ok(RegisterRequest {
             aor,
             call_id: call_id.into(),
@@ -203,6 +218,7 @@ impl RegisterRequest {
             path_supported,
             outbound_supported,
             source,
+            via_matches_source,
             user_agent,
         })
     }

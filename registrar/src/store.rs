@@ -228,6 +228,7 @@ impl BindingStore {
                 b.cseq = req.cseq;
                 b.path = req.path.clone();
                 b.source = req.source;
+                b.via_matches_source = req.via_matches_source;
                 b.user_agent = req.user_agent.clone();
                 b.updated_at = now;
                 b.expires_at = expires_at;
@@ -248,6 +249,7 @@ impl BindingStore {
                     cseq: req.cseq,
                     path: req.path.clone(),
                     source: req.source,
+                    via_matches_source: req.via_matches_source,
                     user_agent: req.user_agent.clone(),
                     registered_at: now,
                     updated_at: now,

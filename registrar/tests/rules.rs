@@ -561,6 +561,14 @@ fn next_hop_follows_nat_and_flows() {
         hop(&s, "sip:alice@198.51.100.8:5060"),
         NextHop::Address { .. }
     ));
+    // No NAT (the Via names the source), contact on another port: a UA that listens on one
+    // socket and sends from another, or a registration made on its behalf. The contact wins.
+    Reg::new(ALICE)
+        .call_id("5")
+        .contact("<sip:alice@198.51.100.7:6016>")
+        .send(&mut s, udp("198.51.100.7:5060"), t(0))
+        .unwrap();
+    assert_eq!(hop(&s, "sip:alice@198.51.100.7:6016"), NextHop::ContactUri);
     // A stream: the connection, the source as fallback.
     Reg::new(ALICE)
         .call_id("4")

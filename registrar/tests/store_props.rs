@@ -49,6 +49,7 @@ fn request(aor: &Aor, call_id: &str, cseq: u32, contacts: Vec<RequestContact>) -
         path_supported: false,
         outbound_supported: false,
         source: udp("198.51.100.7:5060"),
+        via_matches_source: true,
         user_agent: None,
     }
 }
@@ -245,6 +246,7 @@ fn build(op_aor: &Aor, op: &Op) -> Option<RegisterRequest> {
         path_supported: false,
         outbound_supported: false,
         source,
+        via_matches_source: true,
         user_agent: None,
     })
 }
