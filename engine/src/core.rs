@@ -85,6 +85,8 @@ pub enum ShardMsg {
     Lookup { from: usize, token: u64, aor: Aor },
     /// The answer to `Lookup`.
     Found { token: u64, targets: Vec<Target> },
+    /// A response that arrived on this shard for a client transaction of the receiving one.
+    Response { bytes: Vec<u8> },
 }
 
 /// One place to send a request for an AOR: a registered contact and how to reach it.
@@ -343,9 +345,35 @@ impl ShardCore {
             self.on_request(&msg, from, now, out);
         } else {
             self.counters.responses += 1;
-            self.on_response(&msg, now, out);
+            match self.branch_owner(&msg) {
+                Some(shard) if shard != self.shard => out.push(Output::ToShard {
+                    shard,
+                    msg: ShardMsg::Response {
+                        bytes: msg.as_bytes().to_vec(),
+                    },
+                }),
+                _ => self.on_response(&msg, now, out),
+            }
         }
         self.drain_actions(now, out);
+    }
+
+    /// The shard whose client transaction sent the request this response answers, read from the
+    /// branch this node put in its Via (`z9hG4bK<loop hash>.<shard>.<sequence>`). SO_REUSEPORT
+    /// spreads datagrams over the shards by address, so a response may reach any shard; only
+    /// the owner has the transaction.
+    fn branch_owner(&self, msg: &Message<'_>) -> Option<usize> {
+        let via = msg.top_via().ok()?;
+        if !via
+            .host
+            .text
+            .eq_ignore_ascii_case(&self.settings.advertised_host)
+        {
+            return None;
+        }
+        let mut parts = via.branch()?.strip_prefix("z9hG4bK")?.split('.');
+        let (_hash, shard) = (parts.next()?, parts.next()?);
+        shard.parse().ok().filter(|s| *s < self.shards)
     }
 
     /// Answers a malformed request statelessly when possible (§8.2.6, error reason phrases from
@@ -1107,6 +1135,10 @@ impl ShardCore {
                     }
                 }
             }
+            ShardMsg::Response { bytes } => match Message::parse_datagram(&bytes) {
+                Ok(msg) => self.on_response(&msg, now, out),
+                Err(_) => self.counters.dropped += 1,
+            },
             ShardMsg::Found { token, targets } => {
                 if let Some(Waiting::Lookup {
                     server,
@@ -1129,7 +1161,9 @@ impl ShardCore {
         self.counters.overloaded += 1;
         let token = match msg {
             ShardMsg::Register { token, .. } | ShardMsg::Lookup { token, .. } => token,
-            ShardMsg::Registered { .. } | ShardMsg::Found { .. } => return,
+            ShardMsg::Registered { .. } | ShardMsg::Found { .. } | ShardMsg::Response { .. } => {
+                return;
+            }
         };
         let (server, request, inbound) = match self.waiting.remove(&token) {
             Some(Waiting::Register {

@@ -403,3 +403,56 @@ fn a_register_owned_by_another_shard_hops_there_and_back() {
     assert_eq!(sent[0].status(), Some(200));
     assert_eq!(sent[0].to, addr(ALICE_1));
 }
+
+#[test]
+fn a_response_reaching_the_wrong_shard_is_handed_to_the_one_with_the_transaction() {
+    let now = Instant::now();
+    let mut cores = [
+        ShardCore::new(0, 2, settings()),
+        ShardCore::new(1, 2, settings()),
+    ];
+    let inbound = |remote: &str| Inbound {
+        transport: Transport::Udp,
+        local: addr(PROXY),
+        remote: addr(remote),
+        conn: None,
+    };
+    // Register alice on whichever shard owns her, so both shards can look her up.
+    let mut out = Vec::new();
+    let reg = register(ALICE_1, "r1", 1, 3600);
+    cores[0].on_datagram(reg.as_bytes(), inbound(ALICE_1), now, &mut out);
+    if let Some(Output::ToShard { shard, msg }) = out.pop() {
+        let mut back = Vec::new();
+        cores[shard].on_shard_message(msg, now, &mut back);
+    }
+    // The INVITE arrives on the owner shard of alice, so the lookup is local there.
+    let owner = (0..2)
+        .find(|&i| {
+            let mut out = Vec::new();
+            let probe = invite(&format!("probe{i}"));
+            cores[i].on_datagram(probe.as_bytes(), inbound(CALLER), now, &mut out);
+            out.iter().all(|o| matches!(o, Output::Send { .. }))
+        })
+        .expect("one shard owns alice");
+    let mut out = Vec::new();
+    cores[owner].on_datagram(invite("x").as_bytes(), inbound(CALLER), now, &mut out);
+    let forwarded = sends(out)
+        .into_iter()
+        .find(|s| s.to == addr(ALICE_1))
+        .expect("INVITE forwarded");
+
+    // The 180 lands on the other shard (SO_REUSEPORT hashes by address).
+    let other = 1 - owner;
+    let mut out = Vec::new();
+    let ringing = answer(&forwarded, 180, "Ringing", "a1");
+    cores[other].on_datagram(ringing.as_bytes(), inbound(ALICE_1), now, &mut out);
+    let Some(Output::ToShard { shard, msg }) = out.pop() else {
+        panic!("the response should go to the shard that owns the transaction");
+    };
+    assert_eq!(shard, owner);
+    let mut up = Vec::new();
+    cores[owner].on_shard_message(msg, now, &mut up);
+    let up = sends(up);
+    assert_eq!(up.len(), 1);
+    assert_eq!((up[0].to, up[0].status()), (addr(CALLER), Some(180)));
+}
