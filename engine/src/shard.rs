@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_lite::StreamExt;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,7 +24,7 @@ use glommio::{spawn_local, timer};
 use sipshard_net::{Frame, StreamFramer, Transport};
 use tracing::{debug, info, warn};
 
-use crate::core::{ConnId, Inbound, Output, ShardCore, ShardMsg};
+use crate::core::{ConnId, Counters, Inbound, Output, ShardCore, ShardMsg};
 use crate::transaction::TransactionId;
 
 /// How often the shard looks at its timer table. SIP timers are hundreds of milliseconds and
@@ -45,6 +45,7 @@ pub struct RuntimeSettings {
 
 /// The per-shard I/O state shared by the shard's tasks (all on one thread).
 struct Shell {
+    id: usize,
     core: RefCell<ShardCore>,
     settings: RuntimeSettings,
     udp: Vec<(SocketAddr, Rc<UdpSocket>)>,
@@ -99,6 +100,7 @@ pub async fn run(
     let _ = bound.send(Ok(()));
 
     let shell = Rc::new(Shell {
+        id: shard,
         core: RefCell::new(core),
         settings,
         udp,
@@ -261,11 +263,42 @@ async fn serve_connection(
     debug!(%remote, "connection closed");
 }
 
+/// How often a shard logs its counters when something went wrong since the last report.
+const REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
 async fn timer_loop(shell: Rc<Shell>) {
     let mut out = Vec::new();
+    let mut wall_second = 0;
+    let mut next_report = Instant::now() + REPORT_INTERVAL;
+    let mut reported = Counters::default();
     loop {
         timer::sleep(TIMER_TICK).await;
         let now = Instant::now();
+        let wall = SystemTime::now();
+        let second = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != wall_second {
+            wall_second = second;
+            shell.core.borrow_mut().set_wall_clock(wall);
+        }
+        if now >= next_report {
+            next_report = now + REPORT_INTERVAL;
+            let counters = shell.core.borrow().counters().clone();
+            let troubled = counters.overloaded != reported.overloaded
+                || counters.malformed != reported.malformed
+                || counters.send_failures != reported.send_failures;
+            if troubled {
+                warn!(
+                    shard = shell.id,
+                    overloaded = counters.overloaded - reported.overloaded,
+                    malformed = counters.malformed - reported.malformed,
+                    send_failures = counters.send_failures - reported.send_failures,
+                    "in the last minute"
+                );
+            }
+            reported = counters;
+        }
         let due = shell
             .core
             .borrow()
