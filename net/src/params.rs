@@ -106,6 +106,11 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// A list the caller has checked against the grammar.
+    pub(crate) fn validated(raw: &'a [u8]) -> Params<'a> {
+        Params { raw }
+    }
+
     /// The list as written.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.raw

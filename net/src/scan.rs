@@ -8,6 +8,26 @@
 /// Byte classes, one bit each in [`CLASSES`], so that a grammar's character test is one load.
 pub(crate) const TOKEN: u16 = 1 << 0;
 pub(crate) const LWS: u16 = 1 << 1;
+/// `user` of a SIP URI, escapes aside: unreserved / `&=+$,;?/`.
+pub(crate) const URI_USER: u16 = 1 << 2;
+/// `password`: unreserved / `&=+$,`.
+pub(crate) const URI_PASSWORD: u16 = 1 << 3;
+/// `uri-parameters` with their separators: unreserved / `[]/:&+$` / `;=`.
+pub(crate) const URI_PARAM: u16 = 1 << 4;
+/// `headers` with their separators: unreserved / `[]/?:+$` / `=&`.
+pub(crate) const URI_HEADER: u16 = 1 << 5;
+/// Hostname characters: alphanum / `-._` (`_` is outside the grammar but used).
+pub(crate) const HOST: u16 = 1 << 6;
+/// Digits and `.`: a hostname made of these is an IPv4 address or nothing.
+pub(crate) const DIGIT_DOT: u16 = 1 << 7;
+/// Scheme characters after the first: alphanum / `+-.`.
+pub(crate) const SCHEME: u16 = 1 << 8;
+/// The opaque part of a URI sipshard does not interpret: visible ASCII but `<>"`.
+pub(crate) const OPAQUE: u16 = 1 << 9;
+/// Parameter names: token / `[]/:&$()`.
+pub(crate) const PARAM_NAME: u16 = 1 << 10;
+/// Unquoted parameter values: anything but LWS, controls and `;,"<>`.
+pub(crate) const PARAM_VALUE: u16 = 1 << 11;
 
 /// The class bits of every byte value.
 pub(crate) static CLASSES: [u16; 256] = classes();
@@ -29,6 +49,54 @@ const fn classes() -> [u16; 256] {
         if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
             bits |= LWS;
         }
+        let unreserved = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            );
+        if unreserved || matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/') {
+            bits |= URI_USER;
+        }
+        if unreserved || matches!(b, b'&' | b'=' | b'+' | b'$' | b',') {
+            bits |= URI_PASSWORD;
+        }
+        if unreserved
+            || matches!(
+                b,
+                b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b';' | b'='
+            )
+        {
+            bits |= URI_PARAM;
+        }
+        if unreserved
+            || matches!(
+                b,
+                b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&'
+            )
+        {
+            bits |= URI_HEADER;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+            bits |= HOST;
+        }
+        if b.is_ascii_digit() || b == b'.' {
+            bits |= DIGIT_DOT;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.') {
+            bits |= SCHEME;
+        }
+        if b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"') {
+            bits |= OPAQUE;
+        }
+        if bits & TOKEN != 0 || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'$' | b'(' | b')') {
+            bits |= PARAM_NAME;
+        }
+        if bits & LWS == 0
+            && !b.is_ascii_control()
+            && !matches!(b, b';' | b',' | b'"' | b'<' | b'>')
+        {
+            bits |= PARAM_VALUE;
+        }
         table[i] = bits;
         i += 1;
     }
@@ -39,6 +107,13 @@ const fn classes() -> [u16; 256] {
 #[inline(always)]
 pub(crate) fn is(b: u8, class: u16) -> bool {
     CLASSES[b as usize] & class == class
+}
+
+/// The classes every byte of `s` is in (all classes for an empty `s`). Branch-free, so a whole
+/// component is checked with one load and one AND per byte.
+#[inline]
+pub(crate) fn classes_of(s: &[u8]) -> u16 {
+    s.iter().fold(u16::MAX, |acc, &b| acc & CLASSES[b as usize])
 }
 
 /// `token` characters of RFC 3261 §25.1: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" /

@@ -8,7 +8,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::params::Params;
-use crate::scan::{hex_value, unescaped};
+use crate::scan::{
+    CLASSES, DIGIT_DOT, HOST, OPAQUE, SCHEME, URI_HEADER, URI_PARAM, URI_PASSWORD, URI_USER,
+    classes_of, hex_value, is, unescaped,
+};
 
 /// A parsed URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,32 +74,36 @@ pub struct BadUri;
 impl<'a> Uri<'a> {
     /// Parses an absolute URI. The text must not contain LWS (callers trim around it).
     pub fn parse(text: &'a str) -> Result<Uri<'a>, BadUri> {
-        let colon = text.find(':').ok_or(BadUri)?;
-        let (scheme, rest) = (&text[..colon], &text[colon + 1..]);
-        let mut chars = scheme.bytes();
-        let scheme_ok = chars.next().is_some_and(|b| b.is_ascii_alphabetic())
-            && chars.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-        if !scheme_ok {
+        let t = text.as_bytes();
+        if !t.first().is_some_and(u8::is_ascii_alphabetic) {
             return Err(BadUri);
         }
-        let secure = if scheme.eq_ignore_ascii_case("sip") {
-            false
-        } else if scheme.eq_ignore_ascii_case("sips") {
-            true
-        } else {
-            let opaque_ok = !rest.is_empty()
-                && rest
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"'));
-            return if opaque_ok {
-                Ok(Uri::Other(OtherUri {
-                    text,
-                    scheme,
-                    opaque: rest,
-                }))
-            } else {
-                Err(BadUri)
-            };
+        let mut colon = 1;
+        while colon < t.len() && t[colon] != b':' {
+            if !is(t[colon], SCHEME) {
+                return Err(BadUri);
+            }
+            colon += 1;
+        }
+        if colon == t.len() {
+            return Err(BadUri);
+        }
+        let (scheme, rest) = (&text[..colon], &text[colon + 1..]);
+        let secure = match scheme.as_bytes() {
+            [s, i, p] if [*s, *i, *p].map(|b| b | 0x20) == *b"sip" => false,
+            [s, i, p, s2] if [*s, *i, *p, *s2].map(|b| b | 0x20) == *b"sips" => true,
+            _ => {
+                let opaque_ok = !rest.is_empty() && classes_of(rest.as_bytes()) & OPAQUE != 0;
+                return if opaque_ok {
+                    Ok(Uri::Other(OtherUri {
+                        text,
+                        scheme,
+                        opaque: rest,
+                    }))
+                } else {
+                    Err(BadUri)
+                };
+            }
         };
         parse_sip(text, secure, rest).map(Uri::Sip)
     }
@@ -130,45 +137,46 @@ impl<'a> Uri<'a> {
 }
 
 fn parse_sip<'a>(text: &'a str, secure: bool, rest: &'a str) -> Result<SipUri<'a>, BadUri> {
+    let r = rest.as_bytes();
     // '@' may appear only as the end of userinfo: no other component's grammar allows it.
-    let (userinfo, hostpart) = match rest.find('@') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-        None => (None, rest),
-    };
-    let (user, password) = match userinfo {
-        None => (None, None),
-        Some(info) => {
-            let (user, password) = match info.find(':') {
-                Some(c) => (&info[..c], Some(&info[c + 1..])),
-                None => (info, None),
-            };
-            if user.is_empty() || !valid_chars(user, is_user_byte) {
+    let (user, password, hostpart) = match r.iter().position(|&b| b == b'@') {
+        None => (None, None, rest),
+        Some(at) => {
+            let colon = r[..at].iter().position(|&b| b == b':');
+            let user_end = colon.unwrap_or(at);
+            if user_end == 0 || !valid_chars(&r[..user_end], URI_USER) {
                 return Err(BadUri);
             }
-            if let Some(p) = password {
-                if !valid_chars(p, is_password_byte) {
-                    return Err(BadUri);
-                }
-            }
-            (Some(user), password)
+            let password = match colon {
+                Some(c) if !valid_chars(&r[c + 1..at], URI_PASSWORD) => return Err(BadUri),
+                Some(c) => Some(&rest[c + 1..at]),
+                None => None,
+            };
+            (Some(&rest[..user_end]), password, &rest[at + 1..])
         }
     };
-    let (hostpart, headers) = match hostpart.find('?') {
-        Some(q) => (&hostpart[..q], &hostpart[q + 1..]),
-        None => (hostpart, ""),
+    // hostport, then `;params` up to the first `?`, then `?headers`.
+    let h = hostpart.as_bytes();
+    let hostport_end = h
+        .iter()
+        .position(|&b| b == b';' || b == b'?')
+        .unwrap_or(h.len());
+    let params_end = match h.get(hostport_end) {
+        Some(b';') => h[hostport_end..]
+            .iter()
+            .position(|&b| b == b'?')
+            .map_or(h.len(), |q| hostport_end + q),
+        _ => hostport_end,
     };
-    if !valid_chars(headers, is_header_byte) {
+    let headers = hostpart.get(params_end + 1..).unwrap_or("");
+    if !valid_chars(headers.as_bytes(), URI_HEADER) {
         return Err(BadUri);
     }
-    let (hostport, params) = match hostpart.find(';') {
-        Some(s) => (&hostpart[..s], &hostpart[s..]),
-        None => (hostpart, ""),
-    };
-    if !valid_chars(params, is_param_byte) {
+    let params = &h[hostport_end..params_end];
+    if !valid_chars(params, URI_PARAM) || !uri_params_well_formed(params) {
         return Err(BadUri);
     }
-    let params = Params::parse(params.as_bytes()).map_err(|_| BadUri)?;
-    let (host, port) = parse_hostport(hostport)?;
+    let (host, port) = parse_hostport(&hostpart[..hostport_end])?;
     Ok(SipUri {
         text,
         secure,
@@ -176,14 +184,29 @@ fn parse_sip<'a>(text: &'a str, secure: bool, rest: &'a str) -> Result<SipUri<'a
         password,
         host,
         port,
-        params,
+        params: Params::validated(params),
         headers,
     })
 }
 
+/// `*( ";" pname [ "=" pvalue ] )` for text already made of [`URI_PARAM`] bytes and escapes:
+/// every name before an `=` and every value after it is then made of legal bytes, so what is left
+/// to check is that none is empty. This is [`Params::parse`]'s grammar for such text.
+fn uri_params_well_formed(params: &[u8]) -> bool {
+    let Some(rest) = params.strip_prefix(b";") else {
+        return params.is_empty();
+    };
+    rest.split(|&b| b == b';')
+        .all(|param| match param.iter().position(|&b| b == b'=') {
+            None => !param.is_empty(),
+            Some(eq) => eq > 0 && eq + 1 < param.len(),
+        })
+}
+
 /// `hostport = host [ ":" port ]` (§25.1), shared with Via's sent-by.
 pub(crate) fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), BadUri> {
-    let (host_text, port_text) = if s.starts_with('[') {
+    let b = s.as_bytes();
+    let (host, port_text) = if b.first() == Some(&b'[') {
         let close = s.find(']').ok_or(BadUri)?;
         let after = &s[close + 1..];
         let port = match after.strip_prefix(':') {
@@ -191,14 +214,18 @@ pub(crate) fn parse_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), BadUri>
             None if after.is_empty() => None,
             None => return Err(BadUri),
         };
-        (&s[..=close], port)
+        (Host::parse(&s[..=close])?, port)
     } else {
-        match s.find(':') {
-            Some(c) => (&s[..c], Some(&s[c + 1..])),
-            None => (s, None),
+        // One pass over the host: its end and the classes of its bytes.
+        let mut classes = u16::MAX;
+        let mut end = 0;
+        while end < b.len() && b[end] != b':' {
+            classes &= CLASSES[b[end] as usize];
+            end += 1;
         }
+        let host = Host::classified(&s[..end], classes)?;
+        (host, s.get(end + 1..))
     };
-    let host = Host::parse(host_text)?;
     let port = match port_text {
         None => None,
         Some(p) => Some(
@@ -227,14 +254,15 @@ impl<'a> Host<'a> {
                 kind: HostKind::Ipv6(inner.parse().ok()),
             });
         }
-        if text.is_empty()
-            || !text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        {
+        Host::classified(text, classes_of(text.as_bytes()))
+    }
+
+    /// A hostname or IPv4 address, given the classes all its bytes are in.
+    fn classified(text: &'a str, classes: u16) -> Result<Host<'a>, BadUri> {
+        if text.is_empty() || classes & HOST == 0 {
             return Err(BadUri);
         }
-        if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        if classes & DIGIT_DOT != 0 {
             let ip = parse_ipv4(text.as_bytes()).ok_or(BadUri)?;
             return Ok(Host {
                 text,
@@ -362,8 +390,13 @@ fn headers_equivalent(a: &str, b: &str) -> bool {
     })
 }
 
-fn valid_chars(s: &str, allowed: fn(u8) -> bool) -> bool {
-    let b = s.as_bytes();
+/// Every byte of `s` is in `class` or part of an escape (`%` HEX HEX).
+fn valid_chars(s: &[u8], class: u16) -> bool {
+    classes_of(s) & class != 0 || valid_chars_escaped(s, class)
+}
+
+#[cold]
+fn valid_chars_escaped(b: &[u8], class: u16) -> bool {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
@@ -373,49 +406,13 @@ fn valid_chars(s: &str, allowed: fn(u8) -> bool) -> bool {
                 return false;
             }
             i += 3;
-        } else if allowed(b[i]) {
+        } else if is(b[i], class) {
             i += 1;
         } else {
             return false;
         }
     }
     true
-}
-
-/// `unreserved = alphanum / mark` (§25.1).
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-        )
-}
-
-/// `user = 1*( unreserved / escaped / user-unreserved )`.
-fn is_user_byte(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
-}
-
-fn is_password_byte(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',')
-}
-
-/// `paramchar` plus the `;` and `=` that separate parameters.
-fn is_param_byte(b: u8) -> bool {
-    is_unreserved(b)
-        || matches!(
-            b,
-            b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b';' | b'='
-        )
-}
-
-/// `hname`/`hvalue` characters plus the `=` and `&` that separate headers.
-fn is_header_byte(b: u8) -> bool {
-    is_unreserved(b)
-        || matches!(
-            b,
-            b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&'
-        )
 }
 
 #[cfg(test)]
