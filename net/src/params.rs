@@ -4,7 +4,7 @@
 //! allocates. Header parameters may have LWS around `;` and `=` (RFC 4475 §3.1.1.1); URI parameters
 //! never reach here with whitespace because the URI parser refuses it.
 
-use crate::scan::{ascii_str, is_lws_byte, is_token_byte, quoted_string_end};
+use crate::scan::{PARAM_NAME, PARAM_VALUE, ascii_str, is, is_lws_byte, quoted_string_end};
 
 /// A validated parameter list, as written (starting at its first `;`, or empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,6 +30,11 @@ impl<'a> Param<'a> {
     }
 }
 
+/// A value as [`Params::get_str`] gives it: quotes removed, ASCII only.
+pub(crate) fn value_str(value: Option<&[u8]>) -> Option<&str> {
+    value.map(strip_quotes).and_then(ascii_str)
+}
+
 pub(crate) fn strip_quotes(v: &[u8]) -> &[u8] {
     match v {
         [b'"', inner @ .., b'"'] => inner,
@@ -37,60 +42,79 @@ pub(crate) fn strip_quotes(v: &[u8]) -> &[u8] {
     }
 }
 
-fn is_name_byte(b: u8) -> bool {
-    is_token_byte(b) || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'$' | b'(' | b')')
+/// One parameter as positions in its list: the name, the value (quotes included) if any, and
+/// where the scan goes on.
+#[derive(Clone, Copy)]
+struct RawParam {
+    name: (usize, usize),
+    value: Option<(usize, usize)>,
+    next: usize,
 }
 
-fn is_value_byte(b: u8) -> bool {
-    !is_lws_byte(b) && !b.is_ascii_control() && !matches!(b, b';' | b',' | b'"' | b'<' | b'>')
-}
-
-/// Scans one parameter starting at a `;` at `s[i]` (after optional LWS). Returns the parameter and
-/// the index after it.
-fn scan_param(s: &[u8], mut i: usize) -> Result<(Param<'_>, usize), BadParams> {
+/// Scans one parameter starting at a `;` at `s[i]` (after optional LWS). Names and unquoted values
+/// are checked by byte class; nothing is converted to `str`.
+#[inline]
+fn scan_param(s: &[u8], mut i: usize) -> Result<RawParam, BadParams> {
     i = skip_lws(s, i);
     if s.get(i) != Some(&b';') {
         return Err(BadParams);
     }
     i = skip_lws(s, i + 1);
     let name_start = i;
-    while i < s.len() && is_name_byte(s[i]) {
+    while i < s.len() && is(s[i], PARAM_NAME) {
         i += 1;
     }
-    let name = ascii_str(&s[name_start..i])
-        .filter(|n| !n.is_empty())
-        .ok_or(BadParams)?;
+    if i == name_start {
+        return Err(BadParams);
+    }
+    let name = (name_start, i);
     let after_name = i;
     i = skip_lws(s, i);
     if s.get(i) != Some(&b'=') {
-        return Ok((Param { name, value: None }, after_name));
+        return Ok(RawParam {
+            name,
+            value: None,
+            next: after_name,
+        });
     }
     i = skip_lws(s, i + 1);
     let value_start = i;
     if s.get(i) == Some(&b'"') {
         i += quoted_string_end(&s[i..]).ok_or(BadParams)?;
     } else {
-        while i < s.len() && is_value_byte(s[i]) {
+        while i < s.len() && is(s[i], PARAM_VALUE) {
             i += 1;
         }
     }
     if i == value_start {
         return Err(BadParams);
     }
-    Ok((
-        Param {
-            name,
-            value: Some(&s[value_start..i]),
-        },
-        i,
-    ))
+    Ok(RawParam {
+        name,
+        value: Some((value_start, i)),
+        next: i,
+    })
 }
 
+#[inline]
 fn skip_lws(s: &[u8], mut i: usize) -> usize {
     while i < s.len() && is_lws_byte(s[i]) {
         i += 1;
     }
     i
+}
+
+/// The parameters of a validated list, as positions.
+fn raw_params(raw: &[u8]) -> impl Iterator<Item = RawParam> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if skip_lws(raw, i) == raw.len() {
+            return None;
+        }
+        let param = scan_param(raw, i).ok()?;
+        i = param.next;
+        Some(param)
+    })
 }
 
 impl<'a> Params<'a> {
@@ -101,8 +125,7 @@ impl<'a> Params<'a> {
             if skip_lws(raw, i) == raw.len() {
                 return Ok(Params { raw });
             }
-            let (_, next) = scan_param(raw, i)?;
-            i = next;
+            i = scan_param(raw, i)?.next;
         }
     }
 
@@ -122,23 +145,32 @@ impl<'a> Params<'a> {
 
     pub fn iter(&self) -> impl Iterator<Item = Param<'a>> + 'a {
         let raw = self.raw;
-        let mut i = 0;
-        std::iter::from_fn(move || {
-            if skip_lws(raw, i) == raw.len() {
-                return None;
-            }
-            let (param, next) = scan_param(raw, i).ok()?;
-            i = next;
-            Some(param)
+        raw_params(raw).map_while(move |p| {
+            Some(Param {
+                // Names are ASCII by their byte class.
+                name: ascii_str(&raw[p.name.0..p.name.1])?,
+                value: p.value.map(|(start, end)| &raw[start..end]),
+            })
+        })
+    }
+
+    /// Every parameter as (name, value) bytes, without the `str` conversion of [`Params::iter`].
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        let raw = self.raw;
+        raw_params(raw).map(move |p| {
+            (
+                &raw[p.name.0..p.name.1],
+                p.value.map(|(start, end)| &raw[start..end]),
+            )
         })
     }
 
     /// Looks a parameter up by name (case-insensitive): `None` if absent, `Some(None)` if present
     /// without a value.
     pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
-        self.iter()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
-            .map(|p| p.value)
+        self.pairs()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| value)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -147,10 +179,7 @@ impl<'a> Params<'a> {
 
     /// A parameter's value as text, if present, with a value, and ASCII. Quotes are removed.
     pub fn get_str(&self, name: &str) -> Option<&'a str> {
-        self.get(name)
-            .flatten()
-            .map(strip_quotes)
-            .and_then(ascii_str)
+        value_str(self.get(name).flatten())
     }
 }
 

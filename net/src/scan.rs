@@ -185,19 +185,16 @@ pub(crate) fn parse_decimal_u32(s: &[u8]) -> Option<u32> {
 pub(crate) fn quoted_string_end(s: &[u8]) -> Option<usize> {
     debug_assert_eq!(s.first(), Some(&b'"'));
     let mut i = 1;
-    while i < s.len() {
-        match s[i] {
-            b'"' => return Some(i + 1),
-            b'\\' => {
-                if matches!(s.get(i + 1), None | Some(b'\r') | Some(b'\n')) {
-                    return None;
-                }
-                i += 2;
-            }
-            _ => i += 1,
+    loop {
+        i += memchr::memchr2(b'"', b'\\', &s[i..])?;
+        if s[i] == b'"' {
+            return Some(i + 1);
         }
+        if matches!(s.get(i + 1), None | Some(b'\r') | Some(b'\n')) {
+            return None;
+        }
+        i += 2;
     }
-    None
 }
 
 /// Splits a header value at top-level commas: commas inside quoted strings or `<...>` do not count.

@@ -5,7 +5,7 @@
 //! reason phrase naming the header.
 
 use crate::error::{ErrorKind, ParseError};
-use crate::params::{Params, strip_quotes};
+use crate::params::{Params, strip_quotes, value_str};
 use crate::scan::{
     ascii_str, comma_split, is_lws_byte, is_token, is_token_byte, parse_decimal_u32,
     parse_decimal_u64, quoted_string_end, trim_lws,
@@ -113,15 +113,19 @@ impl<'a> Contact<'a> {
             return Ok(Contact::Star);
         }
         let addr = NameAddr::parse(value)?;
-        let contact = Contact::Address(addr);
-        // Check the parameters whose grammar a registrar relies on.
-        if addr.params.contains("q") && contact.q_millis().is_none() {
-            return Err(BadValue);
+        // Check the parameters whose grammar a registrar relies on (the first of each name is the
+        // one the accessors read), in one pass.
+        let (mut q_seen, mut reg_id_seen) = (false, false);
+        for (name, value) in addr.params.pairs() {
+            if !q_seen && name.eq_ignore_ascii_case(b"q") {
+                q_seen = true;
+                value_str(value).and_then(q_millis).ok_or(BadValue)?;
+            } else if !reg_id_seen && name.eq_ignore_ascii_case(b"reg-id") {
+                reg_id_seen = true;
+                value_str(value).and_then(reg_id).ok_or(BadValue)?;
+            }
         }
-        if addr.params.contains("reg-id") && contact.reg_id().is_none() {
-            return Err(BadValue);
-        }
-        Ok(contact)
+        Ok(Contact::Address(addr))
     }
 
     pub fn address(&self) -> Option<&NameAddr<'a>> {
@@ -133,21 +137,7 @@ impl<'a> Contact<'a> {
 
     /// `q` in thousandths (`qvalue = "0" ["." 0*3DIGIT] / "1" ["." 0*3("0")]`, §25.1).
     pub fn q_millis(&self) -> Option<u16> {
-        let q = self.address()?.params.get_str("q")?;
-        let (int, frac) = q.split_once('.').unwrap_or((q, ""));
-        if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let millis = frac
-            .bytes()
-            .chain(std::iter::repeat(b'0'))
-            .take(3)
-            .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
-        match int {
-            "0" => Some(millis),
-            "1" if millis == 0 => Some(1000),
-            _ => None,
-        }
+        q_millis(self.address()?.params.get_str("q")?)
     }
 
     /// The `expires` parameter in seconds; values beyond 2^32-1 saturate (§10.2.1.1 lets the
@@ -164,9 +154,30 @@ impl<'a> Contact<'a> {
 
     /// The `reg-id` parameter (RFC 5626 §4.2).
     pub fn reg_id(&self) -> Option<u32> {
-        let v = self.address()?.params.get_str("reg-id")?;
-        parse_decimal_u32(v.as_bytes())
+        reg_id(self.address()?.params.get_str("reg-id")?)
     }
+}
+
+/// `qvalue` in thousandths.
+fn q_millis(q: &str) -> Option<u16> {
+    let (int, frac) = q.split_once('.').unwrap_or((q, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let millis = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    match int {
+        "0" => Some(millis),
+        "1" if millis == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+fn reg_id(v: &str) -> Option<u32> {
+    parse_decimal_u32(v.as_bytes())
 }
 
 /// `delta-seconds = 1*DIGIT`, saturating at 2^32-1.
