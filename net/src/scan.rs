@@ -236,30 +236,42 @@ impl<'a> Iterator for CommaSplit<'a> {
         let v = self.value;
         let mut i = start;
         let mut in_angle = false;
-        while i < v.len() {
+        // Jump from one byte that matters to the next: outside `<...>` a comma, a quote or `<`;
+        // inside, a quote or `>` (a `<` inside or a `>` outside changes nothing).
+        loop {
+            let found = if in_angle {
+                memchr::memchr2(b'>', b'"', &v[i..])
+            } else {
+                memchr::memchr3(b',', b'"', b'<', &v[i..])
+            };
+            let Some(offset) = found else {
+                break;
+            };
+            i += offset;
             match v[i] {
                 b'"' => match quoted_string_end(&v[i..]) {
-                    Some(len) => {
-                        i += len;
-                        continue;
-                    }
+                    Some(len) => i += len,
                     None => {
                         self.done = true;
                         return Some(Err(Unbalanced));
                     }
                 },
-                b'<' => in_angle = true,
-                b'>' => in_angle = false,
-                b',' if !in_angle => {
+                b',' => {
                     self.pos = i + 1;
                     return Some(Ok(Element {
                         text: &v[start..i],
                         offset: start,
                     }));
                 }
-                _ => {}
+                b'<' => {
+                    in_angle = true;
+                    i += 1;
+                }
+                _ => {
+                    in_angle = false;
+                    i += 1;
+                }
             }
-            i += 1;
         }
         self.done = true;
         if in_angle {
@@ -312,6 +324,16 @@ mod tests {
             texts(br#""a, b" <sip:x@y;p=1,2>, <sip:z>"#),
             vec![Ok(&br#""a, b" <sip:x@y;p=1,2>"#[..]), Ok(&b" <sip:z>"[..])]
         );
+        assert_eq!(
+            texts(br#"<a,"b>",c>,d"#),
+            vec![Ok(&br#"<a,"b>",c>"#[..]), Ok(&b"d"[..])]
+        );
+        assert_eq!(
+            texts(b"a>b,<c<d>,e"),
+            vec![Ok(&b"a>b"[..]), Ok(&b"<c<d>"[..]), Ok(&b"e"[..])]
+        );
+        assert_eq!(texts(b""), vec![Ok(&b""[..])]);
+        assert_eq!(texts(b"a,"), vec![Ok(&b"a"[..]), Ok(&b""[..])]);
         assert_eq!(texts(b"\"open, x"), vec![Err(Unbalanced)]);
         assert_eq!(texts(b"<sip:a, b"), vec![Err(Unbalanced)]);
     }
