@@ -9,7 +9,7 @@
 use smallvec::SmallVec;
 
 use crate::error::{ErrorKind, ParseError};
-use crate::scan::{ascii_str, is_lws_byte, is_token, is_token_byte, parse_decimal_u32};
+use crate::scan::{checked_str, is_lws_byte, is_token, is_token_byte, parse_decimal_u32};
 use crate::{HeaderName, Method, Uri};
 
 /// Header lines kept per message; more is refused with 513 (real user agents send 10–30).
@@ -383,9 +383,9 @@ fn parse_start_line(buf: &[u8], end: usize) -> Result<StartLine<'_>, ParseError>
     let Some(sp1) = memchr::memchr(b' ', line) else {
         return fail(ErrorKind::NotSip);
     };
-    let Some(method) = ascii_str(&line[..sp1]).filter(|m| is_token(m.as_bytes())) else {
+    if !is_token(&line[..sp1]) {
         return fail(ErrorKind::BadRequestLine);
-    };
+    }
     let rest = &line[sp1 + 1..];
     let Some(sp2) = memchr::memchr(b' ', rest) else {
         return fail(ErrorKind::BadRequestLine);
@@ -399,18 +399,24 @@ fn parse_start_line(buf: &[u8], end: usize) -> Result<StartLine<'_>, ParseError>
     if uri_bytes.is_empty() {
         return fail(ErrorKind::BadRequestLine);
     }
-    let uri = ascii_str(uri_bytes)
-        .and_then(|u| Uri::parse(u).ok())
-        .ok_or(ParseError::request(ErrorKind::BadRequestUri))?;
+    // The method is a token and a URI is ASCII (`Uri::parse` refuses any other byte): one
+    // conversion for both. The method converts, so a failure lies in the URI.
+    let uri_start = sp1 + 1;
+    let uri_end = uri_start + uri_bytes.len();
+    let Some(text) = checked_str(&line[..uri_end]) else {
+        return fail(ErrorKind::BadRequestUri);
+    };
+    let method = &text[..sp1];
+    let uri = Uri::parse(&text[uri_start..])
+        .map_err(|_| ParseError::request(ErrorKind::BadRequestUri))?;
     // Headers are not allowed in a Request-URI (§19.1.1 table 1; RFC 4475 §3.1.2.11).
     if uri.as_sip().is_some_and(|u| !u.headers.is_empty()) {
         return fail(ErrorKind::BadRequestUri);
     }
-    let uri_start = sp1 + 1;
     Ok(StartLine::Request {
         method: Method::from_token(method),
         uri,
-        uri_span: Span::new(uri_start, uri_start + uri_bytes.len()),
+        uri_span: Span::new(uri_start, uri_end),
     })
 }
 

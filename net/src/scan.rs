@@ -160,6 +160,12 @@ pub(crate) fn ascii_str(s: &[u8]) -> Option<&str> {
     }
 }
 
+/// Bytes the caller has already checked to be ASCII (a token, a URI) as `&str`: one UTF-8
+/// validation, without [`ascii_str`]'s separate ASCII pass.
+pub(crate) fn checked_str(s: &[u8]) -> Option<&str> {
+    std::str::from_utf8(s).ok()
+}
+
 /// Parses an unsigned decimal with no sign, no spaces and at least one digit. Leading zeros are
 /// allowed (RFC 4475 §3.1.1.1 uses `0068`); overflow is `None`.
 pub(crate) fn parse_decimal_u64(s: &[u8]) -> Option<u64> {

@@ -5,9 +5,9 @@
 //! reason phrase naming the header.
 
 use crate::error::{ErrorKind, ParseError};
-use crate::params::{Params, strip_quotes, value_str};
+use crate::params::{Params, strip_quotes};
 use crate::scan::{
-    ascii_str, comma_split, is_lws_byte, is_token, is_token_byte, parse_decimal_u32,
+    ascii_str, checked_str, comma_split, is_lws_byte, is_token, is_token_byte, parse_decimal_u32,
     parse_decimal_u64, quoted_string_end, trim_lws,
 };
 use crate::uri::{Host, Uri, parse_hostport};
@@ -66,7 +66,8 @@ impl<'a> NameAddr<'a> {
         };
         let inner = rest.strip_prefix(b"<").ok_or(BadValue)?;
         let close = memchr::memchr(b'>', inner).ok_or(BadValue)?;
-        let uri = Uri::parse(ascii_str(&inner[..close]).ok_or(BadValue)?)?;
+        // A URI is ASCII; `Uri::parse` refuses any other byte.
+        let uri = Uri::parse(checked_str(&inner[..close]).ok_or(BadValue)?)?;
         let params = Params::parse(&inner[close + 1..])?;
         Ok(NameAddr {
             display_name,
@@ -82,7 +83,7 @@ impl<'a> NameAddr<'a> {
             .iter()
             .position(|&b| b == b';' || is_lws_byte(b))
             .unwrap_or(v.len());
-        let uri_text = ascii_str(&v[..end]).ok_or(BadValue)?;
+        let uri_text = checked_str(&v[..end]).ok_or(BadValue)?;
         if uri_text.contains('?') {
             return Err(BadValue);
         }
@@ -119,10 +120,10 @@ impl<'a> Contact<'a> {
         for (name, value) in addr.params.pairs() {
             if !q_seen && name.eq_ignore_ascii_case(b"q") {
                 q_seen = true;
-                value_str(value).and_then(q_millis).ok_or(BadValue)?;
+                value.map(strip_quotes).and_then(q_millis).ok_or(BadValue)?;
             } else if !reg_id_seen && name.eq_ignore_ascii_case(b"reg-id") {
                 reg_id_seen = true;
-                value_str(value).and_then(reg_id).ok_or(BadValue)?;
+                value.map(strip_quotes).and_then(reg_id).ok_or(BadValue)?;
             }
         }
         Ok(Contact::Address(addr))
@@ -137,14 +138,13 @@ impl<'a> Contact<'a> {
 
     /// `q` in thousandths (`qvalue = "0" ["." 0*3DIGIT] / "1" ["." 0*3("0")]`, §25.1).
     pub fn q_millis(&self) -> Option<u16> {
-        q_millis(self.address()?.params.get_str("q")?)
+        q_millis(strip_quotes(self.address()?.params.get("q")??))
     }
 
     /// The `expires` parameter in seconds; values beyond 2^32-1 saturate (§10.2.1.1 lets the
     /// registrar shorten any interval).
     pub fn expires_s(&self) -> Option<u32> {
-        let v = self.address()?.params.get_str("expires")?;
-        delta_seconds(v.as_bytes())
+        delta_seconds(strip_quotes(self.address()?.params.get("expires")??))
     }
 
     /// The `+sip.instance` parameter without its quotes, e.g. `<urn:uuid:…>` (RFC 5626 §4.1).
@@ -154,30 +154,35 @@ impl<'a> Contact<'a> {
 
     /// The `reg-id` parameter (RFC 5626 §4.2).
     pub fn reg_id(&self) -> Option<u32> {
-        reg_id(self.address()?.params.get_str("reg-id")?)
+        reg_id(strip_quotes(self.address()?.params.get("reg-id")??))
     }
 }
 
-/// `qvalue` in thousandths.
-fn q_millis(q: &str) -> Option<u16> {
-    let (int, frac) = q.split_once('.').unwrap_or((q, ""));
-    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+/// `qvalue` in thousandths (the parameter's value, quotes removed).
+fn q_millis(q: &[u8]) -> Option<u16> {
+    let (int, frac) = match q.iter().position(|&b| b == b'.') {
+        Some(dot) => (&q[..dot], &q[dot + 1..]),
+        None => (q, &q[q.len()..]),
+    };
+    if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
         return None;
     }
     let millis = frac
-        .bytes()
+        .iter()
+        .copied()
         .chain(std::iter::repeat(b'0'))
         .take(3)
         .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
     match int {
-        "0" => Some(millis),
-        "1" if millis == 0 => Some(1000),
+        b"0" => Some(millis),
+        b"1" if millis == 0 => Some(1000),
         _ => None,
     }
 }
 
-fn reg_id(v: &str) -> Option<u32> {
-    parse_decimal_u32(v.as_bytes())
+/// `reg-id` (the parameter's value, quotes removed).
+fn reg_id(v: &[u8]) -> Option<u32> {
+    parse_decimal_u32(v)
 }
 
 /// `delta-seconds = 1*DIGIT`, saturating at 2^32-1.
@@ -206,21 +211,24 @@ impl<'a> Via<'a> {
     pub fn parse(value: &'a [u8]) -> Result<Via<'a>, BadValue> {
         let v = trim_lws(value);
         let mut cursor = Cursor { s: v, i: 0 };
-        let protocol = cursor.token()?;
+        let protocol = cursor.token_span()?;
         cursor.separator(b'/')?;
-        let version = cursor.token()?;
+        let version = cursor.token_span()?;
         cursor.separator(b'/')?;
-        let transport = cursor.token()?;
+        let transport = cursor.token_span()?;
         if !cursor.skip_lws() {
             return Err(BadValue);
         }
-        let sent_by = cursor.sent_by()?;
-        let (host, port) = parse_hostport(sent_by)?;
+        let sent_by = cursor.sent_by_span()?;
+        // Tokens, separators and sent-by are ASCII (`parse_hostport` refuses any other byte in
+        // sent-by): one conversion for all of them.
+        let text = checked_str(&v[..sent_by.end]).ok_or(BadValue)?;
+        let (host, port) = parse_hostport(&text[sent_by])?;
         let params = Params::parse(&v[cursor.i..])?;
         Ok(Via {
-            protocol,
-            version,
-            transport,
+            protocol: &text[protocol],
+            version: &text[version],
+            transport: &text[transport],
             host,
             port,
             params,
@@ -264,13 +272,20 @@ impl<'a> Cursor<'a> {
     }
 
     fn token(&mut self) -> Result<&'a str, BadValue> {
+        let span = self.token_span()?;
+        checked_str(&self.s[span]).ok_or(BadValue)
+    }
+
+    /// Where the token at the cursor lies (not empty).
+    fn token_span(&mut self) -> Result<std::ops::Range<usize>, BadValue> {
         let start = self.i;
         while self.i < self.s.len() && is_token_byte(self.s[self.i]) {
             self.i += 1;
         }
-        ascii_str(&self.s[start..self.i])
-            .filter(|t| !t.is_empty())
-            .ok_or(BadValue)
+        if self.i == start {
+            return Err(BadValue);
+        }
+        Ok(start..self.i)
     }
 
     /// `SWS sep SWS`.
@@ -286,7 +301,7 @@ impl<'a> Cursor<'a> {
 
     /// `sent-by = host [ COLON port ]`, returned as compact `host:port` text. LWS around the colon
     /// is legal but never seen; it is refused rather than carried.
-    fn sent_by(&mut self) -> Result<&'a str, BadValue> {
+    fn sent_by_span(&mut self) -> Result<std::ops::Range<usize>, BadValue> {
         let start = self.i;
         if self.s.get(self.i) == Some(&b'[') {
             let close = memchr::memchr(b']', &self.s[self.i..]).ok_or(BadValue)?;
@@ -297,9 +312,9 @@ impl<'a> Cursor<'a> {
         {
             self.i += 1;
         }
-        let text = ascii_str(&self.s[start..self.i]).ok_or(BadValue)?;
+        let span = start..self.i;
         self.skip_lws();
-        Ok(text)
+        Ok(span)
     }
 }
 
@@ -320,7 +335,7 @@ impl<'a> CSeq<'a> {
             // No LWS between number and method, or a method that is not a token.
             return Err(BadValue);
         }
-        let method = ascii_str(method).ok_or(BadValue)?;
+        let method = checked_str(method).ok_or(BadValue)?;
         Ok(CSeq {
             seq,
             method: Method::from_token(method),
@@ -416,8 +431,10 @@ fn auth_param(item: &[u8]) -> Result<(&str, &[u8]), BadValue> {
 
 /// `Call-ID = word [ "@" word ]` (§25.1): printable ASCII without spaces.
 fn call_id(value: &[u8]) -> Result<&str, BadValue> {
-    let ok = !value.is_empty() && value.iter().all(|b| b.is_ascii_graphic());
-    ascii_str(value).filter(|_| ok).ok_or(BadValue)
+    if value.is_empty() || !value.iter().all(u8::is_ascii_graphic) {
+        return Err(BadValue);
+    }
+    checked_str(value).ok_or(BadValue)
 }
 
 impl<'a> Message<'a> {
