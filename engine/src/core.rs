@@ -10,7 +10,7 @@
 //! answer it, hand it to the registrar on the AOR's owner shard, or look up the AOR's bindings
 //! (again on the owner shard) and fork one client transaction per contact ([`crate::fork`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -36,6 +36,10 @@ use crate::transaction::{
 /// Timer C (§16.6 step 11): how long a forwarded INVITE may go without a provisional response
 /// before the proxy gives up on its branches. The RFC asks for more than 3 minutes.
 const TIMER_C: Duration = Duration::from_secs(181);
+
+/// How long a request may wait for another shard's answer. Answers are never lost while the
+/// shards are healthy; this bounds what a full channel (an answer dropped) could leave behind.
+const WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 /// A stream connection, unique in the node: the owning shard's index is in the top 16 bits.
 pub type ConnId = u64;
@@ -180,6 +184,8 @@ pub struct ShardCore {
     bindings: BindingStore,
     transactions: TransactionTable,
     waiting: HashMap<u64, Waiting>,
+    /// Tokens of `waiting` with their deadlines, oldest first (tokens are issued in time order).
+    waiting_deadlines: VecDeque<(Instant, u64)>,
     next_token: u64,
     calls: HashMap<ServerId, ProxyCall>,
     /// Timer C deadlines of forwarded INVITEs, earliest first.
@@ -200,6 +206,7 @@ impl ShardCore {
             transactions: TransactionTable::new(settings.timers, capacity, capacity),
             settings,
             waiting: HashMap::new(),
+            waiting_deadlines: VecDeque::new(),
             next_token: 0,
             calls: HashMap::new(),
             timer_c: BTreeSet::new(),
@@ -225,6 +232,7 @@ impl ShardCore {
             self.transactions.next_deadline(),
             self.bindings.next_expiry(),
             self.timer_c.first().map(|(at, _)| *at),
+            self.waiting_deadlines.front().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
@@ -234,6 +242,15 @@ impl ShardCore {
     pub fn on_timers(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.transactions.handle_timeouts(now);
         self.bindings.expire(now);
+        while let Some(&(at, token)) = self.waiting_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.waiting_deadlines.pop_front();
+            if self.waiting.contains_key(&token) {
+                self.give_up_waiting(token, now);
+            }
+        }
         while let Some(&(at, server)) = self.timer_c.first() {
             if at > now {
                 break;
@@ -567,11 +584,14 @@ impl ShardCore {
             let result = self.bindings.register(request, now);
             return self.answer_register(server, msg, from, result, now);
         }
-        let Some(token) = self.wait(Waiting::Register {
-            server,
-            request: msg.as_bytes().into(),
-            inbound: from,
-        }) else {
+        let Some(token) = self.wait(
+            Waiting::Register {
+                server,
+                request: msg.as_bytes().into(),
+                inbound: from,
+            },
+            now,
+        ) else {
             return self.overloaded(server, msg, from, now);
         };
         out.push(Output::ToShard {
@@ -643,12 +663,15 @@ impl ShardCore {
             let targets = self.targets(&aor, now);
             return self.on_targets(server, msg.as_bytes().into(), from, &route, targets, now);
         }
-        let Some(token) = self.wait(Waiting::Lookup {
-            server,
-            request: msg.as_bytes().into(),
-            inbound: from,
-            route,
-        }) else {
+        let Some(token) = self.wait(
+            Waiting::Lookup {
+                server,
+                request: msg.as_bytes().into(),
+                inbound: from,
+                route,
+            },
+            now,
+        ) else {
             return self.overloaded(server, msg, from, now);
         };
         out.push(Output::ToShard {
@@ -1081,12 +1104,14 @@ impl ShardCore {
 
     // ---- other shards ---------------------------------------------------------------------
 
-    fn wait(&mut self, waiting: Waiting) -> Option<u64> {
+    fn wait(&mut self, waiting: Waiting, now: Instant) -> Option<u64> {
         if self.waiting.len() >= self.settings.max_waiting {
             return None;
         }
         self.next_token += 1;
         self.waiting.insert(self.next_token, waiting);
+        self.waiting_deadlines
+            .push_back((now + WAIT_LIMIT, self.next_token));
         Some(self.next_token)
     }
 
@@ -1165,6 +1190,12 @@ impl ShardCore {
                 return;
             }
         };
+        self.give_up_waiting(token, now);
+        self.drain_actions(now, out);
+    }
+
+    /// Answers 503 to a request whose answer from another shard will not come.
+    fn give_up_waiting(&mut self, token: u64, now: Instant) {
         let (server, request, inbound) = match self.waiting.remove(&token) {
             Some(Waiting::Register {
                 server,
@@ -1190,7 +1221,6 @@ impl ShardCore {
                 now,
             );
         }
-        self.drain_actions(now, out);
     }
 
     // ---- transactions -> outputs ----------------------------------------------------------

@@ -456,3 +456,36 @@ fn a_response_reaching_the_wrong_shard_is_handed_to_the_one_with_the_transaction
     assert_eq!(up.len(), 1);
     assert_eq!((up[0].to, up[0].status()), (addr(CALLER), Some(180)));
 }
+
+#[test]
+fn a_request_whose_answer_from_another_shard_is_lost_gets_503() {
+    let now = Instant::now();
+    let mut cores = [
+        ShardCore::new(0, 2, settings()),
+        ShardCore::new(1, 2, settings()),
+    ];
+    let inbound = Inbound {
+        transport: Transport::Udp,
+        local: addr(PROXY),
+        remote: addr(ALICE_1),
+        conn: None,
+    };
+    let bytes = register(ALICE_1, "r1", 1, 3600);
+    let non_owner = (0..2)
+        .find(|&i| {
+            let mut out = Vec::new();
+            cores[i].on_datagram(bytes.as_bytes(), inbound, now, &mut out);
+            matches!(out.first(), Some(Output::ToShard { .. }))
+        })
+        .expect("one shard does not own alice");
+    // The message to the owner is lost (its channel was full, say): nothing is sent yet.
+    let deadline = cores[non_owner]
+        .next_deadline()
+        .expect("a deadline for the wait");
+    assert!(deadline <= now + Duration::from_secs(5));
+    let mut out = Vec::new();
+    cores[non_owner].on_timers(deadline, &mut out);
+    let sent = sends(out);
+    assert_eq!(sent[0].status(), Some(503));
+    assert!(sent[0].msg().other_value("Retry-After").is_some());
+}
