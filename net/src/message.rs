@@ -234,7 +234,15 @@ fn parse(buf: &[u8], framing: Framing) -> Result<Message<'_>, ParseError> {
     let in_response = matches!(start_line, StartLine::Response { .. });
     let fail = |kind| ParseError { kind, in_response };
 
-    let mut headers: SmallVec<[HeaderLine; 24]> = SmallVec::new();
+    // Header lines go straight into the message that is returned, so they are not moved again.
+    let mut msg = Message {
+        bytes: buf,
+        start_line,
+        headers: SmallVec::new(),
+        headers_start: headers_start as u32,
+        body_start: 0,
+    };
+    let headers = &mut msg.headers;
     let mut content_length: Option<u32> = None;
     let mut pos = headers_start;
     let body_start = loop {
@@ -269,13 +277,9 @@ fn parse(buf: &[u8], framing: Framing) -> Result<Message<'_>, ParseError> {
         (None, Framing::Datagram) => available,
         (None, Framing::Stream) => return Err(fail(ErrorKind::MissingContentLength)),
     };
-    Ok(Message {
-        bytes: &buf[..body_start + body_len],
-        start_line,
-        headers,
-        headers_start: headers_start as u32,
-        body_start: body_start as u32,
-    })
+    msg.bytes = &buf[..body_start + body_len];
+    msg.body_start = body_start as u32;
+    Ok(msg)
 }
 
 /// The end of the line starting at `pos` and of its continuation lines: (end of the content,
@@ -301,6 +305,7 @@ pub(crate) fn folded_line_end(buf: &[u8], pos: usize) -> Option<usize> {
 ///
 /// One pass over the name (token bytes, optional SP/HT, the colon), one search for the line end.
 /// A line that does not start that way takes [`header_line_slow`], which reports its error.
+#[inline(always)]
 pub(crate) fn header_line(buf: &[u8], pos: usize) -> Result<HeaderLine, ErrorKind> {
     let mut i = pos;
     while i < buf.len() && is_token_byte(buf[i]) {
