@@ -37,6 +37,9 @@ use crate::transaction::{
 /// before the proxy gives up on its branches. The RFC asks for more than 3 minutes.
 const TIMER_C: Duration = Duration::from_secs(181);
 
+/// Option tags the registrar understands in Require: Path (RFC 3327) and outbound (RFC 5626).
+const REGISTRAR_EXTENSIONS: [&str; 2] = ["path", "outbound"];
+
 /// How long a request may wait for another shard's answer. Answers are never lost while the
 /// shards are healthy; this bounds what a full channel (an answer dropped) could leave behind.
 const WAIT_LIMIT: Duration = Duration::from_secs(5);
@@ -509,7 +512,24 @@ impl ShardCore {
             }
             // An ACK never creates a server transaction; nothing to absorb here.
             Decision::Absorb => {}
-            Decision::Register => self.on_register(server, msg, from, now, out),
+            Decision::Register => {
+                // §10.3 step 2 / §8.2.2.3: the registrar is the UAS; it must understand Require.
+                let unsupported: Vec<&str> = msg
+                    .tokens(HeaderName::Require)
+                    .filter_map(Result::ok)
+                    .filter(|tag| {
+                        !REGISTRAR_EXTENSIONS
+                            .iter()
+                            .any(|e| e.eq_ignore_ascii_case(tag))
+                    })
+                    .collect();
+                if unsupported.is_empty() {
+                    self.on_register(server, msg, from, now, out);
+                } else {
+                    let extra = [("Unsupported", unsupported.join(", "))];
+                    self.reply(server, msg, from, 420, "Bad Extension", &extra, now);
+                }
+            }
             Decision::LookupAor => self.on_lookup(server, msg, from, route, now, out),
             Decision::Forward => match self.next_hop(msg, &route) {
                 Some(target) => {

@@ -489,3 +489,19 @@ fn a_request_whose_answer_from_another_shard_is_lost_gets_503() {
     assert_eq!(sent[0].status(), Some(503));
     assert!(sent[0].msg().other_value("Retry-After").is_some());
 }
+
+#[test]
+fn a_register_requiring_an_unknown_extension_gets_420() {
+    let mut sim = Sim::new();
+    let request = register(ALICE_1, "r1", 1, 3600).replace(
+        "Expires: 3600\r\n",
+        "Expires: 3600\r\nRequire: path, foo\r\n",
+    );
+    let sent = sim.receive(ALICE_1, &request);
+    assert_eq!(sent[0].status(), Some(420));
+    assert_eq!(sent[0].msg().other_value("Unsupported"), Some(&b"foo"[..]));
+    // Require: path alone is fine.
+    let request = register(ALICE_1, "r2", 1, 3600)
+        .replace("Expires: 3600\r\n", "Expires: 3600\r\nRequire: path\r\n");
+    assert_eq!(sim.receive(ALICE_1, &request)[0].status(), Some(200));
+}
