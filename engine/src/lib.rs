@@ -4,6 +4,7 @@
 //! decisions take values and `now` and return actions); the shard runtime is the thin shell that
 //! owns sockets and timers and feeds them.
 
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod fork;
