@@ -24,6 +24,8 @@ pub(crate) const DIGIT_DOT: u16 = 1 << 7;
 pub(crate) const SCHEME: u16 = 1 << 8;
 /// The opaque part of a URI sipshard does not interpret: visible ASCII but `<>"`.
 pub(crate) const OPAQUE: u16 = 1 << 9;
+/// What ends a host in a SIP URI: `:` before a port, `;` before parameters, `?` before headers.
+pub(crate) const HOSTPORT_END: u16 = 1 << 12;
 /// Parameter names: token / `[]/:&$()`.
 pub(crate) const PARAM_NAME: u16 = 1 << 10;
 /// Unquoted parameter values: anything but LWS, controls and `;,"<>`.
@@ -90,6 +92,9 @@ const fn classes() -> [u16; 256] {
         }
         if bits & TOKEN != 0 || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'$' | b'(' | b')') {
             bits |= PARAM_NAME;
+        }
+        if matches!(b, b':' | b';' | b'?') {
+            bits |= HOSTPORT_END;
         }
         if bits & LWS == 0
             && !b.is_ascii_control()

@@ -9,8 +9,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::params::Params;
 use crate::scan::{
-    CLASSES, DIGIT_DOT, HOST, OPAQUE, SCHEME, URI_HEADER, URI_PARAM, URI_PASSWORD, URI_USER,
-    classes_of, hex_value, is, unescaped,
+    CLASSES, DIGIT_DOT, HOST, HOSTPORT_END, OPAQUE, SCHEME, URI_HEADER, URI_PARAM, URI_PASSWORD,
+    URI_USER, classes_of, hex_value, is, unescaped,
 };
 
 /// A parsed URI.
@@ -139,44 +139,86 @@ impl<'a> Uri<'a> {
 fn parse_sip<'a>(text: &'a str, secure: bool, rest: &'a str) -> Result<SipUri<'a>, BadUri> {
     let r = rest.as_bytes();
     // '@' may appear only as the end of userinfo: no other component's grammar allows it.
-    let (user, password, hostpart) = match r.iter().position(|&b| b == b'@') {
+    let (user, password, hostpart) = match memchr::memchr(b'@', r) {
         None => (None, None, rest),
         Some(at) => {
-            let colon = r[..at].iter().position(|&b| b == b':');
-            let user_end = colon.unwrap_or(at);
-            if user_end == 0 || !valid_chars(&r[..user_end], URI_USER) {
+            // One pass over the user: where it ends (the first ':') and its byte classes.
+            let mut user_end = 0;
+            let mut classes = u16::MAX;
+            while user_end < at && r[user_end] != b':' {
+                classes &= CLASSES[r[user_end] as usize];
+                user_end += 1;
+            }
+            let user = &r[..user_end];
+            if user.is_empty() || (classes & URI_USER == 0 && !valid_chars_escaped(user, URI_USER))
+            {
                 return Err(BadUri);
             }
-            let password = match colon {
-                Some(c) if !valid_chars(&r[c + 1..at], URI_PASSWORD) => return Err(BadUri),
-                Some(c) => Some(&rest[c + 1..at]),
-                None => None,
+            let password = if user_end < at {
+                if !valid_chars(&r[user_end + 1..at], URI_PASSWORD) {
+                    return Err(BadUri);
+                }
+                Some(&rest[user_end + 1..at])
+            } else {
+                None
             };
             (Some(&rest[..user_end]), password, &rest[at + 1..])
         }
     };
-    // hostport, then `;params` up to the first `?`, then `?headers`.
     let h = hostpart.as_bytes();
-    let hostport_end = h
-        .iter()
-        .position(|&b| b == b';' || b == b'?')
-        .unwrap_or(h.len());
-    let params_end = match h.get(hostport_end) {
-        Some(b';') => h[hostport_end..]
+    // hostport, in one pass unless it is an IPv6 reference.
+    let (host, port, mut i) = if h.first() == Some(&b'[') {
+        let end = h
             .iter()
-            .position(|&b| b == b'?')
-            .map_or(h.len(), |q| hostport_end + q),
-        _ => hostport_end,
+            .position(|&b| b == b';' || b == b'?')
+            .unwrap_or(h.len());
+        let (host, port) = parse_hostport(&hostpart[..end])?;
+        (host, port, end)
+    } else {
+        let mut i = 0;
+        let mut classes = u16::MAX;
+        while i < h.len() {
+            let c = CLASSES[h[i] as usize];
+            if c & HOSTPORT_END != 0 {
+                break;
+            }
+            classes &= c;
+            i += 1;
+        }
+        let host = Host::classified(&hostpart[..i], classes)?;
+        let port = if h.get(i) == Some(&b':') {
+            i += 1;
+            let start = i;
+            let mut port: u32 = 0;
+            while i < h.len() && h[i].is_ascii_digit() {
+                port = port * 10 + u32::from(h[i] - b'0');
+                if port > u32::from(u16::MAX) {
+                    return Err(BadUri);
+                }
+                i += 1;
+            }
+            if i == start || !matches!(h.get(i), None | Some(b';' | b'?')) {
+                return Err(BadUri);
+            }
+            Some(port as u16)
+        } else {
+            None
+        };
+        (host, port, i)
     };
-    let headers = hostpart.get(params_end + 1..).unwrap_or("");
+    // `;params` up to the first `?`, then `?headers`.
+    let params_start = i;
+    if h.get(i) == Some(&b';') {
+        i += memchr::memchr(b'?', &h[i..]).unwrap_or(h.len() - i);
+    }
+    let params = &h[params_start..i];
+    if !params.is_empty() && (!valid_chars(params, URI_PARAM) || !uri_params_well_formed(params)) {
+        return Err(BadUri);
+    }
+    let headers = hostpart.get(i + 1..).unwrap_or("");
     if !valid_chars(headers.as_bytes(), URI_HEADER) {
         return Err(BadUri);
     }
-    let params = &h[hostport_end..params_end];
-    if !valid_chars(params, URI_PARAM) || !uri_params_well_formed(params) {
-        return Err(BadUri);
-    }
-    let (host, port) = parse_hostport(&hostpart[..hostport_end])?;
     Ok(SipUri {
         text,
         secure,
