@@ -78,15 +78,36 @@ impl<'o> MessageWriter<'o> {
     }
 }
 
-/// `fmt::Write` for a byte vector.
-struct Adapter<'a>(&'a mut Vec<u8>);
+/// A byte buffer that formatted text can be written into.
+trait ByteSink {
+    fn put_bytes(&mut self, bytes: &[u8]);
+}
 
-impl std::fmt::Write for Adapter<'_> {
+impl ByteSink for Vec<u8> {
+    fn put_bytes(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl<A: smallvec::Array<Item = u8>> ByteSink for SmallVec<A> {
+    fn put_bytes(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// `fmt::Write` for a byte buffer.
+struct Adapter<'a, B: ByteSink>(&'a mut B);
+
+impl<B: ByteSink> std::fmt::Write for Adapter<'_, B> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
+        self.0.put_bytes(s.as_bytes());
         Ok(())
     }
 }
+
+/// The text of one stamp edit (`;received=` and an address, or `rport=` and a port): always
+/// fits inline.
+type StampText = SmallVec<[u8; 64]>;
 
 /// Starts a response to `request` per RFC 3261 §8.2.6.2: Via (all values, in order), From,
 /// Call-ID and CSeq are copied byte for byte; To is copied and given `to_tag` when it has no tag
@@ -205,7 +226,7 @@ impl ViaStamp {
     }
 
     /// The splices that apply this stamp to the request's bytes.
-    fn edits(&self, request: &Message<'_>) -> SmallVec<[(Span, String); 2]> {
+    fn edits(&self, request: &Message<'_>) -> SmallVec<[(Span, StampText); 2]> {
         let mut edits = SmallVec::new();
         if self.is_empty() {
             return edits;
@@ -228,12 +249,16 @@ impl ViaStamp {
                     start: start as u32,
                     end: (start + param.name.len()) as u32,
                 };
-                edits.push((span, format!("rport={port}")));
+                let mut text = StampText::new();
+                let _ = write!(Adapter(&mut text), "rport={port}");
+                edits.push((span, text));
             }
         }
         if let Some(ip) = self.received {
             let end = (at + text.trim_ascii_end().len()) as u32;
-            edits.push((Span { start: end, end }, format!(";received={ip}")));
+            let mut text = StampText::new();
+            let _ = write!(Adapter(&mut text), ";received={ip}");
+            edits.push((Span { start: end, end }, text));
         }
         edits.sort_by_key(|(span, _)| span.start);
         edits
@@ -245,7 +270,7 @@ fn splice(
     out: &mut Vec<u8>,
     bytes: &[u8],
     range: std::ops::Range<usize>,
-    edits: &[(Span, String)],
+    edits: &[(Span, StampText)],
 ) {
     let mut copied = range.start;
     for (span, text) in edits {
@@ -254,7 +279,7 @@ fn splice(
             continue;
         }
         out.extend_from_slice(&bytes[copied..start]);
-        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(text);
         copied = end;
     }
     out.extend_from_slice(&bytes[copied..range.end]);
@@ -316,8 +341,9 @@ pub fn error_response(out: &mut Vec<u8>, datagram: &[u8], error: &ParseError) ->
 pub struct ForwardEdits<'m, 'a> {
     msg: &'m Message<'a>,
     edits: SmallVec<[Edit; 8]>,
-    /// Text of all insertions and replacements, referenced by range.
-    text: String,
+    /// Text of all insertions and replacements, referenced by range; inline up to 256 bytes (a
+    /// Via, a Record-Route and a Request-URI fit), so forwarding does not allocate.
+    text: SmallVec<[u8; 256]>,
 }
 
 struct Edit {
@@ -331,13 +357,22 @@ impl<'m, 'a> ForwardEdits<'m, 'a> {
         ForwardEdits {
             msg,
             edits: SmallVec::new(),
-            text: String::new(),
+            text: SmallVec::new(),
         }
     }
 
     fn push(&mut self, replaced: Span, text: std::fmt::Arguments<'_>) {
         let start = self.text.len();
-        let _ = self.text.write_fmt(text);
+        let _ = Adapter(&mut self.text).write_fmt(text);
+        self.edits.push(Edit {
+            replaced,
+            text: start..self.text.len(),
+        });
+    }
+
+    fn push_bytes(&mut self, replaced: Span, text: &[u8]) {
+        let start = self.text.len();
+        self.text.extend_from_slice(text);
         self.edits.push(Edit {
             replaced,
             text: start..self.text.len(),
@@ -362,7 +397,7 @@ impl<'m, 'a> ForwardEdits<'m, 'a> {
     /// adds its Via above it).
     pub fn stamp_top_via(&mut self, stamp: &ViaStamp) -> &mut Self {
         for (span, text) in stamp.edits(self.msg) {
-            self.push(span, format_args!("{text}"));
+            self.push_bytes(span, &text);
         }
         self
     }
@@ -510,7 +545,7 @@ impl<'m, 'a> ForwardEdits<'m, 'a> {
                 continue;
             }
             out.extend_from_slice(&bytes[copied..start]);
-            out.extend_from_slice(self.text[edit.text.clone()].as_bytes());
+            out.extend_from_slice(&self.text[edit.text.clone()]);
             copied = edit.replaced.end as usize;
         }
         out.extend_from_slice(&bytes[copied..]);
