@@ -34,10 +34,13 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sipshard_net::{Host, HostKind, Uri};
+
+use crate::auth::settings::parse_algorithms;
+use crate::auth::{Algorithm, AuthSettingsError};
 
 /// The transport of a [`Listen`]: the codec's type, shared with the registrar and the shards.
 pub use sipshard_net::Transport;
@@ -52,6 +55,7 @@ pub struct Config {
     pub global: Global,
     pub registrar: Registrar,
     pub forward: Forward,
+    pub authentication: Authentication,
     pub cluster: Cluster,
 }
 
@@ -109,6 +113,35 @@ pub struct Forward {
     /// `allow-foreign-domains`: false answers 403 to requests for domains we do not serve; true
     /// forwards them when the Request-URI host is an IP literal.
     pub allow_foreign_domains: bool,
+}
+
+/// `[module::Authentication]`: digest authentication of REGISTER (401) and of requests from
+/// local users (407), with Flexisip's keys and password file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authentication {
+    /// `enabled`.
+    pub enabled: bool,
+    /// `auth-domains`: domains whose users are authenticated, lower-cased; `*` means any.
+    pub auth_domains: Vec<String>,
+    /// `available-algorithms`: offered algorithms, strongest first, no repeats.
+    pub available_algorithms: Vec<Algorithm>,
+    /// `db-implementation`.
+    pub db_implementation: AuthDbImplementation,
+    /// `file-path`: the password file (Flexisip's format); `None` when empty.
+    pub file_path: Option<PathBuf>,
+    /// `nonce-expires`: how long a nonce may be used.
+    pub nonce_expires: Duration,
+    /// `nonce-secret`: the key of the nonces' HMAC; empty means a random one per start.
+    pub nonce_secret: Secret,
+    /// `trusted-hosts`: addresses whose requests are never challenged.
+    pub trusted_hosts: Vec<IpAddr>,
+}
+
+/// `[module::Authentication] db-implementation`: where the passwords are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthDbImplementation {
+    /// A password file in Flexisip's format (`file-path`).
+    File,
 }
 
 /// `[cluster]`: the nodes that share the registration database.
@@ -214,6 +247,14 @@ impl DbImplementation {
         match self {
             DbImplementation::Internal => "internal",
             DbImplementation::Redis => "redis",
+        }
+    }
+}
+
+impl AuthDbImplementation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthDbImplementation::File => "file",
         }
     }
 }
@@ -380,6 +421,7 @@ impl std::error::Error for ConfigError {}
 const GLOBAL: &str = "global";
 const REGISTRAR: &str = "module::Registrar";
 const FORWARD: &str = "module::Forward";
+const AUTHENTICATION: &str = "module::Authentication";
 const CLUSTER: &str = "cluster";
 
 struct Section {
@@ -400,6 +442,10 @@ static SECTIONS: &[Section] = &[
     Section {
         name: FORWARD,
         doc: "Requests that are not for a domain this node serves.",
+    },
+    Section {
+        name: AUTHENTICATION,
+        doc: "Digest authentication of REGISTER (401) and of requests from local users (407).",
     },
     Section {
         name: CLUSTER,
@@ -430,8 +476,17 @@ enum Kind {
     },
     /// One host name or IP address, or nothing.
     OptionalHost(Field<String>),
-    /// Any text, never echoed.
-    Secret(Field<Secret>),
+    /// Any text, never echoed; when not empty, at least `min_bytes` long.
+    Secret {
+        min_bytes: usize,
+        field: Field<Secret>,
+    },
+    /// A file name, or nothing.
+    OptionalPath(Field<Option<PathBuf>>),
+    /// Digest algorithm names (`MD5 SHA-256`), at least one.
+    Algorithms(Field<Vec<Algorithm>>),
+    /// `file` (the only password store sipshard reads).
+    AuthDatabase(Field<AuthDbImplementation>),
     /// Host names or IP addresses.
     Hosts(Field<Vec<String>>),
     /// Host names or IP addresses, or `*`.
@@ -458,6 +513,9 @@ struct Key {
     doc: &'static str,
     kind: Kind,
 }
+
+/// Shortest `nonce-secret` accepted (the nonce HMAC's key).
+const MIN_NONCE_SECRET_BYTES: usize = crate::auth::nonce::MIN_SECRET_BYTES;
 
 /// Largest expiry a REGISTER can carry (RFC 3261 §20.19: delta-seconds, 32 bits).
 const MAX_EXPIRES: Duration = Duration::from_secs(u32::MAX as u64);
@@ -645,7 +703,10 @@ static KEYS: &[Key] = &[
         name: "redis-auth-password",
         default: "",
         doc: "Password for Redis AUTH; empty for none. Never logged.",
-        kind: Kind::Secret(|c| &mut c.registrar.redis_auth_password),
+        kind: Kind::Secret {
+            min_bytes: 0,
+            field: |c| &mut c.registrar.redis_auth_password,
+        },
     },
     Key {
         section: FORWARD,
@@ -653,6 +714,70 @@ static KEYS: &[Key] = &[
         default: "false",
         doc: "false: requests for domains this node does not serve get 403; true: they are forwarded when the Request-URI host is an IP address.",
         kind: Kind::Bool(|c| &mut c.forward.allow_foreign_domains),
+    },
+    Key {
+        section: AUTHENTICATION,
+        name: "enabled",
+        default: "false",
+        doc: "Challenge REGISTER (401) and out-of-dialog requests from users of auth-domains (407); needs file-path.",
+        kind: Kind::Bool(|c| &mut c.authentication.enabled),
+    },
+    Key {
+        section: AUTHENTICATION,
+        name: "auth-domains",
+        default: "*",
+        doc: "Domains whose users are authenticated (the realm is the domain); * means any. REGISTER for other domains gets 403.",
+        kind: Kind::Domains(|c| &mut c.authentication.auth_domains),
+    },
+    Key {
+        section: AUTHENTICATION,
+        name: "available-algorithms",
+        default: "MD5",
+        doc: "Digest algorithms offered, one challenge each, strongest first: MD5, SHA-256, SHA-512-256 (and -sess variants).",
+        kind: Kind::Algorithms(|c| &mut c.authentication.available_algorithms),
+    },
+    Key {
+        section: AUTHENTICATION,
+        name: "db-implementation",
+        default: "file",
+        doc: "Where passwords are kept: file (a password file in Flexisip's format, at file-path).",
+        kind: Kind::AuthDatabase(|c| &mut c.authentication.db_implementation),
+    },
+    Key {
+        section: AUTHENTICATION,
+        name: "file-path",
+        default: "",
+        doc: "The password file: a version:1 line, then user@domain clrtxt:PASSWORD ; (or md5:HA1, sha256:HA1) per line.",
+        kind: Kind::OptionalPath(|c| &mut c.authentication.file_path),
+    },
+    Key {
+        section: AUTHENTICATION,
+        name: "nonce-expires",
+        default: "300",
+        doc: "How long a nonce is accepted; then the phone is challenged again with stale=true. A bare number counts seconds.",
+        kind: Kind::Duration {
+            bare: Unit::Seconds,
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(86_400),
+            field: |c| &mut c.authentication.nonce_expires,
+        },
+    },
+    Key {
+        section: AUTHENTICATION,
+        name: "nonce-secret",
+        default: "",
+        doc: "Key of the nonces (at least 16 bytes), the same on every node of a cluster; empty: random per start (one node only). Never logged.",
+        kind: Kind::Secret {
+            min_bytes: MIN_NONCE_SECRET_BYTES,
+            field: |c| &mut c.authentication.nonce_secret,
+        },
+    },
+    Key {
+        section: AUTHENTICATION,
+        name: "trusted-hosts",
+        default: "",
+        doc: "IP addresses whose requests are never challenged (gateways); the nodes of [cluster] are trusted too.",
+        kind: Kind::Addresses(|c| &mut c.authentication.trusted_hosts),
     },
     Key {
         section: CLUSTER,
@@ -773,6 +898,16 @@ impl Config {
             },
             forward: Forward {
                 allow_foreign_domains: false,
+            },
+            authentication: Authentication {
+                enabled: false,
+                auth_domains: Vec::new(),
+                available_algorithms: Vec::new(),
+                db_implementation: AuthDbImplementation::File,
+                file_path: None,
+                nonce_expires: Duration::ZERO,
+                nonce_secret: Secret::default(),
+                trusted_hosts: Vec::new(),
             },
             cluster: Cluster {
                 enabled: false,
@@ -964,6 +1099,25 @@ impl Loader {
                 format!("[{REGISTRAR}] db-implementation=redis needs redis-server-domain"),
             ));
         }
+        let a = &c.authentication;
+        if a.enabled && a.file_path.is_none() {
+            return Err(self.inconsistent(
+                &[(AUTHENTICATION, "enabled"), (AUTHENTICATION, "file-path")],
+                format!("[{AUTHENTICATION}] enabled=true needs file-path (the password file)"),
+            ));
+        }
+        if a.enabled && c.cluster.enabled && a.nonce_secret.is_empty() {
+            return Err(self.inconsistent(
+                &[
+                    (AUTHENTICATION, "enabled"),
+                    (AUTHENTICATION, "nonce-secret"),
+                    (CLUSTER, "enabled"),
+                ],
+                format!(
+                    "[{AUTHENTICATION}] enabled=true in a cluster needs nonce-secret, the same on every node (else each node refuses the others' nonces)"
+                ),
+            ));
+        }
         if c.cluster.enabled && c.cluster.nodes.is_empty() {
             return Err(self.inconsistent(
                 &[(CLUSTER, "enabled"), (CLUSTER, "nodes")],
@@ -1079,7 +1233,39 @@ impl Kind {
                     }
                 }
             }
-            Kind::Secret(field) => *field(config) = Secret::new(value),
+            Kind::Secret { min_bytes, field } => {
+                // The value is never quoted: only its length is.
+                if !value.is_empty() && value.len() < min_bytes {
+                    return Err(format!(
+                        "expected at least {min_bytes} bytes (or nothing), got {} bytes",
+                        value.len()
+                    ));
+                }
+                *field(config) = Secret::new(value);
+            }
+            Kind::OptionalPath(field) => {
+                *field(config) = (!value.is_empty()).then(|| PathBuf::from(value));
+            }
+            Kind::Algorithms(field) => {
+                *field(config) = parse_algorithms(value).map_err(|e| match e {
+                    AuthSettingsError::UnknownAlgorithm(name) => format!(
+                        "unknown algorithm {name:?} (expected MD5, SHA-256, SHA-512-256 or their \
+                         -sess variants)"
+                    ),
+                    _ => "expected at least one algorithm: MD5, SHA-256 or SHA-512-256".to_owned(),
+                })?;
+            }
+            Kind::AuthDatabase(field) => {
+                *field(config) = match value.to_ascii_lowercase().as_str() {
+                    "file" => AuthDbImplementation::File,
+                    _ => {
+                        return Err(format!(
+                            "expected file (a password file at file-path; sipshard reads no \
+                             other password store), got {value:?}"
+                        ));
+                    }
+                }
+            }
             Kind::Hosts(field) => *field(config) = parse_hosts(value, false)?,
             Kind::Domains(field) => *field(config) = parse_hosts(value, true)?,
             Kind::Transports(field) => *field(config) = parse_transports(value)?,
@@ -1487,6 +1673,16 @@ mod tests {
             },
             forward: Forward {
                 allow_foreign_domains: false,
+            },
+            authentication: Authentication {
+                enabled: false,
+                auth_domains: vec!["*".into()],
+                available_algorithms: vec![Algorithm::Md5],
+                db_implementation: AuthDbImplementation::File,
+                file_path: None,
+                nonce_expires: Duration::from_secs(300),
+                nonce_secret: Secret::default(),
+                trusted_hosts: vec![],
             },
             cluster: Cluster {
                 enabled: false,

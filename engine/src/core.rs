@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sipshard_net::{
@@ -26,6 +27,9 @@ use sipshard_registrar::{
 };
 use tracing::debug;
 
+use crate::auth::{
+    AuthCounters, AuthDomains, AuthOutcome, AuthSettings, Authenticator, PasswordDb,
+};
 use crate::fork::{self, Fork, Verdict};
 use crate::routing::{self, Decision, LocalIdentity, RouteEdits};
 use crate::transaction::{
@@ -121,6 +125,17 @@ pub struct CoreSettings {
     pub advertised_host: String,
     /// Our listen port per transport, for Via and Record-Route.
     pub ports: Vec<(Transport, u16)>,
+    /// Digest authentication; `None` when disabled.
+    pub auth: Option<ShardAuthSettings>,
+}
+
+/// What each shard builds its own [`Authenticator`] from (its tables are per shard; the
+/// password database is shared, read-only).
+#[derive(Debug, Clone)]
+pub struct ShardAuthSettings {
+    /// Validated (`AuthSettings::new`): building an authenticator from them cannot fail.
+    pub settings: AuthSettings,
+    pub db: Arc<PasswordDb>,
 }
 
 /// Counters of one shard (summed by the admin endpoint).
@@ -137,6 +152,19 @@ pub struct Counters {
     pub registers_accepted: u64,
     pub registers_refused: u64,
     pub forwarded: u64,
+    /// Requests whose digest credentials were verified (the authenticator counts the details).
+    pub auth_authenticated: u64,
+    /// Requests answered 401/407.
+    pub auth_challenged: u64,
+    /// Requests answered 403 by authentication (locked out, domain not served, identity).
+    pub auth_forbidden: u64,
+}
+
+/// A shard's authenticator and the domains whose users it challenges.
+#[derive(Debug)]
+struct ShardAuth {
+    authenticator: Authenticator,
+    domains: AuthDomains,
 }
 
 /// A request waiting for another shard.
@@ -197,11 +225,26 @@ pub struct ShardCore {
     next_branch: u64,
     counters: Counters,
     date: String,
+    /// The wall clock as the shell last set it: nonces are dated with it.
+    wall_clock: SystemTime,
+    auth: Option<ShardAuth>,
 }
 
 impl ShardCore {
     pub fn new(shard: usize, shards: usize, settings: CoreSettings) -> ShardCore {
         let capacity = settings.transaction_capacity;
+        let auth = settings.auth.as_ref().map(|auth| {
+            let id = u16::try_from(shard).unwrap_or(u16::MAX);
+            match Authenticator::new(auth.settings.clone(), Arc::clone(&auth.db), id) {
+                Ok(authenticator) => ShardAuth {
+                    authenticator,
+                    domains: auth.settings.domains.clone(),
+                },
+                // `startup` built one from the same settings before any shard started.
+                Err(e) => panic!("authentication settings refused after validation: {e}"),
+            }
+        });
+        let wall_clock = SystemTime::now();
         ShardCore {
             shard,
             shards,
@@ -216,7 +259,9 @@ impl ShardCore {
             branch_of: HashMap::new(),
             next_branch: 0,
             counters: Counters::default(),
-            date: http_date(SystemTime::now()),
+            date: http_date(wall_clock),
+            wall_clock,
+            auth,
         }
     }
 
@@ -224,9 +269,15 @@ impl ShardCore {
         &self.counters
     }
 
-    /// The wall clock, for Date headers (the shell sets it once a tick).
+    /// The authenticator's counters, when authentication is enabled.
+    pub fn auth_counters(&self) -> Option<&AuthCounters> {
+        self.auth.as_ref().map(|a| a.authenticator.counters())
+    }
+
+    /// The wall clock, for Date headers and nonce time stamps (the shell sets it each second).
     pub fn set_wall_clock(&mut self, now: SystemTime) {
         self.date = http_date(now);
+        self.wall_clock = now;
     }
 
     /// When [`ShardCore::on_timers`] must run next.
@@ -497,6 +548,9 @@ impl ShardCore {
             return self.reply(server, msg, from, 482, "Loop Detected", &[], now);
         }
         let (decision, route) = routing::decide(msg, &self.settings.identity);
+        if !self.authorize(server, msg, from, &decision, now) {
+            return;
+        }
         match decision {
             Decision::Reply {
                 status,
@@ -538,6 +592,76 @@ impl ShardCore {
                 }
                 None => self.reply(server, msg, from, 404, "Next Hop Not Resolvable", &[], now),
             },
+        }
+    }
+
+    /// Digest authentication (`[module::Authentication]`), before the registrar and before
+    /// routing: a REGISTER for the registrar (401), and an out-of-dialog request from a user of
+    /// `auth-domains` that the proxy routes (407). Not challenged: requests answered here, ACK
+    /// and CANCEL (they ride on their INVITE), in-dialog requests (To tag; as Flexisip), and
+    /// requests from other domains. Answers the request (challenge or 403) and returns false
+    /// when it must not go on. Credentials stay in a forwarded request, unchanged.
+    fn authorize(
+        &mut self,
+        server: ServerId,
+        msg: &Message<'_>,
+        from: Inbound,
+        decision: &Decision,
+        now: Instant,
+    ) -> bool {
+        let Some(auth) = self.auth.as_mut() else {
+            return true;
+        };
+        let is_register = match decision {
+            Decision::Register => true,
+            Decision::LookupAor | Decision::Forward => {
+                let unchallengeable = matches!(msg.method(), Some(Method::Ack | Method::Cancel));
+                let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
+                let local_user = msg.from().ok().is_some_and(|f| match f.uri {
+                    Uri::Sip(uri) => auth.domains.contains(uri.host.text),
+                    _ => false,
+                });
+                if unchallengeable || in_dialog || !local_user {
+                    return true;
+                }
+                false
+            }
+            Decision::Reply { .. } | Decision::Absorb => return true,
+        };
+        let outcome = auth
+            .authenticator
+            .check(msg, from.remote, is_register, now, self.wall_clock);
+        match outcome {
+            AuthOutcome::NotRequired(_) => true,
+            AuthOutcome::Authenticated { .. } => {
+                self.counters.auth_authenticated += 1;
+                true
+            }
+            AuthOutcome::Challenge {
+                status, headers, ..
+            } => {
+                self.counters.auth_challenged += 1;
+                let extra: Vec<(&str, String)> = headers
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name.canonical()?, value)))
+                    .collect();
+                self.reply(
+                    server,
+                    msg,
+                    from,
+                    status,
+                    reason_phrase(status),
+                    &extra,
+                    now,
+                );
+                false
+            }
+            AuthOutcome::Forbidden { reason } => {
+                self.counters.auth_forbidden += 1;
+                debug!(remote = %from.remote, ?reason, "authentication refused");
+                self.reply(server, msg, from, 403, "Forbidden", &[], now);
+                false
+            }
         }
     }
 

@@ -1,13 +1,18 @@
 //! From a validated [`Config`] to the options the node runs with: bind addresses resolved,
-//! identity and registrar settings derived, everything checked before any shard starts.
+//! identity and registrar settings derived, the password file read, everything checked before
+//! any shard starts.
 
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 
 use sipshard_net::Transport;
 use sipshard_registrar::{Domains, RegistrarConfig};
 
+use crate::auth::{AuthSettings, Authenticator, PasswordDb};
 use crate::config::{Config, DbImplementation, ListenHost};
-use crate::core::CoreSettings;
+use crate::core::{CoreSettings, ShardAuthSettings};
 use crate::node::NodeOptions;
 use crate::routing::LocalIdentity;
 use crate::shard::RuntimeSettings;
@@ -15,6 +20,16 @@ use crate::transaction::TimerConfig;
 
 /// Requests one shard may have waiting on other shards at once (beyond: 503).
 const MAX_WAITING_PER_SHARD: usize = 16_384;
+
+/// Largest password file read: ~250,000 users with every kind of credential, low enough that a
+/// wrong `file-path` (a log, a device) fails at once instead of filling memory.
+const MAX_PASSWORD_FILE_BYTES: u64 = 64 << 20;
+
+/// Bytes of `nonce-secret` drawn from the kernel when the configuration leaves it empty.
+const RANDOM_SECRET_BYTES: usize = 32;
+
+/// Users named in one start-up warning about hashes that cannot serve an offered algorithm.
+const MAX_USERS_IN_WARNING: usize = 10;
 
 /// Derives the node's options; `threads` (from `--threads`) overrides `[global] threads`.
 pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptions, String> {
@@ -90,6 +105,7 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
     registrar
         .validate()
         .map_err(|e| format!("[module::Registrar] {e}"))?;
+    let auth = auth_settings(config)?;
     let identity = LocalIdentity {
         hosts,
         ports: ports.iter().map(|(_, p)| *p).collect(),
@@ -117,8 +133,110 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
             max_waiting: MAX_WAITING_PER_SHARD,
             advertised_host,
             ports,
+            auth,
         },
     })
+}
+
+/// `[module::Authentication]`: the settings every shard's [`Authenticator`] is built from, and
+/// the password file, read and parsed once and shared read-only by the shards. `None` when
+/// authentication is disabled.
+fn auth_settings(config: &Config) -> Result<Option<ShardAuthSettings>, String> {
+    let a = &config.authentication;
+    if !a.enabled {
+        return Ok(None);
+    }
+    let section = "[module::Authentication]";
+    // Config::load refuses enabled=true without file-path; checked again for other callers.
+    let path = a
+        .file_path
+        .as_deref()
+        .ok_or(format!("{section} enabled=true needs file-path"))?;
+    let db = read_password_file(path)?;
+    let secret = if a.nonce_secret.is_empty() {
+        random_secret().map_err(|e| {
+            format!(
+                "{section} nonce-secret is empty and no random secret could be read from \
+                 /dev/urandom ({e}); set nonce-secret"
+            )
+        })?
+    } else {
+        a.nonce_secret.expose().as_bytes().to_vec()
+    };
+    // Cluster nodes relay each other's requests: they are trusted like trusted-hosts.
+    let mut trusted = a.trusted_hosts.clone();
+    if config.cluster.enabled {
+        for node in &config.cluster.nodes {
+            if !trusted.contains(node) {
+                trusted.push(*node);
+            }
+        }
+    }
+    let algorithms: Vec<&str> = a.available_algorithms.iter().map(|x| x.name()).collect();
+    let settings = AuthSettings::new(
+        &a.auth_domains.join(" "),
+        &algorithms.join(" "),
+        a.nonce_expires.as_secs(),
+        &secret,
+        &trusted,
+    )
+    .map_err(|e| format!("{section} {e}"))?;
+    let db = Arc::new(db);
+    // Every shard builds its own from these; a refusal must stop the node here, not a shard.
+    Authenticator::new(settings.clone(), Arc::clone(&db), 0)
+        .map_err(|e| format!("{section} {e}"))?;
+    for algorithm in &settings.algorithms {
+        let missing = db.users_without(*algorithm);
+        if missing.is_empty() {
+            continue;
+        }
+        let shown = missing.len().min(MAX_USERS_IN_WARNING);
+        let more = missing.len() - shown;
+        tracing::warn!(
+            "{section} {} of {} users in {} have no password or hash for {algorithm}: {}{}; \
+             a phone choosing {algorithm} will fail to authenticate for them",
+            missing.len(),
+            db.len(),
+            path.display(),
+            missing[..shown].join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(Some(ShardAuthSettings { settings, db }))
+}
+
+/// Reads and parses the password file; errors name the file and, for its content, the line.
+pub fn read_password_file(path: &Path) -> Result<PasswordDb, String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("[module::Authentication] file-path {shown}: cannot open: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PASSWORD_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("[module::Authentication] file-path {shown}: cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_PASSWORD_FILE_BYTES {
+        return Err(format!(
+            "[module::Authentication] file-path {shown}: larger than {MAX_PASSWORD_FILE_BYTES} bytes"
+        ));
+    }
+    // The error names the line and never quotes its content (it may hold a password).
+    PasswordDb::parse(&bytes).map_err(|e| {
+        format!(
+            "[module::Authentication] file-path {shown}:{}: {}",
+            e.line, e.kind
+        )
+    })
+}
+
+/// A fresh `nonce-secret` for a node that runs alone.
+fn random_secret() -> std::io::Result<Vec<u8>> {
+    let mut secret = vec![0; RANDOM_SECRET_BYTES];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+    Ok(secret)
 }
 
 fn seconds(d: std::time::Duration) -> u32 {

@@ -5,9 +5,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sipshard_engine::auth::Algorithm;
 use sipshard_engine::config::{
-    Config, ConfigError, ConfigErrorKind, DbImplementation, Listen, ListenHost, Location, LogLevel,
-    Transport,
+    AuthDbImplementation, Config, ConfigError, ConfigErrorKind, DbImplementation, Listen,
+    ListenHost, Location, LogLevel, Transport,
 };
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/sipshard.conf");
@@ -110,6 +111,12 @@ fn example_file_loads() {
     assert_eq!(c.registrar.default_expires, Duration::from_secs(600));
     assert_eq!(c.registrar.max_expires, Duration::from_secs(86400));
     assert!(!c.forward.allow_foreign_domains);
+    assert!(!c.authentication.enabled);
+    assert_eq!(c.authentication.auth_domains, ["example.org"]);
+    assert_eq!(
+        c.authentication.file_path.as_deref(),
+        Some(Path::new("/etc/sipshard/passwords"))
+    );
     assert!(!c.cluster.enabled);
 }
 
@@ -192,7 +199,7 @@ fn unknown_section() {
     let e = refusal("[module::Router]\n");
     assert_eq!(
         e,
-        "test.conf:1: unknown section [module::Router] (sections are [global], [module::Registrar], [module::Forward], [cluster])"
+        "test.conf:1: unknown section [module::Router] (sections are [global], [module::Registrar], [module::Forward], [module::Authentication], [cluster])"
     );
 }
 
@@ -456,6 +463,13 @@ fn dump_default_round_trips() {
         "redis-auth-password=",
         "allow-foreign-domains=false",
         "enabled=false",
+        "auth-domains=*",
+        "available-algorithms=MD5",
+        "db-implementation=file",
+        "file-path=",
+        "nonce-expires=300",
+        "nonce-secret=",
+        "trusted-hosts=",
         "nodes=",
     ] {
         let line = dump
@@ -472,6 +486,7 @@ fn dump_default_round_trips() {
         "[global]",
         "[module::Registrar]",
         "[module::Forward]",
+        "[module::Authentication]",
         "[cluster]",
     ] {
         assert!(dump.lines().any(|l| l == section), "{section}");
@@ -479,4 +494,91 @@ fn dump_default_round_trips() {
     // The dump's own file, read back through `load`.
     let path = scratch_file("dump-default.conf", &dump);
     assert_eq!(Config::load(Some(&path), &[]).unwrap(), Config::default());
+}
+
+/// A Flexisip `[module::Authentication]` section, as a Flexisip deployment writes it.
+const FLEXISIP_AUTH: &str = "[module::Authentication]\nenabled=true\nauth-domains=example.org sip.example.org\navailable-algorithms=MD5 SHA-256\ndb-implementation=file\nfile-path=/etc/flexisip/passwords\nnonce-expires=600\ntrusted-hosts=10.0.0.7\n";
+
+#[test]
+fn authentication_section_loads_as_flexisip_writes_it() {
+    let c = parse(FLEXISIP_AUTH).unwrap();
+    let a = &c.authentication;
+    assert!(a.enabled);
+    assert_eq!(a.auth_domains, ["example.org", "sip.example.org"]);
+    assert_eq!(
+        a.available_algorithms,
+        [Algorithm::Sha256, Algorithm::Md5],
+        "offered strongest first, whatever the order written"
+    );
+    assert_eq!(a.db_implementation, AuthDbImplementation::File);
+    assert_eq!(
+        a.file_path.as_deref(),
+        Some(Path::new("/etc/flexisip/passwords"))
+    );
+    assert_eq!(a.nonce_expires, Duration::from_secs(600));
+    assert!(a.nonce_secret.is_empty(), "random per start");
+    assert_eq!(a.trusted_hosts, [ip("10.0.0.7")]);
+
+    let d = Config::default().authentication;
+    assert!(!d.enabled);
+    assert_eq!(d.auth_domains, ["*"]);
+    assert_eq!(d.available_algorithms, [Algorithm::Md5]);
+    assert_eq!(d.file_path, None);
+    assert_eq!(d.nonce_expires, Duration::from_secs(300));
+
+    // A cluster shares one nonce secret; it never shows.
+    let secret = "0123456789abcdef-cluster-secret";
+    let c = parse(&format!(
+        "{FLEXISIP_AUTH}nonce-secret={secret}\n[cluster]\nenabled=true\nnodes=10.0.0.1 10.0.0.2\n"
+    ))
+    .unwrap();
+    assert_eq!(c.authentication.nonce_secret.expose(), secret);
+    assert!(!format!("{c:?}").contains(secret));
+}
+
+#[test]
+fn authentication_errors_are_one_line_and_name_the_key() {
+    assert_eq!(
+        refusal("[module::Authentication]\nenabled=true\n"),
+        "test.conf:2: [module::Authentication] enabled=true needs file-path (the password file)"
+    );
+    assert_eq!(
+        refusal("[module::Authentication]\ndb-implementation=soci\n"),
+        "test.conf:2: [module::Authentication] db-implementation: expected file (a password file at file-path; sipshard reads no other password store), got \"soci\""
+    );
+    assert_eq!(
+        refusal("[module::Authentication]\navailable-algorithms=MD5 SHA1\n"),
+        "test.conf:2: [module::Authentication] available-algorithms: unknown algorithm \"SHA1\" (expected MD5, SHA-256, SHA-512-256 or their -sess variants)"
+    );
+    assert_eq!(
+        refusal("[module::Authentication]\navailable-algorithms=\n"),
+        "test.conf:2: [module::Authentication] available-algorithms: expected at least one algorithm: MD5, SHA-256 or SHA-512-256"
+    );
+    // The secret itself is never quoted, only its length.
+    let e = refusal("[module::Authentication]\nnonce-secret=hunter2\n");
+    assert_eq!(
+        e,
+        "test.conf:2: [module::Authentication] nonce-secret: expected at least 16 bytes (or nothing), got 7 bytes"
+    );
+    assert_eq!(
+        refusal("[module::Authentication]\ntrusted-hosts=gw.example.org\n"),
+        "test.conf:2: [module::Authentication] trusted-hosts: \"gw.example.org\" is not an IP address"
+    );
+    assert_eq!(
+        refusal("[module::Authentication]\nnonce-expires=0\n"),
+        "test.conf:2: [module::Authentication] nonce-expires: expected a duration from 1s to 1d, got \"0\""
+    );
+    assert_eq!(
+        refusal(&format!(
+            "{FLEXISIP_AUTH}[cluster]\nenabled=true\nnodes=10.0.0.1 10.0.0.2\n"
+        )),
+        "test.conf:10: [module::Authentication] enabled=true in a cluster needs nonce-secret, the same on every node (else each node refuses the others' nonces)"
+    );
+    let e = Config::load(None, &overrides(&["module::Authentication/enabled=yes"])).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--set module::Authentication/enabled: [module::Authentication] enabled=true needs file-path (the password file)"
+    );
+    let e = refusal("[module::Authentication]\nfilepath=/etc/passwords\n");
+    assert!(e.ends_with("(did you mean file-path?)"), "{e}");
 }

@@ -41,6 +41,7 @@ fn settings() -> CoreSettings {
         max_waiting: 64,
         advertised_host: "127.0.0.1".into(),
         ports: vec![(Transport::Udp, 5060)],
+        auth: None,
     }
 }
 

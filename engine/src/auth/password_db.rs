@@ -59,9 +59,15 @@ pub enum PasswordFileErrorKind {
 
 impl std::fmt::Display for PasswordFileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "password file line {}: {}", self.line, self.kind)
+    }
+}
+
+/// What is wrong, without the line (for callers that write `FILE:LINE: ` themselves).
+impl std::fmt::Display for PasswordFileErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use PasswordFileErrorKind as K;
-        write!(f, "password file line {}: ", self.line)?;
-        match &self.kind {
+        match self {
             K::MissingVersion => f.write_str("the first line must be `version:1`"),
             K::UnsupportedVersion(v) => write!(f, "unsupported version `{v}` (only 1 is known)"),
             K::BadIdentity => f.write_str("an entry must start with `user@domain`"),
