@@ -9,7 +9,7 @@
 use smallvec::SmallVec;
 
 use crate::error::{ErrorKind, ParseError};
-use crate::scan::{checked_str, is_lws_byte, is_token, is_token_byte, parse_decimal_u32};
+use crate::scan::{checked_str, is_lws_byte, is_token, parse_decimal_u32};
 use crate::{HeaderName, Method, Uri};
 
 /// Header lines kept per message; more is refused with 513 (real user agents send 10–30).
@@ -307,15 +307,18 @@ pub(crate) fn folded_line_end(buf: &[u8], pos: usize) -> Option<usize> {
 /// A line that does not start that way takes [`header_line_slow`], which reports its error.
 #[inline(always)]
 pub(crate) fn header_line(buf: &[u8], pos: usize) -> Result<HeaderLine, ErrorKind> {
-    let mut i = pos;
-    while i < buf.len() && is_token_byte(buf[i]) {
-        i += 1;
+    let name_end = name_end(buf, pos);
+    let name = &buf[pos..name_end];
+    // A name sipshard knows is a token (it equals a canonical name); any other must be checked.
+    let known = HeaderName::from_bytes(name);
+    if name.is_empty() || (known == HeaderName::Other && !is_token(name)) {
+        return header_line_slow(buf, pos);
     }
-    let name_end = i;
+    let mut i = name_end;
     while i < buf.len() && matches!(buf[i], b' ' | b'\t') {
         i += 1;
     }
-    if name_end == pos || buf.get(i) != Some(&b':') {
+    if buf.get(i) != Some(&b':') {
         return header_line_slow(buf, pos);
     }
     let colon = i;
@@ -329,11 +332,41 @@ pub(crate) fn header_line(buf: &[u8], pos: usize) -> Result<HeaderLine, ErrorKin
         value_end -= 1;
     }
     Ok(HeaderLine {
-        name: HeaderName::from_bytes(&buf[pos..name_end]),
+        name: known,
         name_span: Span::new(pos, name_end),
         value_span: Span::new(value_start, value_end),
         line_end: next as u32,
     })
+}
+
+/// Where a header name that starts at `pos` ends: at the first `:`, SP, HT or LF (what follows a
+/// name, or what shows the line is not a header). Eight bytes at a time: a byte of a word equals
+/// `b` where the word XOR `b` repeated has a zero byte, and the lowest such byte is the first.
+#[inline(always)]
+fn name_end(buf: &[u8], pos: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    fn zero_bytes(v: u64) -> u64 {
+        v.wrapping_sub(ONES) & !v & HIGH
+    }
+    let mut i = pos;
+    while let Some(chunk) = buf.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let stops = zero_bytes(w ^ (ONES * u64::from(b':')))
+            | zero_bytes(w ^ (ONES * u64::from(b' ')))
+            | zero_bytes(w ^ (ONES * u64::from(b'\t')))
+            | zero_bytes(w ^ (ONES * u64::from(b'\n')));
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < buf.len() && !matches!(buf[i], b':' | b' ' | b'\t' | b'\n') {
+        i += 1;
+    }
+    i
 }
 
 /// [`header_line`] the long way: the whole (folded) line first, then its first colon, then the
@@ -545,7 +578,13 @@ Content-Length: 0\r\n\r\n";
 
     #[test]
     fn header_line_fast_and_slow_paths_agree() {
-        let lines: [&[u8]; 14] = [
+        let lines: [&[u8]; 20] = [
+            b"Via@: x\r\n",
+            b"Via\r: x\r\n",
+            b"Contact\t : x\r\n",
+            b"Content-Length-Extra: 1\r\n",
+            b"X-Long-Header-Name-Beyond-Eight: v\r\n",
+            b"X-Long-Header-Name\xc3\xa9: v\r\n",
             b"Via: x\r\n",
             b"Via : x \r\n",
             b"Via\t:\r\n y\r\n",
