@@ -484,6 +484,9 @@ fn parse_status_line(line: &[u8]) -> Result<StartLine<'_>, ErrorKind> {
 /// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT`: `Some(true)` for 2.0, `Some(false)` for another
 /// well-formed version, `None` for something else.
 fn sip_version(v: &[u8]) -> Option<bool> {
+    if v == b"SIP/2.0" {
+        return Some(true);
+    }
     if v.len() < 4 || !v[..4].eq_ignore_ascii_case(b"SIP/") {
         return None;
     }

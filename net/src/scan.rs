@@ -121,6 +121,17 @@ pub(crate) fn classes_of(s: &[u8]) -> u16 {
     s.iter().fold(u16::MAX, |acc, &b| acc & CLASSES[b as usize])
 }
 
+/// The first `needle` in `s`: a plain loop for short slices, where memchr's set-up costs more
+/// than it saves.
+#[inline]
+pub(crate) fn find_byte(s: &[u8], needle: u8) -> Option<usize> {
+    if s.len() < 16 {
+        s.iter().position(|&b| b == needle)
+    } else {
+        memchr::memchr(needle, s)
+    }
+}
+
 /// `token` characters of RFC 3261 §25.1: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" /
 /// "'" / "~".
 #[inline(always)]

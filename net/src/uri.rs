@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use crate::params::Params;
 use crate::scan::{
     CLASSES, DIGIT_DOT, HOST, HOSTPORT_END, OPAQUE, SCHEME, URI_HEADER, URI_PARAM, URI_PASSWORD,
-    URI_USER, classes_of, hex_value, is, unescaped,
+    URI_USER, classes_of, find_byte, hex_value, is, unescaped,
 };
 
 /// A parsed URI.
@@ -139,7 +139,7 @@ impl<'a> Uri<'a> {
 fn parse_sip<'a>(text: &'a str, secure: bool, rest: &'a str) -> Result<SipUri<'a>, BadUri> {
     let r = rest.as_bytes();
     // '@' may appear only as the end of userinfo: no other component's grammar allows it.
-    let (user, password, hostpart) = match memchr::memchr(b'@', r) {
+    let (user, password, hostpart) = match find_byte(r, b'@') {
         None => (None, None, rest),
         Some(at) => {
             // One pass over the user: where it ends (the first ':') and its byte classes.
