@@ -116,9 +116,10 @@ fn scan_param(s: &[u8], mut i: usize) -> Result<RawParam, BadParams> {
     }
     i = skip_lws(s, i + 1);
     let name_start = i;
-    while i < s.len() && is(s[i], PARAM_NAME) {
-        i += 1;
-    }
+    i += s[i..]
+        .iter()
+        .position(|&b| !is(b, PARAM_NAME))
+        .unwrap_or(s.len() - i);
     if i == name_start {
         return Err(BadParams);
     }
@@ -137,9 +138,10 @@ fn scan_param(s: &[u8], mut i: usize) -> Result<RawParam, BadParams> {
     if s.get(i) == Some(&b'"') {
         i += quoted_string_end(&s[i..]).ok_or(BadParams)?;
     } else {
-        while i < s.len() && is(s[i], PARAM_VALUE) {
-            i += 1;
-        }
+        i += s[i..]
+            .iter()
+            .position(|&b| !is(b, PARAM_VALUE))
+            .unwrap_or(s.len() - i);
     }
     if i == value_start {
         return Err(BadParams);

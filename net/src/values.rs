@@ -307,12 +307,13 @@ impl<'a> Cursor<'a> {
             let close = memchr::memchr(b']', &self.s[self.i..]).ok_or(BadValue)?;
             self.i += close + 1;
         }
-        while self.i < self.s.len()
-            && !matches!(self.s[self.i], b';' | b' ' | b'\t' | b'\r' | b'\n')
-        {
-            self.i += 1;
+        let s = self.s;
+        let mut end = self.i;
+        while end < s.len() && !matches!(s[end], b';' | b' ' | b'\t' | b'\r' | b'\n') {
+            end += 1;
         }
-        let span = start..self.i;
+        self.i = end;
+        let span = start..end;
         self.skip_lws();
         Ok(span)
     }
