@@ -26,6 +26,8 @@ pub(crate) const SCHEME: u16 = 1 << 8;
 pub(crate) const OPAQUE: u16 = 1 << 9;
 /// What ends a host in a SIP URI: `:` before a port, `;` before parameters, `?` before headers.
 pub(crate) const HOSTPORT_END: u16 = 1 << 12;
+/// Visible ASCII (0x21–0x7E).
+pub(crate) const GRAPHIC: u16 = 1 << 13;
 /// Parameter names: token / `[]/:&$()`.
 pub(crate) const PARAM_NAME: u16 = 1 << 10;
 /// Unquoted parameter values: anything but LWS, controls and `;,"<>`.
@@ -95,6 +97,9 @@ const fn classes() -> [u16; 256] {
         }
         if matches!(b, b':' | b';' | b'?') {
             bits |= HOSTPORT_END;
+        }
+        if b.is_ascii_graphic() {
+            bits |= GRAPHIC;
         }
         if bits & LWS == 0
             && !b.is_ascii_control()
@@ -377,9 +382,32 @@ mod tests {
     #[test]
     fn class_table_matches_the_grammar() {
         for b in 0..=255u8 {
-            let token = b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
-            assert_eq!(is_token_byte(b), token, "{b}");
-            assert_eq!(is_lws_byte(b), b" \t\r\n".contains(&b), "{b}");
+            let alnum = b.is_ascii_alphanumeric();
+            let token = alnum || b"-.!%*_+`'~".contains(&b);
+            let lws = b" \t\r\n".contains(&b);
+            let unreserved = alnum || b"-_.!~*'()".contains(&b);
+            let expected = [
+                (TOKEN, token),
+                (LWS, lws),
+                (URI_USER, unreserved || b"&=+$,;?/".contains(&b)),
+                (URI_PASSWORD, unreserved || b"&=+$,".contains(&b)),
+                (URI_PARAM, unreserved || b"[]/:&+$;=".contains(&b)),
+                (URI_HEADER, unreserved || b"[]/?:+$=&".contains(&b)),
+                (HOST, alnum || b"-._".contains(&b)),
+                (DIGIT_DOT, b.is_ascii_digit() || b == b'.'),
+                (SCHEME, alnum || b"+-.".contains(&b)),
+                (OPAQUE, b.is_ascii_graphic() && !b"<>\"".contains(&b)),
+                (PARAM_NAME, token || b"[]/:&$()".contains(&b)),
+                (
+                    PARAM_VALUE,
+                    !lws && !b.is_ascii_control() && !b";,\"<>".contains(&b),
+                ),
+                (HOSTPORT_END, b":;?".contains(&b)),
+                (GRAPHIC, b.is_ascii_graphic()),
+            ];
+            for (class, member) in expected {
+                assert_eq!(is(b, class), member, "byte {b:#04x}, class {class:#06x}");
+            }
         }
     }
 

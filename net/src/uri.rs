@@ -331,26 +331,33 @@ impl<'a> Host<'a> {
 /// 255. Leading zeros are allowed (`010.000.002.001` is 10.0.2.1), unlike `Ipv4Addr`'s parser.
 pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut i = 0;
-    for (k, octet) in octets.iter_mut().enumerate() {
-        if k > 0 {
-            if s.get(i) != Some(&b'.') {
+    let mut part = 0;
+    let (mut value, mut digits) = (0u32, 0);
+    for &b in s {
+        if b == b'.' {
+            if digits == 0 || part == 3 {
                 return None;
             }
-            i += 1;
+            octets[part] = value as u8;
+            part += 1;
+            (value, digits) = (0, 0);
+        } else {
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value * 10 + u32::from(digit);
+            digits += 1;
+            if digits > 3 || value > 255 {
+                return None;
+            }
         }
-        let start = i;
-        let mut value: u16 = 0;
-        while i - start < 3 && i < s.len() && s[i].is_ascii_digit() {
-            value = value * 10 + u16::from(s[i] - b'0');
-            i += 1;
-        }
-        if i == start || value > 255 {
-            return None;
-        }
-        *octet = value as u8;
     }
-    (i == s.len()).then_some(Ipv4Addr::from(octets))
+    if part != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = value as u8;
+    Some(Ipv4Addr::from(octets))
 }
 
 impl<'a> SipUri<'a> {

@@ -7,8 +7,8 @@
 use crate::error::{ErrorKind, ParseError};
 use crate::params::{Params, strip_quotes};
 use crate::scan::{
-    ascii_str, checked_str, comma_split, is_lws_byte, is_token, is_token_byte, parse_decimal_u32,
-    parse_decimal_u64, quoted_string_end, trim_lws,
+    GRAPHIC, ascii_str, checked_str, classes_of, comma_split, is_lws_byte, is_token, is_token_byte,
+    parse_decimal_u32, parse_decimal_u64, quoted_string_end, trim_lws,
 };
 use crate::uri::{Host, Uri, parse_hostport};
 use crate::{HeaderName, Message, Method};
@@ -432,7 +432,7 @@ fn auth_param(item: &[u8]) -> Result<(&str, &[u8]), BadValue> {
 
 /// `Call-ID = word [ "@" word ]` (§25.1): printable ASCII without spaces.
 fn call_id(value: &[u8]) -> Result<&str, BadValue> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_graphic) {
+    if value.is_empty() || classes_of(value) & GRAPHIC == 0 {
         return Err(BadValue);
     }
     checked_str(value).ok_or(BadValue)
