@@ -145,6 +145,7 @@ impl HeaderName {
     ///
     /// One match on (length, first letter) picks the only candidate (two pairs share both and are
     /// told apart by their second letter), then one case-insensitive compare confirms it.
+    #[inline(always)]
     pub fn from_bytes(name: &[u8]) -> HeaderName {
         use HeaderName as H;
         let Some(&first) = name.first() else {
