@@ -246,10 +246,10 @@ fn parse(buf: &[u8], framing: Framing) -> Result<Message<'_>, ParseError> {
     let mut content_length: Option<u32> = None;
     let mut pos = headers_start;
     let body_start = loop {
-        match buf.get(pos..pos + 2) {
-            Some(b"\r\n") => break pos + 2,
-            _ if buf.get(pos) == Some(&b'\n') => break pos + 1,
-            _ if pos == buf.len() && framing == Framing::Datagram => break pos,
+        match buf.get(pos) {
+            Some(b'\r') if buf.get(pos + 1) == Some(&b'\n') => break pos + 2,
+            Some(b'\n') => break pos + 1,
+            None if framing == Framing::Datagram => break pos,
             _ => {}
         }
         let line = header_line(buf, pos).map_err(fail)?;
