@@ -385,8 +385,10 @@ impl<'a> SipUri<'a> {
             && MUST_MATCH
                 .iter()
                 .all(|name| param_values_match(self.params.get(name), other.params.get(name)))
+            // A repeated parameter name counts by its first occurrence, on both sides, so that
+            // every URI is equivalent to itself.
             && self.params.iter().all(|p| match other.params.get(p.name) {
-                Some(theirs) => param_values_match(Some(p.value), Some(theirs)),
+                Some(theirs) => param_values_match(self.params.get(p.name), Some(theirs)),
                 None => true,
             })
             && headers_equivalent(self.headers, other.headers)
@@ -575,6 +577,10 @@ mod tests {
             assert!(sip(a).equivalent(&sip(b)), "{a} == {b}");
             assert!(sip(b).equivalent(&sip(a)), "{b} == {a}");
         }
+        let repeated = sip("sip:a@b;x=1;x=2");
+        assert!(repeated.equivalent(&repeated));
+        assert!(repeated.equivalent(&sip("sip:a@b;x=1")));
+        assert!(!repeated.equivalent(&sip("sip:a@b;x=2")));
         let different = [
             (
                 "SIP:ALICE@AtLanTa.CoM;Transport=udp",

@@ -13,6 +13,10 @@ use crate::scan::{
 use crate::uri::{Host, Uri, parse_hostport};
 use crate::{HeaderName, Message, Method};
 
+/// Header lines [`Message::validate`] leaves free under [`crate::MAX_HEADERS`] for a forwarding
+/// proxy to add.
+const FORWARDING_HEADROOM: usize = 4;
+
 /// A value that does not follow its header's grammar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadValue;
@@ -598,6 +602,11 @@ impl<'a> Message<'a> {
     /// response must meet (§8.1.1 required headers, single-valued headers, CSeq method), so a
     /// caller can refuse the message before acting on any part of it.
     pub fn validate(&self) -> Result<(), ParseError> {
+        // Room for the lines a proxy adds (Via, Record-Route, Max-Forwards): a request that
+        // validates can be forwarded as one the next hop still parses.
+        if self.header_lines().len() > crate::MAX_HEADERS - FORWARDING_HEADROOM {
+            return Err(self.error(ErrorKind::TooManyHeaders));
+        }
         for line in self.header_lines() {
             let value = &self.as_bytes()[line.value_span.range()];
             if line.name.is_single() && self.values(line.name).any(|v| v != value) {

@@ -430,15 +430,18 @@ impl<'m, 'a> ForwardEdits<'m, 'a> {
     /// Decrements Max-Forwards, or adds `Max-Forwards: 70` when absent (§16.6 step 3). The caller
     /// has already answered 483 to a request whose Max-Forwards is 0 (§16.3 step 3).
     pub fn decrement_max_forwards(&mut self) -> &mut Self {
-        let line = self
-            .msg
-            .header_lines()
-            .iter()
-            .find(|h| h.name == HeaderName::MaxForwards)
-            .copied();
-        match (line, self.msg.max_forwards()) {
-            (Some(line), Ok(Some(n))) => {
-                self.push(line.value_span, format_args!("{}", n.saturating_sub(1)));
+        let msg = self.msg;
+        match msg.max_forwards() {
+            Ok(Some(n)) => {
+                // Every line: validate() tolerates byte-identical repetitions, and they must
+                // stay identical.
+                for line in msg
+                    .header_lines()
+                    .iter()
+                    .filter(|h| h.name == HeaderName::MaxForwards)
+                {
+                    self.push(line.value_span, format_args!("{}", n.saturating_sub(1)));
+                }
             }
             _ => {
                 let at = self.top_of_headers();
@@ -726,6 +729,24 @@ From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nl: 0\
                 .value(HeaderName::Route)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn repeated_identical_max_forwards_lines_are_all_decremented() {
+        let req = Message::parse_datagram(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
+Max-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        req.validate().unwrap();
+        let mut out = Vec::new();
+        ForwardEdits::new(&req)
+            .decrement_max_forwards()
+            .write(&mut out);
+        let fwd = Message::parse_datagram(&out).unwrap();
+        fwd.validate().unwrap();
+        assert_eq!(fwd.max_forwards().unwrap(), Some(69));
     }
 
     #[test]
