@@ -1,7 +1,7 @@
 //! `;name=value` parameter lists of URIs and header values (RFC 3261 §19.1.1, §25.1 generic-param).
 //!
-//! [`Params::parse`] validates the whole list once; iteration afterwards cannot fail and never
-//! allocates. Header parameters may have LWS around `;` and `=` (RFC 4475 §3.1.1.1); URI parameters
+//! [`Params::parse`] validates the whole list once and remembers where its first parameters lie;
+//! lookups and iteration afterwards cannot fail and never allocate. Header parameters may have LWS around `;` and `=` (RFC 4475 §3.1.1.1); URI parameters
 //! never reach here with whitespace because the URI parser refuses it.
 
 use crate::scan::{
