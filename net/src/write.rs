@@ -453,12 +453,18 @@ impl<'m, 'a> ForwardEdits<'m, 'a> {
 
     /// Removes the topmost Via value (a proxy does this to a response it forwards, §16.7 step 3).
     pub fn remove_top_via(&mut self) -> &mut Self {
-        self.remove_first_value(HeaderName::Via)
+        self.remove_first_values(HeaderName::Via, 1)
     }
 
     /// Removes the topmost Route value (the proxy's own, §16.4).
     pub fn remove_top_route(&mut self) -> &mut Self {
-        self.remove_first_value(HeaderName::Route)
+        self.remove_top_routes(1)
+    }
+
+    /// Removes the `count` topmost Route values: a proxy that Record-Routed twice (RFC 5658, a
+    /// request changing transport) finds both of its entries on top.
+    pub fn remove_top_routes(&mut self, count: usize) -> &mut Self {
+        self.remove_first_values(HeaderName::Route, count)
     }
 
     /// Removes the last Route value: the one a strict router's Request-URI came from (§16.4).
@@ -500,36 +506,45 @@ impl<'m, 'a> ForwardEdits<'m, 'a> {
         line.name_span.start
     }
 
-    /// Removes the first value of a list header: the whole line when it holds one value, else the
-    /// value and the comma after it.
-    fn remove_first_value(&mut self, name: HeaderName) -> &mut Self {
-        let Some(line) = self
-            .msg
-            .header_lines()
-            .iter()
-            .find(|h| h.name == name)
-            .copied()
-        else {
-            return self;
-        };
-        let mut elements = self.msg.list_elements(name);
-        let (Some(Ok((_, first_at))), second) = (elements.next(), elements.next()) else {
-            return self;
-        };
-        let span = match second {
-            Some(Ok((text, at))) if (at as u32) < line.line_end => {
-                let leading_ws = text.len() - text.trim_ascii_start().len();
-                Span {
-                    start: first_at as u32,
-                    end: (at + leading_ws) as u32,
-                }
+    /// Removes the first `count` values of a list header, across its lines: a line whose values
+    /// all go is removed whole; on the line where removal stops, the removed values and their
+    /// commas go.
+    fn remove_first_values(&mut self, name: HeaderName, count: usize) -> &mut Self {
+        let msg = self.msg;
+        let mut elements = msg.list_elements(name).map_while(Result::ok).peekable();
+        let mut left = count;
+        for line in msg.header_lines().iter().filter(|h| h.name == name) {
+            if left == 0 {
+                break;
             }
-            _ => Span {
-                start: self.line_start(&line),
-                end: line.line_end,
-            },
-        };
-        self.push(span, format_args!(""));
+            let on_line = |at: usize| at < line.line_end as usize;
+            let Some(&(_, first_at)) = elements.peek() else {
+                break;
+            };
+            let before = left;
+            while left > 0 && elements.peek().is_some_and(|&(_, at)| on_line(at)) {
+                elements.next();
+                left -= 1;
+            }
+            if left == before {
+                continue;
+            }
+            let span = match elements.peek() {
+                // Values remain on this line: cut up to the first of them.
+                Some(&(text, at)) if on_line(at) => {
+                    let leading_ws = text.len() - text.trim_ascii_start().len();
+                    Span {
+                        start: first_at as u32,
+                        end: (at + leading_ws) as u32,
+                    }
+                }
+                _ => Span {
+                    start: self.line_start(line),
+                    end: line.line_end,
+                },
+            };
+            self.push(span, format_args!(""));
+        }
         self
     }
 
@@ -747,6 +762,28 @@ Content-Length: 0\r\n\r\n",
         let fwd = Message::parse_datagram(&out).unwrap();
         fwd.validate().unwrap();
         assert_eq!(fwd.max_forwards().unwrap(), Some(69));
+    }
+
+    #[test]
+    fn removing_several_top_routes_across_lines() {
+        let req = Message::parse_datagram(
+            b"BYE sip:p@192.0.2.1 SIP/2.0\r\nRoute: <sip:a;lr>\r\nRoute: <sip:b;lr>, <sip:c;lr>\r\nl: 0\r\n\r\n",
+        )
+        .unwrap();
+        let routes = |count| {
+            let mut out = Vec::new();
+            ForwardEdits::new(&req)
+                .remove_top_routes(count)
+                .write(&mut out);
+            let msg = Message::parse_datagram(&out).unwrap();
+            msg.name_addrs(HeaderName::Route)
+                .map(|r| r.unwrap().uri.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(routes(1), ["sip:b;lr", "sip:c;lr"]);
+        assert_eq!(routes(2), ["sip:c;lr"]);
+        assert!(routes(3).is_empty());
+        assert!(routes(9).is_empty());
     }
 
     #[test]
