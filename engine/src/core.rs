@@ -916,27 +916,19 @@ impl ShardCore {
                 "z9hG4bK{loop_hash:016x}.{}.{}",
                 self.shard, self.next_branch
             );
-            let mut edits = ForwardEdits::new(&msg);
-            edits.stamp_top_via(&stamp).decrement_max_forwards();
-            if route.pop_top_route {
-                edits.remove_top_route();
-            }
-            if let Some(uri) = &route.strict_request_uri {
-                edits.set_request_uri(uri).remove_last_route();
-            }
+            let mut edits = self.forwarding_edits(&msg, &stamp, route, target, &branch);
             if route.strict_request_uri.is_none() && !target.uri.is_empty() {
                 edits.set_request_uri(&target.uri);
             }
             if record_route {
-                let rr = self.record_route(from.transport);
-                edits.prepend_record_route(&rr);
+                // RFC 5658: when the request changes transport, Record-Route twice, the entry
+                // facing the callee on top, so each side reaches this node over its own
+                // transport.
+                if target.transport != from.transport {
+                    edits.prepend_record_route(&self.record_route(target.transport));
+                }
+                edits.prepend_record_route(&self.record_route(from.transport));
             }
-            let via = format!(
-                "SIP/2.0/{} {};branch={branch};rport",
-                target.transport,
-                self.sent_by(target.transport)
-            );
-            edits.push_via(&via);
             edits.write(&mut forwarded);
             let peer = transaction::Peer {
                 transport: target.transport,
@@ -984,7 +976,7 @@ impl ShardCore {
     /// The next hop of a request routed by Route or by an IP-literal Request-URI (§16.6 step 6
     /// and 7; no DNS: names are not resolved yet).
     fn next_hop(&self, msg: &Message<'_>, route: &RouteEdits) -> Option<Target> {
-        let skip = usize::from(route.pop_top_route);
+        let skip = route.pop_top_routes;
         let next_route = msg
             .name_addrs(HeaderName::Route)
             .filter_map(Result::ok)
@@ -1004,6 +996,34 @@ impl ShardCore {
         })
     }
 
+    /// The edits every forwarded request gets (§16.6 steps 3–8): the received request's Via
+    /// stamped with received/rport, Max-Forwards decremented, this node's Routes removed (or the
+    /// strict-router Request-URI restored), and this node's Via with `branch` on top.
+    fn forwarding_edits<'m, 'a>(
+        &self,
+        msg: &'m Message<'a>,
+        stamp: &ViaStamp,
+        route: &RouteEdits,
+        target: &Target,
+        branch: &str,
+    ) -> ForwardEdits<'m, 'a> {
+        let mut edits = ForwardEdits::new(msg);
+        edits
+            .stamp_top_via(stamp)
+            .decrement_max_forwards()
+            .remove_top_routes(route.pop_top_routes);
+        if let Some(uri) = &route.strict_request_uri {
+            edits.set_request_uri(uri).remove_last_route();
+        }
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            target.transport,
+            self.sent_by(target.transport)
+        );
+        edits.push_via(&via);
+        edits
+    }
+
     /// The ACK for a 2xx belongs to no transaction (§13.2.2.4): forward it statelessly along
     /// its route, or absorb it when it is for us.
     fn forward_ack(&mut self, msg: &Message<'_>, from: Inbound, out: &mut Vec<Output>) {
@@ -1017,22 +1037,9 @@ impl ShardCore {
         };
         let stamp = ViaStamp::for_request(msg, from.remote);
         let branch = format!("z9hG4bK{:016x}.ack", loop_hash(msg));
-        let via = format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            target.transport,
-            self.sent_by(target.transport)
-        );
-        let mut edits = ForwardEdits::new(msg);
-        edits.stamp_top_via(&stamp).decrement_max_forwards();
-        if route.pop_top_route {
-            edits.remove_top_route();
-        }
-        if let Some(uri) = &route.strict_request_uri {
-            edits.set_request_uri(uri).remove_last_route();
-        }
-        edits.push_via(&via);
         let mut bytes = Vec::new();
-        edits.write(&mut bytes);
+        self.forwarding_edits(msg, &stamp, &route, &target, &branch)
+            .write(&mut bytes);
         out.push(Output::Send {
             transport: target.transport,
             to: target.addr,

@@ -56,8 +56,8 @@ pub enum Decision {
 /// Preprocessing of Route information (§16.4) that the forwarded request must reflect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteEdits {
-    /// The topmost Route names this node: remove it.
-    pub pop_top_route: bool,
+    /// How many of the topmost Route values name this node: remove them.
+    pub pop_top_routes: usize,
     /// The Request-URI was placed by this node in a Record-Route and the previous hop is a strict
     /// router: the last Route value becomes the Request-URI and is removed (§16.4).
     pub strict_request_uri: Option<String>,
@@ -92,16 +92,16 @@ pub fn decide(msg: &Message<'_>, me: &LocalIdentity) -> (Decision, RouteEdits) {
             effective_uri = last.uri;
         }
     }
-    let top_route_is_us = routes
-        .first()
-        .and_then(|r| r.uri.as_sip())
-        .is_some_and(|u| me.is_this_node(u));
-    if top_route_is_us && edits.strict_request_uri.is_none() {
-        edits.pop_top_route = true;
+    if edits.strict_request_uri.is_none() {
+        // Our own entries on top of the route set: one, or two when this node Record-Routed
+        // twice for a change of transport (RFC 5658).
+        edits.pop_top_routes = routes
+            .iter()
+            .take_while(|r| r.uri.as_sip().is_some_and(|u| me.is_this_node(u)))
+            .count();
     }
-    let remaining_routes = routes.len()
-        - usize::from(edits.pop_top_route)
-        - usize::from(edits.strict_request_uri.is_some());
+    let remaining_routes =
+        routes.len() - edits.pop_top_routes - usize::from(edits.strict_request_uri.is_some());
 
     // A URI without a user part names this node (or its domain); with one, it names a user.
     let addressed_to_node = effective_uri
@@ -224,6 +224,16 @@ From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.org>\r\nCall-ID: x\r\nCSeq
     }
 
     #[test]
+    fn both_of_a_double_record_route_are_popped() {
+        let (d, edits) = decide_bytes(&request(
+            "BYE sip:b@192.0.2.9 SIP/2.0",
+            "Route: <sip:127.0.0.1;transport=tcp;lr>, <sip:127.0.0.1;lr>, <sip:next.example.net;lr>\r\n",
+        ));
+        assert_eq!(d, Decision::Forward);
+        assert_eq!(edits.pop_top_routes, 2);
+    }
+
+    #[test]
     fn a_user_at_this_nodes_own_address_is_a_user() {
         let (d, _) = decide_bytes(&request("INVITE sip:b@127.0.0.1 SIP/2.0", ""));
         assert_eq!(d, Decision::LookupAor);
@@ -239,7 +249,7 @@ From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.org>\r\nCall-ID: x\r\nCSeq
             .replace("To: <sip:b@example.org>", "To: <sip:b@example.org>;tag=x");
         let (d, edits) = decide_bytes(bye.as_bytes());
         assert_eq!(d, Decision::Forward);
-        assert!(edits.pop_top_route);
+        assert_eq!(edits.pop_top_routes, 1);
         // Out of a dialog, the same Request-URI is an address in no domain we serve.
         let (d, _) = decide_bytes(&request("INVITE sip:b@127.0.0.1:6031 SIP/2.0", ""));
         assert_eq!(status(&d), 403);
@@ -282,13 +292,13 @@ From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.org>\r\nCall-ID: x\r\nCSeq
             "Route: <sip:127.0.0.1;lr>, <sip:next.example.net;lr>\r\n",
         ));
         assert_eq!(d, Decision::Forward);
-        assert!(edits.pop_top_route);
+        assert_eq!(edits.pop_top_routes, 1);
 
         let (d, edits) = decide_bytes(&request(
             "BYE sip:b@192.0.2.9 SIP/2.0",
             "Route: <sip:127.0.0.1;lr>\r\n",
         ));
-        assert!(edits.pop_top_route);
+        assert_eq!(edits.pop_top_routes, 1);
         assert_eq!(
             status(&d),
             403,

@@ -506,3 +506,53 @@ fn a_register_requiring_an_unknown_extension_gets_420() {
         .replace("Expires: 3600\r\n", "Expires: 3600\r\nRequire: path\r\n");
     assert_eq!(sim.receive(ALICE_1, &request)[0].status(), Some(200));
 }
+
+#[test]
+fn a_call_that_changes_transport_is_record_routed_twice() {
+    let mut sim = Sim::new();
+    sim.receive(ALICE_1, &register(ALICE_1, "r1", 1, 3600));
+    // The caller comes over TCP; alice registered over UDP.
+    let mut out = Vec::new();
+    let tcp = Inbound {
+        transport: Transport::Tcp,
+        local: addr(PROXY),
+        remote: addr(CALLER),
+        conn: Some(7),
+    };
+    let invite = invite("tcp").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    sim.core
+        .on_datagram(invite.as_bytes(), tcp, sim.now, &mut out);
+    let forwarded = sends(out)
+        .into_iter()
+        .find(|s| s.to == addr(ALICE_1))
+        .expect("forwarded over UDP");
+    let rr: Vec<String> = forwarded
+        .msg()
+        .name_addrs(HeaderName::RecordRoute)
+        .map(|r| r.unwrap().uri.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        rr,
+        [
+            "sip:127.0.0.1:5060;lr",
+            "sip:127.0.0.1:5060;transport=tcp;lr"
+        ],
+        "the callee-facing entry on top (RFC 5658)"
+    );
+
+    // The callee's BYE carries both entries as Route: the proxy pops both and forwards it.
+    let bye = format!(
+        "BYE sip:bob@{CALLER};transport=tcp SIP/2.0\r\n\
+Via: SIP/2.0/UDP {ALICE_1};branch=z9hG4bK-bye\r\nMax-Forwards: 70\r\n\
+Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5060;transport=tcp;lr>\r\n\
+From: <sip:alice@example.org>;tag=a1\r\nTo: <sip:bob@example.org>;tag=b1\r\n\
+Call-ID: call-tcp\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = sim.receive(ALICE_1, &bye);
+    let fwd = sent
+        .iter()
+        .find(|s| s.method() == Some(Method::Bye))
+        .expect("BYE forwarded");
+    assert_eq!(fwd.to, addr(CALLER));
+    assert!(fwd.msg().value(HeaderName::Route).is_none());
+}
