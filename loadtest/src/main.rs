@@ -1,15 +1,26 @@
 //! `sipshard-load`: the load generator's command line.
 //!
-//! The open-loop generator (scenarios, schedules, HdrHistogram reports) arrives with the load-test
-//! issue. What runs today is `sipshard-load responder`: a stateless UDP server that answers every
-//! request with one status, used to calibrate a load generator (SIPp, or ours) against a server
-//! that costs next to nothing.
+//! `sipshard-load options|register` sends SIP requests over UDP on an exact open-loop schedule
+//! and reports latency percentiles from HdrHistogram (`generate`). `sipshard-load responder` is a
+//! stateless UDP server that answers every request with one status, used to calibrate a load
+//! generator (SIPp, or ours) against a server that costs next to nothing.
+//!
+//! Protocol parts are sans-IO and take `now`: `schedule` (when each request is due), `client`
+//! (non-INVITE client transactions: Timer E/F, matching by branch, counts), `scenario` (the
+//! requests), `report` (histograms and report formats). `generate` is the I/O shell.
 
+mod client;
+mod generate;
+mod report;
 mod responder;
+mod scenario;
+mod schedule;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: sipshard-load responder [--listen ADDR:PORT] [--status CODE]
+const USAGE: &str = "usage: sipshard-load options|register --target ADDR:PORT --rate R [options]
+       (sipshard-load options --help for the options)
+usage: sipshard-load responder [--listen ADDR:PORT] [--status CODE]
   Answers every SIP request on UDP with CODE (default 200), statelessly. ACKs are absorbed.
   Default address 127.0.0.1:5060; port 0 picks a free port. Prints the bound address, then runs
   until stopped. Malformed requests get the error status the parser chooses; malformed responses
@@ -31,6 +42,26 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(command @ ("options" | "register")) => {
+            if args.iter().any(|a| a == "--help" || a == "-h") {
+                println!("{}", generate::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            match generate::Options::from_args(command, &args[1..]) {
+                Ok(options) => match generate::run(&options) {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => {
+                        eprintln!("sipshard-load {command}: {e}");
+                        ExitCode::from(2)
+                    }
+                },
+                Err(e) => {
+                    eprintln!("sipshard-load {command}: {e}\n{}", generate::USAGE);
+                    ExitCode::from(2)
+                }
+            }
+        }
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)

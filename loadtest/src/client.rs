@@ -1,0 +1,377 @@
+//! The client side of non-INVITE transactions (RFC 3261 §17.1.2) over UDP, sans-IO: the shell
+//! hands it the requests it sent, the datagrams it received and the time; it says what to
+//! retransmit and counts what happened. Times are nanoseconds since the run's start.
+//!
+//! Each request's top Via branch is `z9hG4bK-sl<run>-<j>`, where `j` is the request's index in
+//! the schedule: a response is matched by parsing `j` back out of its branch, and a response to a
+//! request this client already completed is told apart from a stray one without remembering it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use sipshard_net::Message;
+
+/// RFC 3261's timer values, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    pub t1: u64,
+    pub t2: u64,
+}
+
+impl Timers {
+    #[cfg(test)]
+    pub const RFC3261: Timers = Timers {
+        t1: 500_000_000,
+        t2: 4_000_000_000,
+    };
+
+    /// Timer F: the transaction times out 64*T1 after the request was first sent.
+    pub fn timeout(&self) -> u64 {
+        self.t1.saturating_mul(64)
+    }
+}
+
+/// What the client counted. After every transaction has ended,
+/// `sent == ok + failed + timed_out`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests sent (first transmissions).
+    pub sent: u64,
+    /// Transactions ended by a 2xx.
+    pub ok: u64,
+    /// Transactions ended by a 3xx–6xx.
+    pub failed: u64,
+    /// Transactions ended by Timer F.
+    pub timed_out: u64,
+    /// Retransmissions (Timer E).
+    pub retransmissions: u64,
+    /// Provisional responses to live transactions.
+    pub provisional: u64,
+    /// Responses to transactions already ended (retransmissions' answers, late answers).
+    pub late: u64,
+    /// Datagrams that are not a response to any request of this run: unparseable, requests,
+    /// responses without a branch of ours, or with a status outside 100–699.
+    pub unexpected: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: &Counts) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.timed_out += other.timed_out;
+        self.retransmissions += other.retransmissions;
+        self.provisional += other.provisional;
+        self.late += other.late;
+        self.unexpected += other.unexpected;
+    }
+}
+
+/// A transaction that ended with a final response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completed {
+    pub j: u64,
+    pub status: u16,
+    /// From the intended send time (corrected for coordinated omission).
+    pub latency: u64,
+    /// From the first actual transmission.
+    pub service_time: u64,
+}
+
+/// What one received datagram was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    Final(Completed),
+    Provisional,
+    Late,
+    Unexpected,
+}
+
+struct Transaction {
+    intended: u64,
+    sent: u64,
+    /// The current Timer E interval.
+    interval: u64,
+    next_retransmit: u64,
+    request: Vec<u8>,
+}
+
+pub struct Client {
+    prefix: String,
+    timers: Timers,
+    live: HashMap<u64, Transaction>,
+    /// (when, j): retransmission times; entries for ended transactions or rescheduled timers
+    /// are skipped when they come up.
+    wheel: BinaryHeap<Reverse<(u64, u64)>>,
+    counts: Counts,
+}
+
+impl Client {
+    /// `run` distinguishes this run's branches from another run's against the same server.
+    pub fn new(run: u32, timers: Timers) -> Client {
+        Client {
+            prefix: format!("z9hG4bK-sl{run:08x}-"),
+            timers,
+            live: HashMap::new(),
+            wheel: BinaryHeap::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// The branch of request `j`.
+    pub fn branch(&self, j: u64) -> String {
+        format!("{}{j}", self.prefix)
+    }
+
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Transactions still waiting for a final response.
+    pub fn outstanding(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Request `j` (intended at `intended`) was just sent at `now`.
+    pub fn sent(&mut self, j: u64, intended: u64, now: u64, request: Vec<u8>) {
+        self.counts.sent += 1;
+        let next = now.saturating_add(self.timers.t1);
+        self.live.insert(
+            j,
+            Transaction {
+                intended,
+                sent: now,
+                interval: self.timers.t1,
+                next_retransmit: next,
+                request,
+            },
+        );
+        self.wheel.push(Reverse((next, j)));
+    }
+
+    /// A datagram arrived at `now`. `issued(j)`: whether this run already sent request `j`.
+    pub fn received(
+        &mut self,
+        datagram: &[u8],
+        now: u64,
+        issued: impl Fn(u64) -> bool,
+    ) -> Received {
+        let Some((j, status)) = self.match_response(datagram) else {
+            self.counts.unexpected += 1;
+            return Received::Unexpected;
+        };
+        if !self.live.contains_key(&j) {
+            if issued(j) {
+                self.counts.late += 1;
+                return Received::Late;
+            }
+            self.counts.unexpected += 1;
+            return Received::Unexpected;
+        }
+        if status < 200 {
+            self.counts.provisional += 1;
+            // §17.1.2.2: in Proceeding, retransmissions continue every T2.
+            if let Some(t) = self.live.get_mut(&j) {
+                t.interval = self.timers.t2;
+            }
+            return Received::Provisional;
+        }
+        let Some(t) = self.live.remove(&j) else {
+            return Received::Unexpected;
+        };
+        if status < 300 {
+            self.counts.ok += 1;
+        } else {
+            self.counts.failed += 1;
+        }
+        Received::Final(Completed {
+            j,
+            status,
+            latency: now.saturating_sub(t.intended),
+            service_time: now.saturating_sub(t.sent),
+        })
+    }
+
+    fn match_response(&self, datagram: &[u8]) -> Option<(u64, u16)> {
+        let msg = Message::parse_datagram(datagram).ok()?;
+        let status = msg.status().filter(|s| (100..=699).contains(s))?;
+        let via = msg.top_via().ok()?;
+        let j = via
+            .branch()?
+            .strip_prefix(self.prefix.as_str())?
+            .parse()
+            .ok()?;
+        Some((j, status))
+    }
+
+    /// Fires the timers due at `now`: calls `send` with each request to retransmit (Timer E),
+    /// ends the transactions whose Timer F expired.
+    pub fn poll(&mut self, now: u64, mut send: impl FnMut(&[u8])) {
+        while let Some(&Reverse((when, j))) = self.wheel.peek() {
+            if when > now {
+                break;
+            }
+            self.wheel.pop();
+            let Some(t) = self.live.get_mut(&j) else {
+                continue;
+            };
+            if t.next_retransmit != when {
+                continue;
+            }
+            if now >= t.sent.saturating_add(self.timers.timeout()) {
+                self.live.remove(&j);
+                self.counts.timed_out += 1;
+                continue;
+            }
+            send(&t.request);
+            self.counts.retransmissions += 1;
+            // Timer E doubles up to T2 (and stays at T2 once a provisional response came).
+            t.interval = t.interval.saturating_mul(2).min(self.timers.t2);
+            let deadline = t.sent.saturating_add(self.timers.timeout());
+            t.next_retransmit = now.saturating_add(t.interval).min(deadline);
+            self.wheel.push(Reverse((t.next_retransmit, j)));
+        }
+    }
+
+    /// When `poll` next has something to do.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.wheel.peek().map(|Reverse((when, _))| *when)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn response(branch: &str, status: u16) -> Vec<u8> {
+        format!(
+            "SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn responses_are_matched_by_branch_and_latency_starts_at_the_intended_time() {
+        let mut c = Client::new(7, Timers::RFC3261);
+        c.sent(0, 0, 30 * MS, b"req0".to_vec());
+        c.sent(1, 10 * MS, 30 * MS, b"req1".to_vec());
+        let b1 = c.branch(1);
+        assert_eq!(
+            c.received(&response(&b1, 100), 31 * MS, |_| true),
+            Received::Provisional
+        );
+        assert_eq!(
+            c.received(&response(&b1, 486), 40 * MS, |_| true),
+            Received::Final(Completed {
+                j: 1,
+                status: 486,
+                latency: 30 * MS,
+                service_time: 10 * MS
+            })
+        );
+        let b0 = c.branch(0);
+        assert!(matches!(
+            c.received(&response(&b0, 200), 41 * MS, |_| true),
+            Received::Final(_)
+        ));
+        // A retransmitted answer, a branch from another run, one never sent, junk, a request.
+        assert_eq!(
+            c.received(&response(&b0, 200), 42 * MS, |_| true),
+            Received::Late
+        );
+        let other = Client::new(8, Timers::RFC3261).branch(0);
+        assert_eq!(
+            c.received(&response(&other, 200), 42 * MS, |_| true),
+            Received::Unexpected
+        );
+        assert_eq!(
+            c.received(&response(&c.branch(5), 200), 42 * MS, |j| j < 2),
+            Received::Unexpected
+        );
+        assert_eq!(
+            c.received(b"\x00junk", 42 * MS, |_| true),
+            Received::Unexpected
+        );
+        assert_eq!(
+            c.received(&response(&b0, 200)[..20], 42 * MS, |_| true),
+            Received::Unexpected
+        );
+        let req = b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK-sl00000007-0\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(c.received(req, 42 * MS, |_| true), Received::Unexpected);
+        let counts = *c.counts();
+        assert_eq!(
+            (counts.sent, counts.ok, counts.failed, counts.provisional),
+            (2, 1, 1, 1)
+        );
+        assert_eq!((counts.late, counts.unexpected), (1, 5));
+        assert_eq!(c.outstanding(), 0);
+    }
+
+    #[test]
+    fn timer_e_doubles_to_t2_and_timer_f_ends_the_transaction() {
+        let mut c = Client::new(1, Timers::RFC3261);
+        c.sent(0, 0, 0, b"req".to_vec());
+        let mut retransmitted = Vec::new();
+        let mut now = 0;
+        while c.outstanding() > 0 {
+            now = c.next_timer().unwrap();
+            c.poll(now, |r| {
+                assert_eq!(r, b"req");
+                retransmitted.push(now / MS);
+            });
+        }
+        // 500 ms, then 1 s, 2 s, 4 s, 4 s, ... until 32 s.
+        assert_eq!(
+            retransmitted,
+            [
+                500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ]
+        );
+        assert_eq!(now, 32_000 * MS);
+        let counts = *c.counts();
+        assert_eq!(
+            (counts.sent, counts.timed_out, counts.retransmissions),
+            (1, 1, 10)
+        );
+        assert_eq!(c.next_timer(), None);
+    }
+
+    #[test]
+    fn a_provisional_response_slows_retransmissions_to_t2() {
+        let mut c = Client::new(1, Timers::RFC3261);
+        c.sent(0, 0, 0, b"req".to_vec());
+        c.received(&response(&c.branch(0), 100), 100 * MS, |_| true);
+        let mut at = Vec::new();
+        for _ in 0..3 {
+            let now = c.next_timer().unwrap();
+            c.poll(now, |_| at.push(now / MS));
+        }
+        assert_eq!(at, [500, 4500, 8500]);
+    }
+
+    #[test]
+    fn a_final_response_stops_the_timers() {
+        let mut c = Client::new(
+            1,
+            Timers {
+                t1: 10 * MS,
+                t2: 40 * MS,
+            },
+        );
+        c.sent(0, 0, 0, b"req".to_vec());
+        c.poll(10 * MS, |_| {});
+        c.received(&response(&c.branch(0), 200), 15 * MS, |_| true);
+        c.poll(10_000 * MS, |_| panic!("nothing to retransmit"));
+        let counts = *c.counts();
+        assert_eq!(
+            (counts.ok, counts.retransmissions, counts.timed_out),
+            (1, 1, 0)
+        );
+        assert_eq!(c.next_timer(), None);
+    }
+}

@@ -1,0 +1,460 @@
+//! `sipshard-load options|register`: the command line and the I/O shell. Each of `--threads`
+//! shards is a std thread with its own UDP socket, its share of the schedule (every `threads`-th
+//! request) and its own client transactions and histograms; the main thread prints progress and,
+//! at the end, merges the shards' results into the reports.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::client::{Client, Counts, Received, Timers};
+use crate::report;
+use crate::scenario::{Endpoints, Scenario, UserPattern, write_request};
+use crate::schedule::Schedule;
+
+pub const USAGE: &str =
+    "usage: sipshard-load options|register --target ADDR:PORT --rate R [options]
+  Sends requests over UDP on an exact open-loop schedule (request i at start + i/R) and reports
+  latency from each request's intended send time (corrected for coordinated omission) and from
+  its actual send time.
+  --rate R            requests per second over all threads (required)
+  --count N           stop after N requests (default unlimited; --count or --duration bounds)
+  --duration SECS     send for at most SECS seconds (default 10)
+  --threads N         shards, each with its own socket and 1/N of the rate (default 1)
+  --local IP          local address to bind (default 127.0.0.1; ports are picked)
+  --domain D          domain of Request-URIs and AORs (register; default the target's IP)
+  --users PATTERN     user names, printf-like (register; default user%06d)
+  --first N           first user number (default 0)
+  --user-count N      users in the range, cycled through (default 1000)
+  --expires S         Expires of each REGISTER (default 3600; 0 unregisters)
+  --t1-ms MS          RFC 3261 T1 (default 500; T2 is 8*T1, timeout 64*T1)
+  --hgrm FILE         write the corrected latency's percentile distribution (.hgrm, ms)
+  --json FILE         write a JSON summary
+  After the last request is sent, the run waits for outstanding transactions (at most 64*T1).
+  Exit status: 0 when every request got a 2xx, 1 otherwise, 2 on a usage error.";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scenario: Scenario,
+    pub target: SocketAddr,
+    pub rate: f64,
+    pub count: u64,
+    pub duration: Duration,
+    pub threads: u64,
+    pub local: std::net::IpAddr,
+    pub domain: Option<String>,
+    pub t1_ms: u64,
+    pub hgrm: Option<String>,
+    pub json: Option<String>,
+}
+
+impl Options {
+    pub fn from_args(command: &str, args: &[String]) -> Result<Options, String> {
+        let mut target = None;
+        let mut rate = None;
+        let mut count = u64::MAX;
+        let mut duration = Duration::from_secs(10);
+        let mut threads = 1;
+        let mut local = std::net::IpAddr::from([127, 0, 0, 1]);
+        let mut domain = None;
+        let mut users = "user%06d".to_owned();
+        let mut first = 0;
+        let mut user_count = 1000;
+        let mut expires = 3600;
+        let mut t1_ms = 500;
+        let mut hgrm = None;
+        let mut json = None;
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or(format!("{flag} needs a value"))?;
+            let bad = || format!("{flag}: bad value {value:?}");
+            match flag.as_str() {
+                "--target" => target = Some(value.parse().map_err(|_| bad())?),
+                "--rate" => rate = Some(value.parse::<f64>().map_err(|_| bad())?),
+                "--count" => count = value.parse().map_err(|_| bad())?,
+                "--duration" => {
+                    let s: f64 = value.parse().map_err(|_| bad())?;
+                    duration = Duration::try_from_secs_f64(s).map_err(|_| bad())?;
+                }
+                "--threads" => {
+                    threads = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=256).contains(n))
+                        .ok_or_else(bad)?
+                }
+                "--local" => local = value.parse().map_err(|_| bad())?,
+                "--domain" => domain = Some(value.clone()),
+                "--users" => users = value.clone(),
+                "--first" => first = value.parse().map_err(|_| bad())?,
+                "--user-count" => user_count = value.parse().map_err(|_| bad())?,
+                "--expires" => expires = value.parse().map_err(|_| bad())?,
+                "--t1-ms" => t1_ms = value.parse().ok().filter(|&t| t >= 1).ok_or_else(bad)?,
+                "--hgrm" => hgrm = Some(value.clone()),
+                "--json" => json = Some(value.clone()),
+                other => return Err(format!("unknown option {other}")),
+            }
+        }
+        let scenario = match command {
+            "options" => Scenario::Options,
+            "register" => Scenario::Register {
+                users: UserPattern::parse(&users, first, user_count)?,
+                expires,
+            },
+            other => return Err(format!("unknown scenario {other}")),
+        };
+        Ok(Options {
+            scenario,
+            target: target.ok_or("--target is required")?,
+            rate: rate.ok_or("--rate is required")?,
+            count,
+            duration,
+            threads,
+            local,
+            domain,
+            t1_ms,
+            hgrm,
+            json,
+        })
+    }
+}
+
+/// What one shard hands back.
+struct ShardResult {
+    counts: Counts,
+    corrected: Histogram<u64>,
+    uncorrected: Histogram<u64>,
+    /// Time of the shard's last first transmission and last final response.
+    last_send: u64,
+    last_final: u64,
+    send_errors: u64,
+}
+
+/// Live counters a shard publishes for the progress line.
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+    retransmissions: AtomicU64,
+    done: AtomicBool,
+}
+
+impl Progress {
+    fn publish(&self, c: &Counts) {
+        self.sent.store(c.sent, Ordering::Relaxed);
+        self.ok.store(c.ok, Ordering::Relaxed);
+        self.failed.store(c.failed, Ordering::Relaxed);
+        self.timed_out.store(c.timed_out, Ordering::Relaxed);
+        self.retransmissions
+            .store(c.retransmissions, Ordering::Relaxed);
+    }
+}
+
+/// Runs the load; returns whether every request got a 2xx.
+pub fn run(options: &Options) -> Result<bool, String> {
+    let schedule = Schedule::new(options.rate, options.count, options.duration)?;
+    let timers = Timers {
+        t1: options.t1_ms * 1_000_000,
+        t2: options.t1_ms * 8_000_000,
+    };
+    let run_id = std::process::id()
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()));
+    let mut sockets = Vec::new();
+    for _ in 0..options.threads {
+        let socket = UdpSocket::bind(SocketAddr::new(options.local, 0))
+            .map_err(|e| format!("bind {}: {e}", options.local))?;
+        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+        sockets.push(socket);
+    }
+    let progress: Arc<Vec<Progress>> =
+        Arc::new((0..options.threads).map(|_| Progress::default()).collect());
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for (k, socket) in sockets.into_iter().enumerate() {
+        let options = options.clone();
+        let progress = Arc::clone(&progress);
+        let handle = std::thread::Builder::new()
+            .name(format!("load-{k}"))
+            .spawn(move || {
+                let result = shard(
+                    &options,
+                    schedule,
+                    timers,
+                    run_id,
+                    k as u64,
+                    socket,
+                    start,
+                    &progress[k],
+                );
+                progress[k].done.store(true, Ordering::Release);
+                result
+            })
+            .map_err(|e| e.to_string())?;
+        handles.push(handle);
+    }
+
+    // One progress line a second until every shard is done.
+    let mut last = (0u64, 0u64);
+    let mut tick = 1u64;
+    while !progress.iter().all(|p| p.done.load(Ordering::Acquire)) {
+        let next = start + Duration::from_secs(tick);
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep((next - now).min(Duration::from_millis(20)));
+            continue;
+        }
+        let sum = |f: fn(&Progress) -> &AtomicU64| -> u64 {
+            progress.iter().map(|p| f(p).load(Ordering::Relaxed)).sum()
+        };
+        let sent = sum(|p| &p.sent);
+        let ok = sum(|p| &p.ok);
+        let failed = sum(|p| &p.failed);
+        let finals = ok + failed;
+        eprintln!(
+            "{tick:>4}s  sent {:>8}/s  answered {:>8}/s  ok {ok}  failed {failed}  timed out {}  retransmitted {}",
+            sent - last.0,
+            finals - last.1,
+            sum(|p| &p.timed_out),
+            sum(|p| &p.retransmissions),
+        );
+        last = (sent, finals);
+        tick += 1;
+    }
+
+    let mut counts = Counts::default();
+    let mut corrected = report::new_histogram();
+    let mut uncorrected = report::new_histogram();
+    let (mut last_send, mut last_final, mut send_errors) = (0, 0, 0);
+    for h in handles {
+        let r = h.join().map_err(|_| "a shard panicked".to_string())??;
+        counts.add(&r.counts);
+        corrected.add(&r.corrected).map_err(|e| format!("{e:?}"))?;
+        uncorrected
+            .add(&r.uncorrected)
+            .map_err(|e| format!("{e:?}"))?;
+        last_send = last_send.max(r.last_send);
+        last_final = last_final.max(r.last_final);
+        send_errors += r.send_errors;
+    }
+    let elapsed = start.elapsed();
+
+    // Offered: the configured rate. Achieved: first transmissions over the time the schedule
+    // took (from the start to the last send, plus one period); answered: final responses over
+    // the time until the last of them.
+    let period = 1e9 / schedule.rate();
+    let achieved = if counts.sent == 0 {
+        0.0
+    } else {
+        counts.sent as f64 * 1e9 / (last_send as f64 + period)
+    };
+    let answered = if last_final == 0 {
+        0.0
+    } else {
+        (counts.ok + counts.failed) as f64 * 1e9 / last_final as f64
+    };
+
+    println!(
+        "{} to {}: offered {:.1}/s, achieved {:.1}/s, answered {:.1}/s over {:.3} s",
+        options.scenario.name(),
+        options.target,
+        schedule.rate(),
+        achieved,
+        answered,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "sent {}  ok {}  failed {}  timed out {}  retransmissions {}  provisional {}  late {}  unexpected {}  send errors {}",
+        counts.sent,
+        counts.ok,
+        counts.failed,
+        counts.timed_out,
+        counts.retransmissions,
+        counts.provisional,
+        counts.late,
+        counts.unexpected,
+        send_errors
+    );
+    print!(
+        "{}",
+        report::table(&[
+            ("from intended send (corr.)", &corrected),
+            ("from actual send (uncorr.)", &uncorrected)
+        ])
+    );
+
+    if let Some(path) = &options.hgrm {
+        std::fs::write(path, report::hgrm(&corrected, 1e6)).map_err(|e| format!("{path}: {e}"))?;
+    }
+    if let Some(path) = &options.json {
+        let summary = serde_json::json!({
+            "scenario": options.scenario.name(),
+            "target": options.target.to_string(),
+            "transport": "udp",
+            "rate": { "offered": schedule.rate(), "achieved": achieved, "answered": answered },
+            "counts": {
+                "sent": counts.sent,
+                "ok": counts.ok,
+                "failed": counts.failed,
+                "timed_out": counts.timed_out,
+                "retransmissions": counts.retransmissions,
+                "provisional": counts.provisional,
+                "late": counts.late,
+                "unexpected": counts.unexpected,
+                "send_errors": send_errors,
+            },
+            "latency_ms": {
+                "corrected": report::percentiles_json(&corrected),
+                "uncorrected": report::percentiles_json(&uncorrected),
+            },
+            "elapsed_s": elapsed.as_secs_f64(),
+            "settings": {
+                "rate": options.rate,
+                "count": (options.count != u64::MAX).then_some(options.count),
+                "duration_s": options.duration.as_secs_f64(),
+                "threads": options.threads,
+                "t1_ms": options.t1_ms,
+                "local": options.local.to_string(),
+                "requests_scheduled": schedule.total(),
+            },
+        });
+        let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(counts.sent > 0 && counts.ok == counts.sent)
+}
+
+fn now_ns(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Waits until `socket` is readable or `timeout_ns` passed.
+fn wait_readable(socket: &UdpSocket, timeout_ns: u64) {
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+    unsafe {
+        libc::ppoll(&mut fd, 1, &ts, std::ptr::null());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn shard(
+    options: &Options,
+    schedule: Schedule,
+    timers: Timers,
+    run_id: u32,
+    k: u64,
+    socket: UdpSocket,
+    start: Instant,
+    progress: &Progress,
+) -> Result<ShardResult, String> {
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    // Wake-ups for the schedule as precise as the kernel allows (the default slack is 50 µs).
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and affects only this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+    let ends = Endpoints {
+        local,
+        target: options.target,
+        domain: options
+            .domain
+            .clone()
+            .unwrap_or_else(|| options.target.ip().to_string()),
+    };
+    let mut client = Client::new(run_id, timers);
+    let mut cursor = schedule.shard(k, options.threads);
+    let mut corrected = report::new_histogram();
+    let mut uncorrected = report::new_histogram();
+    let mut buf = vec![0u8; 65535];
+    let (mut last_send, mut last_final, mut send_errors) = (0, 0, 0u64);
+    let mut published = Instant::now();
+    loop {
+        let mut busy = false;
+        // Send what is due, a bounded batch at a time so that receiving keeps up.
+        for _ in 0..64 {
+            let now = now_ns(start);
+            let Some((j, intended)) = cursor.next_due(&schedule, now) else {
+                break;
+            };
+            let mut request = Vec::with_capacity(512);
+            write_request(&mut request, &options.scenario, &ends, j, &client.branch(j));
+            let now = now_ns(start);
+            if socket.send_to(&request, options.target).is_err() {
+                // Lost like a dropped datagram: Timer E retransmits it.
+                send_errors += 1;
+            }
+            client.sent(j, intended, now, request);
+            last_send = now;
+            busy = true;
+        }
+        // Receive everything waiting.
+        for _ in 0..256 {
+            match socket.recv_from(&mut buf) {
+                Ok((len, _)) => {
+                    let now = now_ns(start);
+                    if let Received::Final(done) =
+                        client.received(&buf[..len], now, |j| cursor.issued(j))
+                    {
+                        report::record(&mut corrected, done.latency);
+                        report::record(&mut uncorrected, done.service_time);
+                        last_final = now;
+                    }
+                    busy = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // ICMP port unreachable and the like: the transaction times out or retries.
+                Err(_) => {}
+            }
+        }
+        let now = now_ns(start);
+        client.poll(now, |request| {
+            if socket.send_to(request, options.target).is_err() {
+                send_errors += 1;
+            }
+        });
+        if published.elapsed() >= Duration::from_millis(10) {
+            progress.publish(client.counts());
+            published = Instant::now();
+        }
+        let next_send = cursor.next_time(&schedule);
+        if next_send.is_none() && client.outstanding() == 0 {
+            break;
+        }
+        if !busy {
+            let next = [next_send, client.next_timer()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(u64::MAX);
+            let now = now_ns(start);
+            if next > now {
+                wait_readable(&socket, (next - now).min(10_000_000));
+            }
+        }
+    }
+    progress.publish(client.counts());
+    Ok(ShardResult {
+        counts: *client.counts(),
+        corrected,
+        uncorrected,
+        last_send,
+        last_final,
+        send_errors,
+    })
+}
