@@ -204,7 +204,7 @@ impl Client {
         Some((j, status))
     }
 
-    /// Fires the timers due at `now`: calls `send` with each request to retransmit (Timer E),
+    /// Fires the timers due at or before `now`: calls `send` with each request to retransmit (Timer E),
     /// ends the transactions whose Timer F expired.
     pub fn poll(&mut self, now: u64, mut send: impl FnMut(&[u8])) {
         while let Some(&Reverse((when, j))) = self.wheel.peek() {
@@ -218,7 +218,9 @@ impl Client {
             if t.next_retransmit != when {
                 continue;
             }
-            if now >= t.sent.saturating_add(self.timers.timeout()) {
+            // Timers are judged by when they were due, not by when the shell got to them: a late
+            // poll fires the same retransmissions, and Timer F at the same point.
+            if when >= t.sent.saturating_add(self.timers.timeout()) {
                 self.live.remove(&j);
                 self.counts.timed_out += 1;
                 continue;
@@ -228,7 +230,7 @@ impl Client {
             // Timer E doubles up to T2 (and stays at T2 once a provisional response came).
             t.interval = t.interval.saturating_mul(2).min(self.timers.t2);
             let deadline = t.sent.saturating_add(self.timers.timeout());
-            t.next_retransmit = now.saturating_add(t.interval).min(deadline);
+            t.next_retransmit = when.saturating_add(t.interval).min(deadline);
             self.wheel.push(Reverse((t.next_retransmit, j)));
         }
     }
@@ -339,6 +341,19 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nConte
             (1, 1, 10)
         );
         assert_eq!(c.next_timer(), None);
+    }
+
+    #[test]
+    fn a_late_poll_fires_the_same_timers() {
+        let mut c = Client::new(1, Timers::RFC3261);
+        c.sent(0, 0, 0, b"req".to_vec());
+        let mut n = 0;
+        // The shell stalls from 0 to 31.9 s, then 100 s: every retransmission due before Timer F
+        // is still made, and Timer F ends the transaction.
+        c.poll(31_900 * MS, |_| n += 1);
+        assert_eq!((n, c.outstanding()), (10, 1));
+        c.poll(100_000 * MS, |_| n += 1);
+        assert_eq!((n, c.outstanding(), c.counts().timed_out), (10, 0, 1));
     }
 
     #[test]
