@@ -43,6 +43,28 @@ impl<'a> Method<'a> {
         }
     }
 
+    /// The method a token names when it is one of the methods with a variant, without needing
+    /// the token as `str`.
+    pub(crate) fn known(token: &[u8]) -> Option<Method<'static>> {
+        Some(match token {
+            b"INVITE" => Method::Invite,
+            b"ACK" => Method::Ack,
+            b"BYE" => Method::Bye,
+            b"CANCEL" => Method::Cancel,
+            b"REGISTER" => Method::Register,
+            b"OPTIONS" => Method::Options,
+            b"INFO" => Method::Info,
+            b"UPDATE" => Method::Update,
+            b"PRACK" => Method::Prack,
+            b"SUBSCRIBE" => Method::Subscribe,
+            b"NOTIFY" => Method::Notify,
+            b"REFER" => Method::Refer,
+            b"MESSAGE" => Method::Message,
+            b"PUBLISH" => Method::Publish,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(&self) -> &'a str {
         match self {
             Method::Invite => "INVITE",

@@ -340,11 +340,11 @@ impl<'a> CSeq<'a> {
             // No LWS between number and method, or a method that is not a token.
             return Err(BadValue);
         }
-        let method = checked_str(method).ok_or(BadValue)?;
-        Ok(CSeq {
-            seq,
-            method: Method::from_token(method),
-        })
+        let method = match Method::known(method) {
+            Some(known) => known,
+            None => Method::from_token(checked_str(method).ok_or(BadValue)?),
+        };
+        Ok(CSeq { seq, method })
     }
 }
 
