@@ -54,6 +54,7 @@ enum Outcome {
 
 pub fn run(options: &Options) -> std::io::Result<()> {
     let socket = UdpSocket::bind(options.listen)?;
+    crate::generate::set_buffers(&socket);
     println!("listening on udp {}", socket.local_addr()?);
     std::io::stdout().flush()?;
     let mut datagram = vec![0u8; 65535];
