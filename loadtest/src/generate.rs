@@ -3,6 +3,7 @@
 //! request) and its own client transactions and histograms; the main thread prints progress and,
 //! at the end, merges the shards' results into the reports.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -132,6 +133,8 @@ struct ShardResult {
     last_send: u64,
     last_final: u64,
     send_errors: u64,
+    /// Final responses by status.
+    statuses: BTreeMap<u16, u64>,
 }
 
 /// Live counters a shard publishes for the progress line.
@@ -234,6 +237,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
     let mut corrected = report::new_histogram();
     let mut uncorrected = report::new_histogram();
     let (mut last_send, mut last_final, mut send_errors) = (0, 0, 0);
+    let mut statuses = BTreeMap::new();
     for h in handles {
         let r = h.join().map_err(|_| "a shard panicked".to_string())??;
         counts.add(&r.counts);
@@ -244,6 +248,9 @@ pub fn run(options: &Options) -> Result<bool, String> {
         last_send = last_send.max(r.last_send);
         last_final = last_final.max(r.last_final);
         send_errors += r.send_errors;
+        for (status, n) in r.statuses {
+            *statuses.entry(status).or_insert(0) += n;
+        }
     }
     let elapsed = start.elapsed();
 
@@ -283,6 +290,15 @@ pub fn run(options: &Options) -> Result<bool, String> {
         counts.unexpected,
         send_errors
     );
+    let by_status: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+    println!(
+        "final responses by status: {}",
+        if by_status.is_empty() {
+            "none".to_owned()
+        } else {
+            by_status.join(", ")
+        }
+    );
     print!(
         "{}",
         report::table(&[
@@ -311,6 +327,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
                 "unexpected": counts.unexpected,
                 "send_errors": send_errors,
             },
+            "statuses": statuses.iter().map(|(s, n)| (s.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
             "latency_ms": {
                 "corrected": report::percentiles_json(&corrected),
                 "uncorrected": report::percentiles_json(&uncorrected),
@@ -403,6 +420,7 @@ fn shard(
     let mut corrected = report::new_histogram();
     let mut uncorrected = report::new_histogram();
     let mut buf = vec![0u8; 65535];
+    let mut statuses = BTreeMap::new();
     let (mut last_send, mut last_final, mut send_errors) = (0, 0, 0u64);
     let mut published = Instant::now();
     loop {
@@ -435,6 +453,7 @@ fn shard(
                         report::record(&mut corrected, done.latency);
                         report::record(&mut uncorrected, done.service_time);
                         last_final = now;
+                        *statuses.entry(done.status).or_insert(0) += 1;
                     }
                     busy = true;
                 }
@@ -477,5 +496,6 @@ fn shard(
         last_send,
         last_final,
         send_errors,
+        statuses,
     })
 }

@@ -152,6 +152,7 @@ fn options_counts_add_up_against_the_responder() {
     );
     assert_counts_add_up(&run, 400);
     assert_eq!(count(&run, "ok"), 400, "{}", run.json);
+    assert_eq!(run.json["statuses"], serde_json::json!({"200": 400}));
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     // The table and the reports.
     assert!(
@@ -216,6 +217,12 @@ fn a_486_responder_fails_every_request() {
     assert_counts_add_up(&run, 300);
     assert_eq!(count(&run, "failed"), 300, "{}", run.json);
     assert_eq!(count(&run, "ok"), 0);
+    assert_eq!(run.json["statuses"], serde_json::json!({"486": 300}));
+    assert!(
+        run.stdout.contains("final responses by status: 486: 300"),
+        "{}",
+        run.stdout
+    );
     // Failed requests have latencies too.
     assert_eq!(run.json["latency_ms"]["corrected"]["count"], 300);
     assert_eq!(run.code, Some(1));
