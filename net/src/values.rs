@@ -71,11 +71,11 @@ impl<'a> NameAddr<'a> {
         let inner = rest.strip_prefix(b"<").ok_or(BadValue)?;
         let close = memchr::memchr(b'>', inner).ok_or(BadValue)?;
         // A URI is ASCII; `Uri::parse` refuses any other byte.
-        let uri = Uri::parse(checked_str(&inner[..close]).ok_or(BadValue)?)?;
+        let uri_text = checked_str(&inner[..close]).ok_or(BadValue)?;
         let params = Params::parse(&inner[close + 1..])?;
         Ok(NameAddr {
             display_name,
-            uri,
+            uri: Uri::parse(uri_text)?,
             params,
         })
     }
@@ -447,13 +447,9 @@ impl<'a> Message<'a> {
         self.error(ErrorKind::BadHeader(name))
     }
 
-    /// The only value of a single-valued header, parsed; `Ok(None)` when absent. Byte-identical
+    /// The only value of a single-valued header; `Ok(None)` when absent. Byte-identical
     /// repetitions are tolerated (real user agents send them); differing ones are an error.
-    fn single<T>(
-        &self,
-        name: HeaderName,
-        parse: impl Fn(&'a [u8]) -> Result<T, BadValue>,
-    ) -> Result<Option<T>, ParseError> {
+    fn single_value(&self, name: HeaderName) -> Result<Option<&'a [u8]>, ParseError> {
         let mut values = self.values(name);
         let Some(first) = values.next() else {
             return Ok(None);
@@ -461,16 +457,32 @@ impl<'a> Message<'a> {
         if values.any(|other| other != first) {
             return Err(self.error(ErrorKind::DuplicateHeader(name)));
         }
-        parse(first).map(Some).map_err(|_| self.bad(name))
+        Ok(Some(first))
     }
 
+    /// [`Message::single_value`], parsed.
+    fn single<T>(
+        &self,
+        name: HeaderName,
+        parse: impl Fn(&'a [u8]) -> Result<T, BadValue>,
+    ) -> Result<Option<T>, ParseError> {
+        match self.single_value(name)? {
+            None => Ok(None),
+            Some(value) => parse(value).map(Some).map_err(|_| self.bad(name)),
+        }
+    }
+
+    /// [`Message::single_value`] of a header that must be present, parsed (without passing the
+    /// parsed value through an `Option`).
     fn required<T>(
         &self,
         name: HeaderName,
         parse: impl Fn(&'a [u8]) -> Result<T, BadValue>,
     ) -> Result<T, ParseError> {
-        self.single(name, parse)?
-            .ok_or(self.error(ErrorKind::MissingHeader(name)))
+        let value = self
+            .single_value(name)?
+            .ok_or(self.error(ErrorKind::MissingHeader(name)))?;
+        parse(value).map_err(|_| self.bad(name))
     }
 
     /// Every element of a list header across all its lines, in order, with its position in the
