@@ -83,7 +83,9 @@ pub async fn run(
     let mut listeners = Vec::new();
     for &(transport, addr) in &settings.listens {
         let result = match transport {
-            Transport::Udp => UdpSocket::bind(addr).map(|s| udp.push((addr, Rc::new(s)))),
+            Transport::Udp => bind_udp(addr)
+                .map(|s| udp.push((addr, Rc::new(s))))
+                .map_err(glommio::GlommioError::from),
             Transport::Tcp => TcpListener::bind(addr).map(|l| listeners.push((addr, l))),
             other => {
                 let _ = bound.send(Err(format!(
@@ -131,6 +133,28 @@ pub async fn run(
     for task in tasks {
         task.await;
     }
+}
+
+/// Kernel buffer size asked for on each UDP socket. The default (about 200 KiB) overflows within
+/// milliseconds at tens of thousands of datagrams a second, and every overflow costs a
+/// retransmission; the kernel caps the request at `net.core.rmem_max`/`wmem_max`.
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// A SO_REUSEPORT UDP socket (one per shard on the same address) with large kernel buffers.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    // Best effort: a smaller buffer than asked for is still a working socket.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&SockAddr::from(addr))?;
+    Ok(UdpSocket::from(socket))
 }
 
 async fn udp_loop(shell: Rc<Shell>, index: usize) {
