@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use crate::client::{Client, Counts, Received, Timers};
 use crate::report;
 use crate::scenario::{Endpoints, Scenario, UserPattern, write_request};
-use crate::schedule::Schedule;
+use crate::schedule::{Ramp, Schedule};
 
 pub const USAGE: &str =
     "usage: sipshard-load options|register --target ADDR:PORT --rate R [options]
@@ -25,6 +25,8 @@ pub const USAGE: &str =
   --rate R            requests per second over all threads (required)
   --count N           stop after N requests (default unlimited; --count or --duration bounds)
   --duration SECS     send for at most SECS seconds (default 10)
+  --ramp-from R0     start at R0 per second and grow linearly to R ...
+  --ramp-secs T       ... over the first T seconds (default 0: no ramp)
   --threads N         shards, each with its own socket and 1/N of the rate (default 1)
   --local IP          local address to bind (default 127.0.0.1; ports are picked)
   --domain D          domain of Request-URIs and AORs (register; default the target's IP)
@@ -43,6 +45,7 @@ pub struct Options {
     pub scenario: Scenario,
     pub target: SocketAddr,
     pub rate: f64,
+    pub ramp: Option<Ramp>,
     pub count: u64,
     pub duration: Duration,
     pub threads: u64,
@@ -58,6 +61,8 @@ impl Options {
         let mut target = None;
         let mut rate = None;
         let mut count = u64::MAX;
+        let mut ramp_from = None;
+        let mut ramp_secs = 0.0;
         let mut duration = Duration::from_secs(10);
         let mut threads = 1;
         let mut local = std::net::IpAddr::from([127, 0, 0, 1]);
@@ -76,6 +81,8 @@ impl Options {
             match flag.as_str() {
                 "--target" => target = Some(value.parse().map_err(|_| bad())?),
                 "--rate" => rate = Some(value.parse::<f64>().map_err(|_| bad())?),
+                "--ramp-from" => ramp_from = Some(value.parse::<f64>().map_err(|_| bad())?),
+                "--ramp-secs" => ramp_secs = value.parse::<f64>().map_err(|_| bad())?,
                 "--count" => count = value.parse().map_err(|_| bad())?,
                 "--duration" => {
                     let s: f64 = value.parse().map_err(|_| bad())?;
@@ -108,8 +115,14 @@ impl Options {
             },
             other => return Err(format!("unknown scenario {other}")),
         };
+        let ramp = match (ramp_from, ramp_secs) {
+            (None, 0.0) => None,
+            (Some(from), secs) if secs > 0.0 => Some(Ramp { from, secs }),
+            _ => return Err("--ramp-from and --ramp-secs (> 0) go together".into()),
+        };
         Ok(Options {
             scenario,
+            ramp,
             target: target.ok_or("--target is required")?,
             rate: rate.ok_or("--rate is required")?,
             count,
@@ -161,7 +174,8 @@ impl Progress {
 
 /// Runs the load; returns whether every request got a 2xx.
 pub fn run(options: &Options) -> Result<bool, String> {
-    let schedule = Schedule::new(options.rate, options.count, options.duration)?;
+    let schedule =
+        Schedule::with_ramp(options.rate, options.ramp, options.count, options.duration)?;
     let timers = Timers {
         t1: options.t1_ms * 1_000_000,
         t2: options.t1_ms * 8_000_000,
@@ -263,6 +277,16 @@ pub fn run(options: &Options) -> Result<bool, String> {
     } else {
         counts.sent as f64 * 1e9 / (last_send as f64 + period)
     };
+    // With a ramp the mean offered rate is lower than the final one: the same formula over the
+    // intended times.
+    let offered_mean = match schedule
+        .total()
+        .checked_sub(1)
+        .and_then(|j| schedule.intended(j))
+    {
+        Some(last) => schedule.total() as f64 * 1e9 / (last as f64 + period),
+        None => 0.0,
+    };
     let answered = if last_final == 0 {
         0.0
     } else {
@@ -273,7 +297,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
         "{} to {}: offered {:.1}/s, achieved {:.1}/s, answered {:.1}/s over {:.3} s",
         options.scenario.name(),
         options.target,
-        schedule.rate(),
+        offered_mean,
         achieved,
         answered,
         elapsed.as_secs_f64()
@@ -315,7 +339,12 @@ pub fn run(options: &Options) -> Result<bool, String> {
             "scenario": options.scenario.name(),
             "target": options.target.to_string(),
             "transport": "udp",
-            "rate": { "offered": schedule.rate(), "achieved": achieved, "answered": answered },
+            "rate": {
+                "offered": offered_mean,
+                "achieved": achieved,
+                "answered": answered,
+                "final": schedule.rate(),
+            },
             "counts": {
                 "sent": counts.sent,
                 "ok": counts.ok,
@@ -335,6 +364,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
             "elapsed_s": elapsed.as_secs_f64(),
             "settings": {
                 "rate": options.rate,
+                "ramp": options.ramp.map(|r| serde_json::json!({ "from": r.from, "secs": r.secs })),
                 "count": (options.count != u64::MAX).then_some(options.count),
                 "duration_s": options.duration.as_secs_f64(),
                 "threads": options.threads,

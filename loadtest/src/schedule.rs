@@ -11,28 +11,82 @@ use std::time::Duration;
 
 const NANOS_PER_S: u128 = 1_000_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
-    /// Requests per second, in thousandths (so 0.5/s and 123456.789/s are exact).
+    /// Requests per second after the ramp, in thousandths (so 0.5/s and 123456.789/s are exact).
     rate_milli: u64,
+    /// A linear ramp from `from` to the rate over `secs` seconds at the start, if any.
+    ramp: Option<Ramp>,
+    /// Requests intended during the ramp (`j < ramp_count`).
+    ramp_count: u64,
+    /// The intended time of request `ramp_count` (0 without a ramp).
+    base_ns: u64,
     /// Requests whose intended time falls inside the duration, capped by the count.
     total: u64,
 }
 
+/// A linear rate ramp: `from` requests per second at the start, the schedule's rate after `secs`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ramp {
+    pub from: f64,
+    pub secs: f64,
+}
+
 impl Schedule {
     /// At most `count` requests, at `rate` per second, none intended at or after `duration`.
+    #[cfg(test)]
     pub fn new(rate: f64, count: u64, duration: Duration) -> Result<Schedule, String> {
+        Schedule::with_ramp(rate, None, count, duration)
+    }
+
+    /// As `new`, starting with `ramp`: during the ramp the rate grows linearly, and request `j`
+    /// is due when the ramp's cumulative count `from*t + (rate-from)*t^2/(2*secs)` reaches `j`.
+    pub fn with_ramp(
+        rate: f64,
+        ramp: Option<Ramp>,
+        count: u64,
+        duration: Duration,
+    ) -> Result<Schedule, String> {
         if !(0.001..=1e9).contains(&rate) {
             return Err(format!(
                 "rate must be between 0.001 and 1e9 per second: {rate}"
             ));
         }
+        if let Some(r) = ramp {
+            if !(0.0..=1e9).contains(&r.from) {
+                return Err(format!(
+                    "ramp start rate must be between 0 and 1e9: {}",
+                    r.from
+                ));
+            }
+            if !(r.secs > 0.0 && r.secs <= 1e6) {
+                return Err(format!("ramp duration must be positive: {}", r.secs));
+            }
+        }
         let rate_milli = (rate * 1000.0).round() as u64;
-        // Requests j with j * 1e12 / rate_milli < duration_ns: j < duration_ns * rate_milli / 1e12.
-        let scaled = duration.as_nanos() * u128::from(rate_milli);
-        let fit = scaled.div_ceil(NANOS_PER_S * 1000);
-        let total = u64::try_from(fit).unwrap_or(u64::MAX).min(count);
-        Ok(Schedule { rate_milli, total })
+        let rate = rate_milli as f64 / 1000.0;
+        let (ramp_count, base_ns) = match ramp {
+            None => (0, 0),
+            Some(r) => {
+                let during = (r.from + rate) / 2.0 * r.secs;
+                let ramp_count = during.ceil() as u64;
+                let base = (r.secs + (ramp_count as f64 - during) / rate) * 1e9;
+                (ramp_count, base.round() as u64)
+            }
+        };
+        let mut schedule = Schedule {
+            rate_milli,
+            ramp,
+            ramp_count,
+            base_ns,
+            total: 0,
+        };
+        // Requests j with offset(j) < duration (offset grows with j), at most `count`.
+        let duration_ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let fastest = ramp.map_or(rate, |r| r.from.max(rate));
+        let bound = (duration.as_secs_f64() * fastest + 2.0).min(1e18) as u64 + ramp_count;
+        schedule.total = partition_point(count.min(bound), |j| schedule.offset(j) < duration_ns);
+        Ok(schedule)
     }
 
     /// How many requests the run sends.
@@ -40,7 +94,7 @@ impl Schedule {
         self.total
     }
 
-    /// The offered rate, requests per second.
+    /// The offered rate (after the ramp), requests per second.
     pub fn rate(&self) -> f64 {
         self.rate_milli as f64 / 1000.0
     }
@@ -52,25 +106,30 @@ impl Schedule {
 
     /// The intended time of `j`, ignoring the end of the run.
     fn offset(&self, j: u64) -> u64 {
-        let ns = u128::from(j) * NANOS_PER_S * 1000 / u128::from(self.rate_milli);
-        u64::try_from(ns).unwrap_or(u64::MAX)
+        if j < self.ramp_count {
+            if let Some(r) = self.ramp {
+                if j == 0 {
+                    return 0;
+                }
+                // The positive root of a*t^2 + b*t - j = 0, in the form that is stable when a
+                // is small or zero: t = 2j / (b + sqrt(b^2 + 4aj)).
+                let a = (self.rate() - r.from) / (2.0 * r.secs);
+                let b = r.from;
+                let j = j as f64;
+                let t = 2.0 * j / (b + (b * b + 4.0 * a * j).sqrt());
+                return (t * 1e9).round() as u64;
+            }
+        }
+        let ns = u128::from(j - self.ramp_count) * NANOS_PER_S * 1000 / u128::from(self.rate_milli);
+        u64::try_from(ns)
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.base_ns)
     }
 
     #[cfg(test)]
     /// How many requests are due at `now` (those with an intended time at or before it).
     pub fn due_by(&self, now: u64) -> u64 {
-        // Largest j with j * 1e12 / rate_milli <= now, plus one. Computed from the inverse and
-        // corrected by the exact forward formula.
-        let mut j =
-            u64::try_from(u128::from(now) * u128::from(self.rate_milli) / (NANOS_PER_S * 1000))
-                .unwrap_or(u64::MAX);
-        while j > 0 && self.offset(j) > now {
-            j -= 1;
-        }
-        while self.offset(j.saturating_add(1)) <= now && j < self.total {
-            j += 1;
-        }
-        (j + 1).min(self.total)
+        partition_point(self.total, |j| self.offset(j) <= now)
     }
 
     /// The requests of shard `shard` of `shards`: `shard`, `shard + shards`, ... Each shard has
@@ -81,6 +140,20 @@ impl Schedule {
             step: shards.max(1),
         }
     }
+}
+
+/// The number of `j` in `0..end` for which `pred` holds, `pred` being true then false.
+fn partition_point(end: u64, pred: impl Fn(u64) -> bool) -> u64 {
+    let (mut lo, mut hi) = (0, end);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// A shard's position in the schedule.
@@ -180,6 +253,75 @@ mod tests {
                 .count() as u64;
             assert_eq!(third.due_by(now), expect, "now {now}");
         }
+    }
+
+    #[test]
+    fn a_ramp_grows_the_rate_linearly_then_holds_it() {
+        // From 0 to 1000/s over 2 s: 1000 requests during the ramp, request j at sqrt(j/250) s.
+        let ramp = Some(Ramp {
+            from: 0.0,
+            secs: 2.0,
+        });
+        let s = Schedule::with_ramp(1000.0, ramp, u64::MAX, 5 * S).unwrap();
+        assert_eq!(s.intended(0), Some(0));
+        assert_eq!(s.intended(250), Some(1_000_000_000));
+        assert_eq!(s.intended(1000), Some(2_000_000_000));
+        assert_eq!(s.intended(1001), Some(2_001_000_000));
+        // 1000 in the ramp, 3000 after it.
+        assert_eq!(s.total(), 4000);
+        assert_eq!(s.due_by(1_000_000_000), 251);
+        // Intended times only grow, and the rate in each second is what the ramp says.
+        let times: Vec<u64> = (0..s.total()).map(|j| s.intended(j).unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]));
+        let in_second = |k: u64| times.iter().filter(|&&t| t / 1_000_000_000 == k).count();
+        assert_eq!([in_second(0), in_second(1), in_second(2)], [250, 750, 1000]);
+        // A ramp down, and a ramp from the rate to itself (constant).
+        let down = Schedule::with_ramp(
+            100.0,
+            Some(Ramp {
+                from: 300.0,
+                secs: 1.0,
+            }),
+            1000,
+            2 * S,
+        );
+        assert_eq!(down.unwrap().total(), 300);
+        let flat = Schedule::with_ramp(
+            100.0,
+            Some(Ramp {
+                from: 100.0,
+                secs: 1.0,
+            }),
+            1000,
+            2 * S,
+        );
+        let flat = flat.unwrap();
+        let plain = Schedule::new(100.0, 1000, 2 * S).unwrap();
+        assert!((0..200).all(|j| flat.intended(j) == plain.intended(j)));
+        assert!(
+            Schedule::with_ramp(
+                100.0,
+                Some(Ramp {
+                    from: -1.0,
+                    secs: 1.0
+                }),
+                1,
+                S
+            )
+            .is_err()
+        );
+        assert!(
+            Schedule::with_ramp(
+                100.0,
+                Some(Ramp {
+                    from: 1.0,
+                    secs: 0.0
+                }),
+                1,
+                S
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -278,6 +278,33 @@ fn the_duration_bounds_a_run() {
 }
 
 #[test]
+fn a_ramp_sends_what_its_schedule_says() {
+    let (_responder, target) = responder("200");
+    // 0 to 2000/s over 0.5 s (500 requests), then 2000/s for 0.5 s (1000 more).
+    let run = load(
+        "ramp",
+        &[
+            "options",
+            "--target",
+            &target,
+            "--rate",
+            "2000",
+            "--ramp-from",
+            "0",
+            "--ramp-secs",
+            "0.5",
+            "--duration",
+            "1",
+        ],
+    );
+    assert_counts_add_up(&run, 1500);
+    assert_eq!(run.json["rate"]["final"], 2000.0);
+    let offered = run.json["rate"]["offered"].as_f64().unwrap();
+    assert!((offered - 1500.0).abs() < 2.0, "{}", run.json);
+    assert_eq!(run.json["settings"]["ramp"]["secs"], 0.5);
+}
+
+#[test]
 fn usage_errors() {
     for args in [
         &["options", "--rate", "10"][..],
