@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -151,8 +151,9 @@ struct ShardResult {
 }
 
 /// Live counters a shard publishes for the progress line.
-#[derive(Default)]
 struct Progress {
+    /// The corrected latencies so far (added every 100 ms).
+    latency: Mutex<Histogram<u64>>,
     sent: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
@@ -162,6 +163,26 @@ struct Progress {
 }
 
 impl Progress {
+    fn new() -> Progress {
+        Progress {
+            latency: Mutex::new(report::new_histogram()),
+            sent: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            retransmissions: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Moves `recent`'s latencies into the shared histogram.
+    fn publish_latency(&self, recent: &mut Histogram<u64>) {
+        let mut shared = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        // Both have the same bounds: adding cannot fail.
+        let _ = shared.add(&*recent);
+        recent.reset();
+    }
+
     fn publish(&self, c: &Counts) {
         self.sent.store(c.sent, Ordering::Relaxed);
         self.ok.store(c.ok, Ordering::Relaxed);
@@ -193,7 +214,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
         sockets.push(socket);
     }
     let progress: Arc<Vec<Progress>> =
-        Arc::new((0..options.threads).map(|_| Progress::default()).collect());
+        Arc::new((0..options.threads).map(|_| Progress::new()).collect());
     let start = Instant::now();
     let mut handles = Vec::new();
     for (k, socket) in sockets.into_iter().enumerate() {
@@ -222,6 +243,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
     // One progress line a second until every shard is done.
     let mut last = (0u64, 0u64);
     let mut tick = 1u64;
+    let mut so_far = report::new_histogram();
     while !progress.iter().all(|p| p.done.load(Ordering::Acquire)) {
         let next = start + Duration::from_secs(tick);
         let now = Instant::now();
@@ -236,12 +258,20 @@ pub fn run(options: &Options) -> Result<bool, String> {
         let ok = sum(|p| &p.ok);
         let failed = sum(|p| &p.failed);
         let finals = ok + failed;
+        so_far.reset();
+        for p in progress.iter() {
+            let shard = p.latency.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = so_far.add(&*shard);
+        }
+        let [p50, _, p99, _, _] = report::percentiles(&so_far);
         eprintln!(
-            "{tick:>4}s  sent {:>8}/s  answered {:>8}/s  ok {ok}  failed {failed}  timed out {}  retransmitted {}",
+            "{tick:>4}s  sent {:>8}/s  answered {:>8}/s  ok {ok}  failed {failed}  timed out {}  retransmitted {}  p50 {:.3} ms  p99 {:.3} ms",
             sent - last.0,
             finals - last.1,
             sum(|p| &p.timed_out),
             sum(|p| &p.retransmissions),
+            p50 as f64 / 1e6,
+            p99 as f64 / 1e6,
         );
         last = (sent, finals);
         tick += 1;
@@ -455,6 +485,8 @@ fn shard(
     let mut buf = vec![0u8; 65535];
     let mut statuses = BTreeMap::new();
     let (mut last_send, mut last_final, mut send_errors) = (0, 0, 0u64);
+    let mut recent = report::new_histogram();
+    let mut latency_published = Instant::now();
     let mut published = Instant::now();
     loop {
         let mut busy = false;
@@ -484,6 +516,7 @@ fn shard(
                         client.received(&buf[..len], now, |j| cursor.issued(j))
                     {
                         report::record(&mut corrected, done.latency);
+                        report::record(&mut recent, done.latency);
                         report::record(&mut uncorrected, done.service_time);
                         last_final = now;
                         *statuses.entry(done.status).or_insert(0) += 1;
@@ -504,6 +537,10 @@ fn shard(
         if published.elapsed() >= Duration::from_millis(10) {
             progress.publish(client.counts());
             published = Instant::now();
+        }
+        if latency_published.elapsed() >= Duration::from_millis(100) {
+            progress.publish_latency(&mut recent);
+            latency_published = Instant::now();
         }
         let next_send = cursor.next_time(&schedule);
         if next_send.is_none() && client.outstanding() == 0 {
