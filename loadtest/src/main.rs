@@ -20,11 +20,12 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: sipshard-load options|register --target ADDR:PORT --rate R [options]
        (sipshard-load options --help for the options)
-usage: sipshard-load responder [--listen ADDR:PORT] [--status CODE]
+usage: sipshard-load responder [--listen ADDR:PORT] [--status CODE] [--pause-after N --pause-ms MS]
   Answers every SIP request on UDP with CODE (default 200), statelessly. ACKs are absorbed.
   Default address 127.0.0.1:5060; port 0 picks a free port. Prints the bound address, then runs
   until stopped. Malformed requests get the error status the parser chooses; malformed responses
-  and junk are dropped and counted.";
+  and junk are dropped and counted. --pause-after N --pause-ms MS: stall once for MS ms after
+  answering N requests (requests arriving meanwhile wait in the socket buffer).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -11,6 +11,9 @@ use sipshard_net::{ErrorAction, Message, Method, error_response, reason_phrase, 
 pub struct Options {
     pub listen: SocketAddr,
     pub status: u16,
+    /// Stall once, for this long, after answering this many requests (to test that a load
+    /// generator's latency shows a server's stall).
+    pub pause: Option<(u64, std::time::Duration)>,
 }
 
 impl Options {
@@ -18,7 +21,10 @@ impl Options {
         let mut options = Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
             status: 200,
+            pause: None,
         };
+        let mut pause_after = None;
+        let mut pause_ms = None;
         let mut args = args.iter();
         while let Some(flag) = args.next() {
             let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -35,9 +41,24 @@ impl Options {
                         .filter(|s| (200..=699).contains(s))
                         .ok_or(format!("--status: not a final status 200-699: {value}"))?;
                 }
+                "--pause-after" => {
+                    pause_after = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("--pause-after: {value}"))?,
+                    )
+                }
+                "--pause-ms" => {
+                    pause_ms = Some(value.parse().map_err(|_| format!("--pause-ms: {value}"))?)
+                }
                 other => return Err(format!("unknown option {other}")),
             }
         }
+        options.pause = match (pause_after, pause_ms) {
+            (None, None) => None,
+            (Some(n), Some(ms)) => Some((n, std::time::Duration::from_millis(ms))),
+            _ => return Err("--pause-after and --pause-ms go together".into()),
+        };
         Ok(options)
     }
 }
@@ -60,6 +81,8 @@ pub fn run(options: &Options) -> std::io::Result<()> {
     let mut datagram = vec![0u8; 65535];
     let mut out = Vec::with_capacity(2048);
     let mut dropped: u64 = 0;
+    let mut answered: u64 = 0;
+    let mut pause = options.pause;
     loop {
         let (len, peer) = socket.recv_from(&mut datagram)?;
         match answer(&datagram[..len], options.status, &mut out) {
@@ -67,6 +90,13 @@ pub fn run(options: &Options) -> std::io::Result<()> {
                 // A full socket buffer or an unreachable peer loses this answer only; the peer
                 // retransmits.
                 let _ = socket.send_to(&out, peer);
+                answered += 1;
+                if let Some((after, how_long)) = pause {
+                    if answered >= after {
+                        std::thread::sleep(how_long);
+                        pause = None;
+                    }
+                }
             }
             Outcome::Absorbed => {}
             Outcome::Dropped => {

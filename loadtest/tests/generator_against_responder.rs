@@ -20,8 +20,13 @@ impl Drop for Responder {
 }
 
 fn responder(status: &str) -> (Responder, String) {
+    responder_with(&["--status", status])
+}
+
+fn responder_with(args: &[&str]) -> (Responder, String) {
     let mut child = Command::new(LOAD)
-        .args(["responder", "--listen", "127.0.0.1:0", "--status", status])
+        .args(["responder", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start sipshard-load responder");
@@ -302,6 +307,27 @@ fn a_ramp_sends_what_its_schedule_says() {
     let offered = run.json["rate"]["offered"].as_f64().unwrap();
     assert!((offered - 1500.0).abs() < 2.0, "{}", run.json);
     assert_eq!(run.json["settings"]["ramp"]["secs"], 0.5);
+}
+
+#[test]
+fn a_stalled_server_shows_in_the_percentiles() {
+    // 200/s for 3 s; the responder stalls for 1 s after 200 answers. The ~200 requests sent
+    // during the stall wait up to 1 s each (T1 of 2 s: no retransmission muddles it).
+    let (_responder, target) = responder_with(&["--pause-after", "200", "--pause-ms", "1000"]);
+    let run = load(
+        "stall",
+        &[
+            "options", "--target", &target, "--rate", "200", "--count", "600", "--t1-ms", "2000",
+        ],
+    );
+    assert_counts_add_up(&run, 600);
+    assert_eq!(count(&run, "ok"), 600, "{}", run.json);
+    assert_eq!(count(&run, "retransmissions"), 0, "{}", run.json);
+    let corrected = &run.json["latency_ms"]["corrected"];
+    let p = |name: &str| corrected[name].as_f64().unwrap();
+    assert!(p("p50_ms") < 50.0, "{corrected}");
+    assert!(p("p90_ms") > 500.0, "{corrected}");
+    assert!(p("p99_ms") > 900.0 && p("max_ms") < 1500.0, "{corrected}");
 }
 
 #[test]
