@@ -298,9 +298,10 @@ pub fn run(options: &Options) -> Result<bool, String> {
     }
     let elapsed = start.elapsed();
 
-    // Offered: the configured rate. Achieved: first transmissions over the time the schedule
-    // took (from the start to the last send, plus one period); answered: final responses over
-    // the time until the last of them.
+    // Rates are counts over the time from the start to the last event plus one period (so n
+    // requests exactly on a schedule of rate r give r). Offered: the schedule's requests over its
+    // intended times; achieved: first transmissions over their actual times; answered: final
+    // responses over their arrival times.
     let period = 1e9 / schedule.rate();
     let achieved = if counts.sent == 0 {
         0.0
@@ -320,7 +321,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
     let answered = if last_final == 0 {
         0.0
     } else {
-        (counts.ok + counts.failed) as f64 * 1e9 / last_final as f64
+        (counts.ok + counts.failed) as f64 * 1e9 / (last_final as f64 + period)
     };
 
     println!(
