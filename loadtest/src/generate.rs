@@ -120,6 +120,9 @@ impl Options {
             (Some(from), secs) if secs > 0.0 => Some(Ramp { from, secs }),
             _ => return Err("--ramp-from and --ramp-secs (> 0) go together".into()),
         };
+        if local.is_unspecified() {
+            return Err("--local must be an address peers can answer (it goes into Via)".into());
+        }
         Ok(Options {
             scenario,
             ramp,
@@ -223,7 +226,15 @@ pub fn run(options: &Options) -> Result<bool, String> {
         let handle = std::thread::Builder::new()
             .name(format!("load-{k}"))
             .spawn(move || {
-                let result = shard(
+                // Marks the shard done however it ends (a panic too), so the progress loop ends.
+                struct Done<'a>(&'a AtomicBool);
+                impl Drop for Done<'_> {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::Release);
+                    }
+                }
+                let _done = Done(&progress[k].done);
+                shard(
                     &options,
                     schedule,
                     timers,
@@ -232,9 +243,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
                     socket,
                     start,
                     &progress[k],
-                );
-                progress[k].done.store(true, Ordering::Release);
-                result
+                )
             })
             .map_err(|e| e.to_string())?;
         handles.push(handle);
@@ -477,7 +486,10 @@ fn shard(
         domain: options
             .domain
             .clone()
-            .unwrap_or_else(|| options.target.ip().to_string()),
+            .unwrap_or_else(|| match options.target.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            }),
     };
     let mut client = Client::new(run_id, timers);
     let mut cursor = schedule.shard(k, options.threads);
