@@ -402,6 +402,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
                 "uncorrected": report::percentiles_json(&uncorrected),
             },
             "elapsed_s": elapsed.as_secs_f64(),
+            "cpu_s": cpu_seconds(),
             "settings": {
                 "rate": options.rate,
                 "ramp": options.ramp.map(|r| serde_json::json!({ "from": r.from, "secs": r.secs })),
@@ -421,6 +422,19 @@ pub fn run(options: &Options) -> Result<bool, String> {
 
 /// Below this, a shard polls instead of sleeping (a sleep and wake-up costs about this much).
 const SPIN_NS: u64 = 40_000;
+
+/// This process's user and system CPU time so far, seconds (the generator's own cost: a run
+/// whose generator used most of a core is measuring the generator too).
+fn cpu_seconds() -> serde_json::Value {
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return serde_json::Value::Null;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    serde_json::json!({ "user": secs(usage.ru_utime), "system": secs(usage.ru_stime) })
+}
 
 fn now_ns(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)

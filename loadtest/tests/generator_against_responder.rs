@@ -169,6 +169,11 @@ fn options_counts_add_up_against_the_responder() {
     assert_eq!(run.json["latency_ms"]["uncorrected"]["count"], 400);
     assert_eq!(run.json["rate"]["offered"], 2000.0);
     assert_eq!(run.json["settings"]["requests_scheduled"], 400);
+    assert!(
+        run.json["cpu_s"]["user"].as_f64().unwrap() >= 0.0,
+        "{}",
+        run.json
+    );
     let p50 = run.json["latency_ms"]["corrected"]["p50_ms"]
         .as_f64()
         .unwrap();
