@@ -180,9 +180,9 @@ impl ShardCursor {
         schedule.intended(self.next)
     }
 
-    /// Whether `j` was already handed out by this cursor.
+    /// Whether `j` was already handed out by this cursor (another shard's requests never were).
     pub fn issued(&self, j: u64) -> bool {
-        j < self.next
+        j < self.next && j % self.step == self.next % self.step
     }
 }
 
@@ -337,6 +337,7 @@ mod tests {
                 assert_eq!(intended, s.intended(j).unwrap());
                 assert_eq!(j % 3, shard);
                 assert!(cursor.issued(j));
+                assert!(!cursor.issued(j + 1) && !cursor.issued(j + 2));
                 seen.push(j);
             }
         }
