@@ -35,6 +35,9 @@ pub const USAGE: &str =
   --user-count N      users in the range, cycled through (default 1000)
   --expires S         Expires of each REGISTER (default 3600; 0 unregisters)
   --t1-ms MS          RFC 3261 T1 (default 500; T2 is 8*T1, timeout 64*T1)
+  --search            find the highest clean rate up to R (no failure, timeout or
+                      retransmission, 97% of the offered rate achieved; bisection to 2%, at
+                      most 10 runs of --count/--duration each), then run at 50% and 90% of it
   --hgrm FILE         write the corrected latency's percentile distribution (.hgrm, ms)
   --json FILE         write a JSON summary
   After the last request is sent, the run waits for outstanding transactions (at most 64*T1).
@@ -54,6 +57,7 @@ pub struct Options {
     pub t1_ms: u64,
     pub hgrm: Option<String>,
     pub json: Option<String>,
+    pub search: bool,
 }
 
 impl Options {
@@ -74,8 +78,13 @@ impl Options {
         let mut t1_ms = 500;
         let mut hgrm = None;
         let mut json = None;
+        let mut search = false;
         let mut it = args.iter();
         while let Some(flag) = it.next() {
+            if flag == "--search" {
+                search = true;
+                continue;
+            }
             let value = it.next().ok_or(format!("{flag} needs a value"))?;
             let bad = || format!("{flag}: bad value {value:?}");
             match flag.as_str() {
@@ -136,6 +145,7 @@ impl Options {
             t1_ms,
             hgrm,
             json,
+            search,
         })
     }
 }
@@ -196,8 +206,98 @@ impl Progress {
     }
 }
 
-/// Runs the load; returns whether every request got a 2xx.
+/// One run's outcome: whether it was clean (for `--search`), whether every request got a 2xx,
+/// its JSON summary and its corrected latencies.
+struct Measured {
+    clean: bool,
+    all_ok: bool,
+    summary: serde_json::Value,
+    corrected: Histogram<u64>,
+}
+
+/// Runs the load (or the search); returns whether every request got a 2xx.
 pub fn run(options: &Options) -> Result<bool, String> {
+    if options.search {
+        return search(options);
+    }
+    let m = measure(options)?;
+    write_files(options, &m.summary, &m.corrected)?;
+    Ok(m.all_ok)
+}
+
+fn write_files(
+    options: &Options,
+    summary: &serde_json::Value,
+    corrected: &Histogram<u64>,
+) -> Result<(), String> {
+    if let Some(path) = &options.hgrm {
+        std::fs::write(path, report::hgrm(corrected, 1e6)).map_err(|e| format!("{path}: {e}"))?;
+    }
+    if let Some(path) = &options.json {
+        let text = serde_json::to_string_pretty(summary).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Probes at most this many rates.
+const SEARCH_PROBES: usize = 10;
+
+/// `--search`: the highest rate up to `--rate` with no failure, no timeout, no retransmission and
+/// at least 97% of the offered rate achieved (bisection, to 2%), then runs at 50% and 90% of it.
+/// The JSON summary holds the probes and both runs; the .hgrm file is the 90% run's.
+fn search(options: &Options) -> Result<bool, String> {
+    let (mut lo, mut hi) = (0.0f64, options.rate);
+    let mut rate = options.rate;
+    let mut probes = Vec::new();
+    for _ in 0..SEARCH_PROBES {
+        println!("search: probing {rate:.1}/s");
+        let m = measure(&Options {
+            rate,
+            ..options.clone()
+        })?;
+        println!(
+            "search: {rate:.1}/s is {}",
+            if m.clean { "clean" } else { "not clean" }
+        );
+        probes.push(serde_json::json!({ "rate": rate, "clean": m.clean, "run": m.summary }));
+        if m.clean {
+            lo = rate;
+        } else {
+            hi = rate;
+        }
+        if lo >= options.rate || hi - lo <= 0.02 * hi {
+            break;
+        }
+        rate = if lo == 0.0 { hi / 2.0 } else { (lo + hi) / 2.0 };
+        if rate < 0.001 {
+            break;
+        }
+    }
+    let mut summary = serde_json::json!({ "search": { "best": null, "probes": probes } });
+    if lo == 0.0 {
+        println!("search: no clean rate found up to {:.1}/s", options.rate);
+        write_files(options, &summary, &report::new_histogram())?;
+        return Ok(false);
+    }
+    println!("search: highest clean rate {lo:.1}/s; measuring at 50% and 90% of it");
+    summary["search"]["best"] = serde_json::json!(lo);
+    let half = measure(&Options {
+        rate: lo * 0.5,
+        ..options.clone()
+    })?;
+    let ninety = measure(&Options {
+        rate: lo * 0.9,
+        ..options.clone()
+    })?;
+    summary["at_50"] = half.summary;
+    summary["at_90"] = ninety.summary;
+    write_files(options, &summary, &ninety.corrected)?;
+    Ok(half.all_ok && ninety.all_ok)
+}
+
+/// One run: prints its report and returns what it measured.
+fn measure(options: &Options) -> Result<Measured, String> {
     let schedule =
         Schedule::with_ramp(options.rate, options.ramp, options.count, options.duration)?;
     let timers = Timers {
@@ -371,53 +471,56 @@ pub fn run(options: &Options) -> Result<bool, String> {
         ])
     );
 
-    if let Some(path) = &options.hgrm {
-        std::fs::write(path, report::hgrm(&corrected, 1e6)).map_err(|e| format!("{path}: {e}"))?;
-    }
-    if let Some(path) = &options.json {
-        let summary = serde_json::json!({
-            "scenario": options.scenario.name(),
-            "target": options.target.to_string(),
-            "transport": "udp",
-            "rate": {
-                "offered": offered_mean,
-                "achieved": achieved,
-                "answered": answered,
-                "final": schedule.rate(),
-            },
-            "counts": {
-                "sent": counts.sent,
-                "ok": counts.ok,
-                "failed": counts.failed,
-                "timed_out": counts.timed_out,
-                "retransmissions": counts.retransmissions,
-                "provisional": counts.provisional,
-                "late": counts.late,
-                "unexpected": counts.unexpected,
-                "send_errors": send_errors,
-            },
-            "statuses": statuses.iter().map(|(s, n)| (s.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
-            "latency_ms": {
-                "corrected": report::percentiles_json(&corrected),
-                "uncorrected": report::percentiles_json(&uncorrected),
-            },
-            "elapsed_s": elapsed.as_secs_f64(),
-            "cpu_s": cpu_seconds(),
-            "settings": {
-                "rate": options.rate,
-                "ramp": options.ramp.map(|r| serde_json::json!({ "from": r.from, "secs": r.secs })),
-                "count": (options.count != u64::MAX).then_some(options.count),
-                "duration_s": options.duration.as_secs_f64(),
-                "threads": options.threads,
-                "t1_ms": options.t1_ms,
-                "local": options.local.to_string(),
-                "requests_scheduled": schedule.total(),
-            },
-        });
-        let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
-    }
-    Ok(counts.sent > 0 && counts.ok == counts.sent)
+    let summary = serde_json::json!({
+        "scenario": options.scenario.name(),
+        "target": options.target.to_string(),
+        "transport": "udp",
+        "rate": {
+            "offered": offered_mean,
+            "achieved": achieved,
+            "answered": answered,
+            "final": schedule.rate(),
+        },
+        "counts": {
+            "sent": counts.sent,
+            "ok": counts.ok,
+            "failed": counts.failed,
+            "timed_out": counts.timed_out,
+            "retransmissions": counts.retransmissions,
+            "provisional": counts.provisional,
+            "late": counts.late,
+            "unexpected": counts.unexpected,
+            "send_errors": send_errors,
+        },
+        "statuses": statuses.iter().map(|(s, n)| (s.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+        "latency_ms": {
+            "corrected": report::percentiles_json(&corrected),
+            "uncorrected": report::percentiles_json(&uncorrected),
+        },
+        "elapsed_s": elapsed.as_secs_f64(),
+        "cpu_s": cpu_seconds(),
+        "settings": {
+            "rate": options.rate,
+            "ramp": options.ramp.map(|r| serde_json::json!({ "from": r.from, "secs": r.secs })),
+            "count": (options.count != u64::MAX).then_some(options.count),
+            "duration_s": options.duration.as_secs_f64(),
+            "threads": options.threads,
+            "t1_ms": options.t1_ms,
+            "local": options.local.to_string(),
+            "requests_scheduled": schedule.total(),
+        },
+    });
+    let clean = counts.sent > 0
+        && counts.failed == 0
+        && counts.timed_out == 0
+        && counts.retransmissions == 0
+        && achieved >= 0.97 * offered_mean;
+    Ok(Measured {
+        clean,
+        all_ok: counts.sent > 0 && counts.ok == counts.sent,
+        summary,
+        corrected,
+    })
 }
 
 /// Below this, a shard polls instead of sleeping (a sleep and wake-up costs about this much).

@@ -336,6 +336,62 @@ fn a_stalled_server_shows_in_the_percentiles() {
 }
 
 #[test]
+fn search_finds_the_top_rate_clean_then_measures_at_50_and_90_percent() {
+    let (_responder, target) = responder("200");
+    let run = load(
+        "search",
+        &[
+            "options",
+            "--target",
+            &target,
+            "--rate",
+            "2000",
+            "--duration",
+            "0.2",
+            "--search",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json["search"]["best"], 2000.0, "{}", run.json);
+    assert_eq!(run.json["search"]["probes"].as_array().unwrap().len(), 1);
+    assert_eq!(run.json["at_50"]["rate"]["final"], 1000.0);
+    assert_eq!(run.json["at_90"]["rate"]["final"], 1800.0);
+    for at in ["at_50", "at_90"] {
+        let c = &run.json[at]["counts"];
+        assert_eq!(c["sent"], c["ok"], "{}", run.json);
+    }
+    // The .hgrm file is the 90% run's.
+    let (_, total) = check_hgrm(&run.hgrm);
+    assert_eq!(total, run.json["at_90"]["counts"]["ok"].as_u64().unwrap());
+}
+
+#[test]
+fn search_reports_no_clean_rate_when_every_request_fails() {
+    let (_responder, target) = responder("486");
+    let run = load(
+        "search-busy",
+        &[
+            "options",
+            "--target",
+            &target,
+            "--rate",
+            "2000",
+            "--duration",
+            "0.1",
+            "--search",
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(run.json["search"]["best"].is_null(), "{}", run.json);
+    let probes = run.json["search"]["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 10);
+    // Each probe halves the rate, and none is clean.
+    assert_eq!(probes[1]["rate"], 1000.0);
+    assert!(probes.iter().all(|p| p["clean"] == false));
+    assert!(run.stdout.contains("no clean rate found"), "{}", run.stdout);
+}
+
+#[test]
 fn usage_errors() {
     for args in [
         &["options", "--rate", "10"][..],
