@@ -266,12 +266,9 @@ fn search(options: &Options) -> Result<bool, String> {
         } else {
             hi = rate;
         }
-        if lo >= options.rate || hi - lo <= 0.02 * hi {
-            break;
-        }
-        rate = if lo == 0.0 { hi / 2.0 } else { (lo + hi) / 2.0 };
-        if rate < 0.001 {
-            break;
+        match next_probe(lo, hi, options.rate) {
+            Some(next) => rate = next,
+            None => break,
         }
     }
     let mut summary = serde_json::json!({ "search": { "best": null, "probes": probes } });
@@ -294,6 +291,17 @@ fn search(options: &Options) -> Result<bool, String> {
     summary["at_90"] = ninety.summary;
     write_files(options, &summary, &ninety.corrected)?;
     Ok(half.all_ok && ninety.all_ok)
+}
+
+/// The search's next rate, given the highest clean rate so far (`lo`, 0 if none), the lowest
+/// unclean one (`hi`, or the maximum while none) and the maximum; `None` when the search is done:
+/// the maximum is clean, or `lo` is within 2% of `hi`, or the rate would be below 0.001/s.
+fn next_probe(lo: f64, hi: f64, max: f64) -> Option<f64> {
+    if lo >= max || hi - lo <= 0.02 * hi {
+        return None;
+    }
+    let next = if lo == 0.0 { hi / 2.0 } else { (lo + hi) / 2.0 };
+    (next >= 0.001).then_some(next)
 }
 
 /// One run: prints its report and returns what it measured.
@@ -700,4 +708,37 @@ fn shard(
         send_errors,
         statuses,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_probe;
+
+    #[test]
+    fn search_bisects_to_two_percent() {
+        // A server clean up to 37000/s, probed from 100000/s.
+        let clean = |rate: f64| rate <= 37_000.0;
+        let (mut lo, mut hi, mut rate) = (0.0, 100_000.0, 100_000.0);
+        let mut probes = Vec::new();
+        loop {
+            probes.push(rate);
+            if clean(rate) {
+                lo = rate;
+            } else {
+                hi = rate;
+            }
+            match next_probe(lo, hi, 100_000.0) {
+                Some(next) => rate = next,
+                None => break,
+            }
+        }
+        assert_eq!(&probes[..3], [100_000.0, 50_000.0, 25_000.0]);
+        assert!(probes.len() <= 10, "{probes:?}");
+        assert!(
+            (37_000.0 * 0.98..=37_000.0).contains(&lo),
+            "{lo} {probes:?}"
+        );
+        assert_eq!(next_probe(100_000.0, 100_000.0, 100_000.0), None);
+        assert_eq!(next_probe(0.0, 0.0015, 1.0), None);
+    }
 }
