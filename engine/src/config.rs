@@ -608,8 +608,8 @@ static KEYS: &[Key] = &[
     Key {
         section: GLOBAL,
         name: "transaction-table-capacity",
-        default: "65536",
-        doc: "Transactions each shard holds; beyond it new requests are answered 503.",
+        default: "262144",
+        doc: "Transactions each shard holds; beyond it new requests are answered 503. A UDP transaction lives 32 s (64*T1) after its answer, so a shard sustains about capacity/32 new requests a second.",
         kind: Kind::Count {
             min: 1,
             max: 1 << 24,
@@ -1657,7 +1657,7 @@ mod tests {
                 sip_t4: Duration::from_secs(5),
                 max_message_size_bytes: 65536,
                 shard_queue_capacity: 1024,
-                transaction_table_capacity: 65536,
+                transaction_table_capacity: 262_144,
                 log_level: LogLevel::Info,
             },
             registrar: Registrar {

@@ -450,7 +450,7 @@ fn dump_default_round_trips() {
         "sip-t4=5s",
         "max-message-size=65536",
         "shard-queue-capacity=1024",
-        "transaction-table-capacity=65536",
+        "transaction-table-capacity=262144",
         "log-level=info",
         "reg-domains=localhost 127.0.0.1",
         "db-implementation=internal",
