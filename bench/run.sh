@@ -1,0 +1,543 @@
+#!/usr/bin/env bash
+# bench/run.sh — sipshard vs Kamailio 5.6 on this machine, driven by SIPp, 127.0.0.1 only.
+#
+#   bench/run.sh [OUTDIR]        (default bench/results/<UTC date>)
+#
+# Builds nothing: uses target/release/sipshard as it is (or the one in $SIPSHARD_BIN_DIR;
+# copied to a scratch directory first, so that a concurrent build cannot swap it mid-run).
+# Needs: kamailio (Debian 5.6), sip-tester (sipp 3.6.1), sysstat (pidstat), tcpdump, python3.
+# Everything listens and sends on 127.0.0.1; every process is started under `timeout`, SIPp
+# runs are stopped DURATION + 6 s after they start (an overloaded step fails), and
+# everything is stopped at the end.
+#
+# Phases:
+#   0. SIPp's own ceiling: register.xml against a SIPp responder (register_responder.xml).
+#   1. Kamailio (bench/kamailio.cfg, 2 UDP workers, :5070, TLSF allocator) and sipshard
+#      --threads 2 (:25060), both running throughout. For each: the highest REGISTER/s with
+#      0 failed calls, 0 retransmissions and >= 95 % of the target rate achieved (doubling,
+#      then bisection; a failed step is retried once). At 90 % of it: 2 CPU runs per server,
+#      interleaved (server CPU time from /proc/PID/task/*/schedstat before and after, pidstat
+#      alongside), and 1 latency run per server with a tcpdump capture of ~1 s (server-side
+#      latency from kernel timestamps: REGISTER in -> 200 out).
+#      The same search and 90 % runs for sipshard --threads 1 (:25061).
+#   1b. The same search with two SIPp clients whose source ports the kernel's SO_REUSEPORT
+#      hash sends to different sipshard shards (found by probing with OPTIONS).
+#   2. Calls (INVITE/180/200/ACK/1 s hold/BYE/200 through the proxy to a SIPp UAS that
+#      registered from its own port): search, CPU at 90 %, latency (every relayed message,
+#      in -> out; and INVITE in -> 200 out, which includes the UAS).
+#   3. Cross-shard hop: REGISTER CPU per 1,000 at $HOP_RATE/s, --threads 1 vs --threads 2.
+#   4. sipshard's default settings under a sustained REGISTER load (transaction table bound).
+#
+# About 15 minutes (a failing step costs up to 10 s and is retried once).
+# sipshard runs with transaction-table-capacity raised to 4194304 in phases 1-3 (phase 4
+# shows why); everything else at its defaults, log-level=warning. Kamailio: debug=0.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+OUT=${1:-$ROOT/bench/results/$(date -u +%F)}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+WORK=$(mktemp -d /tmp/sipshard-bench.XXXXXX)
+TOOL="python3 $ROOT/bench/benchtool.py"
+DUR=${DUR:-4}            # seconds of load per search step
+DUR90=${DUR90:-5}        # seconds of load per run at 90 %
+REG_START=${REG_START:-4000}
+REG_MAX=${REG_MAX:-64000}
+CALL_START=${CALL_START:-500}
+CALL_MAX=${CALL_MAX:-16000}
+HOP_RATE=${HOP_RATE:-4000}
+KAM_PORT=5070
+SS_PORT=25060
+SS1_PORT=25061
+SSDEF_PORT=25062
+RESP_PORT=25069
+REG_SIPP_PORT=27001
+UAC_PORT=27002
+LIMIT=1200               # upper bound on any server's life (s)
+SS_CAP=4194304
+
+exec > >(tee "$OUT/run.log") 2>&1
+BG=()                    # `timeout` pids of everything started in the background
+cleanup() {
+	for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP PIPE
+
+log() { printf '%s %s\n' "$(date -u +%T)" "$*"; }
+
+BIN_DIR=${SIPSHARD_BIN_DIR:-target/release}
+cp "$BIN_DIR/sipshard" "$WORK/" || exit 1
+{
+	echo "date: $(date -u '+%F %T') UTC"
+	echo "host: $(uname -srm), nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+	echo "sipshard: $BIN_DIR/sipshard sha256 $(sha256sum "$BIN_DIR/sipshard" | cut -c1-16), modified $(date -u -r "$BIN_DIR/sipshard" '+%F %T') UTC"
+	[ -f "$BIN_DIR/PROVENANCE" ] && sed 's/^/  provenance: /' "$BIN_DIR/PROVENANCE"
+	echo "working tree now: HEAD $(git rev-parse --short HEAD), $(git status --porcelain -- engine net registrar | grep -vc '^??') modified tracked paths under engine/ net/ registrar/"
+	echo "kamailio: $(kamailio -v | head -1)"
+	echo "sipp: $(sipp -v 2>&1 | grep -o 'SIPp v[^ ]*' | head -1)"
+	echo "DUR=$DUR DUR90=$DUR90"
+} > "$OUT/env.txt"
+cat "$OUT/env.txt"
+top -bn1 | head -15 > "$OUT/top-start.txt"
+
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+# busy_ticks: CPU time the whole machine spent busy so far (/proc/stat, 1/100 s): every
+# process, ours and other engineers', so that a noisy neighbour shows in the results.
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
+# ---- servers ---------------------------------------------------------------------------
+
+# start_sipshard VAR PORT THREADS [--set ...]: starts a node; VAR gets its pid.
+start_sipshard() {
+	local var=$1 port=$2 threads=$3
+	shift 3
+	local logf="$WORK/sipshard-$port.log"
+	timeout "$LIMIT" "$WORK/sipshard" --set "global/transports=sip:127.0.0.1:$port" \
+		--set 'module::Registrar/reg-domains=127.0.0.1 localhost' \
+		--set global/log-level=warning --threads "$threads" "$@" > "$logf" 2>&1 &
+	local t=$!
+	BG+=("$t")
+	for _ in $(seq 50); do
+		grep -q "listening" "$logf" && break
+		sleep 0.1
+	done
+	grep -q "listening" "$logf" || { log "sipshard on $port did not start"; cat "$logf"; exit 1; }
+	printf -v "$var" '%s' "$(pgrep -P "$t" | head -1)"
+}
+
+start_kamailio() {
+	timeout "$LIMIT" kamailio -f "$ROOT/bench/kamailio.cfg" -DD -E -m 4096 -M 32 -x tlsf -X tlsf \
+		> "$WORK/kamailio.log" 2>&1 &
+	local t=$!
+	BG+=("$t")
+	for _ in $(seq 50); do
+		ss -Hlun "sport = :$KAM_PORT" | grep -q . && break
+		sleep 0.1
+	done
+	sleep 1
+	KAM_PID=$(pgrep -P "$t" -x kamailio | head -1)
+	[ -n "$KAM_PID" ] || { log "kamailio did not start"; cat "$WORK/kamailio.log"; exit 1; }
+}
+
+# pids whose CPU counts as the server's: kamailio's main process and its children; a
+# sipshard process (its threads are counted through /proc/PID/task).
+server_pids() {
+	case $1 in
+	kam) echo "$KAM_PID $(pgrep -P "$KAM_PID" | xargs)" ;;
+	*) echo "${!1}" ;;
+	esac
+}
+server_port() {
+	case $1 in
+	kam) echo $KAM_PORT ;; SS_PID) echo $SS_PORT ;; SS1_PID) echo $SS1_PORT ;;
+	SSDEF_PID) echo $SSDEF_PORT ;; RESP_PID) echo $RESP_PORT ;;
+	esac
+}
+cpu_ns() { $TOOL cpu $(server_pids "$1") | sed 's/.*sched_ns=\([0-9]*\).*/\1/'; }
+cpu_ticks() { $TOOL cpu $(server_pids "$1") | sed 's/.*ticks=\([0-9]*\).*/\1/'; }
+
+# ---- SIPp ------------------------------------------------------------------------------
+
+# sipp_fg NAME TIMEOUT ARGS...: runs SIPp in the foreground in $WORK/NAME; leaves there
+# stat.csv, errors.log, and time.txt ("wall user sys" of SIPp).
+sipp_fg() {
+	local name=$1 tmo=$2
+	shift 2
+	mkdir -p "$WORK/$name"
+	(
+		cd "$WORK/$name" && /usr/bin/time -f '%e %U %S' -o time.txt \
+			timeout "$tmo" sipp "$@" -i 127.0.0.1 -nostdin -buff_size 4194304 \
+			-trace_stat -stf stat.csv -fd 1 -trace_err -error_file errors.log > /dev/null 2>&1
+	)
+}
+
+# sipp_uas NAME PORT CALLS TIMEOUT: a UAS in the background ($UAS_T: its timeout's pid).
+sipp_uas() {
+	local name=$1 port=$2 calls=$3 tmo=$4
+	mkdir -p "$WORK/$name"
+	(
+		cd "$WORK/$name" && exec timeout "$tmo" sipp -sf "$ROOT/bench/sipp/uas.xml" \
+			-i 127.0.0.1 -p "$port" -m "$calls" -nostdin -buff_size 4194304 \
+			-trace_stat -stf stat.csv -fd 1 -trace_err -error_file errors.log > /dev/null 2>&1
+	) &
+	UAS_T=$!
+	BG+=("$UAS_T")
+	for _ in $(seq 30); do
+		ss -Hlun "sport = :$port" | grep -q . && break
+		sleep 0.05
+	done
+}
+
+stat_of() { $TOOL stat "$WORK/$1/stat.csv" 2> /dev/null || echo "succ=0 fail=? retrans=?"; }
+field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<< "$2"; }
+# sum_stats STATLINE...: the counters of several SIPp clients added up.
+sum_stats() {
+	python3 -c '
+import sys
+tot = {}
+for line in sys.argv[1:]:
+    for w in line.split():
+        k, _, v = w.partition("=")
+        try: tot[k] = tot.get(k, 0) + int(v)
+        except ValueError: tot[k] = v
+print(" ".join(f"{k}={v}" for k, v in tot.items()))' "$@"
+}
+# errors_of NAME...: what SIPp complained about, counted (first 4 kinds).
+errors_of() {
+	local n
+	for n in "$@"; do cat "$WORK/$n/errors.log" 2> /dev/null; done |
+		grep -o "received 'SIP/2.0 [0-9]* [A-Za-z ]*\|while expecting '[^']*'\|can't be mapped to a known SIPp call\|receive timeout\|Max retransmission[^.]*" |
+		sort | uniq -c | sort -rn | head -4 | tr -s ' ' | tr '\n' ';'
+}
+# udp_drops PORT: the kernel's drop counter summed over the UDP sockets bound to 127.0.0.1:PORT.
+udp_drops() {
+	awk -v h="0100007F:$(printf '%04X' "$1")" '$2 == h { d += $NF } END { print d + 0 }' /proc/net/udp
+}
+
+# verdict RATE COUNT HOLD STATLINE [UASSTATLINE]: pass/fail of one step (sets ACHIEVED).
+verdict() {
+	local rate=$1 count=$2 hold=$3 st=$4 uas=${5:-}
+	local wall succ fail re
+	wall=$(cat "$WORK/$NAME"*/time.txt 2> /dev/null | grep -v Command | cut -d' ' -f1 | sort -n | tail -1)
+	[ -n "$wall" ] || wall=999
+	succ=$(field succ "$st")
+	fail=$(field fail "$st")
+	re=$(field retrans "$st")
+	ACHIEVED=$(python3 -c "print(round($succ / max(0.001, $wall - $hold)))")
+	[ "$succ" = "$count" ] && [ "$fail" = 0 ] && [ "$re" = 0 ] || return 1
+	if [ -n "$uas" ]; then
+		[ "$(field fail "$uas")" = 0 ] && [ "$(field retrans "$uas")" = 0 ] || return 1
+	fi
+	python3 -c "import sys; sys.exit(0 if $ACHIEVED >= 0.95 * $rate else 1)"
+}
+
+# reg_step SERVERVAR RATE DURATION TAG: one REGISTER run; returns the verdict. The load
+# comes from one SIPp per port in $CLIENTS (default: one, on $REG_SIPP_PORT), each at
+# RATE / clients. An overloaded run is stopped after DURATION + 6 s (it fails).
+reg_step() {
+	local sv=$1 rate=$2 dur=$3 tag=$4
+	local clients=${CLIENTS:-$REG_SIPP_PORT}
+	local n
+	n=$(wc -w <<< "$clients")
+	local each=$((rate / n))
+	local count=$((each * n * dur)) port d0
+	port=$(server_port "$sv")
+	NAME="reg-$tag-$rate-$RANDOM"
+	d0=$(udp_drops "$port")
+	local c names=() pids=()
+	for c in $clients; do
+		sipp_fg "$NAME-$c" $((dur + 6)) -sf "$ROOT/bench/sipp/register.xml" -p "$c" \
+			-r "$each" -m $((each * dur)) -l $((each * 3)) -timeout $((dur + 5))s \
+			"127.0.0.1:$port" &
+		pids+=($!)
+		names+=("$NAME-$c")
+	done
+	wait "${pids[@]}"
+	local st sts=() drops
+	for c in "${names[@]}"; do sts+=("$(stat_of "$c")"); done
+	st=$(sum_stats "${sts[@]}")
+	drops=$(($(udp_drops "$port") - d0))
+	verdict "$((each * n))" "$count" 0 "$st"
+	local rc=$?
+	log "  REGISTER $tag rate=$((each * n)) clients=$n achieved=$ACHIEVED/s $st server_udp_drops=$drops sipp_time=[$(cat "$WORK/$NAME"*/time.txt 2> /dev/null | grep -v Command | tr '\n' ' ')] load=[$(load)] -> $([ $rc = 0 ] && echo PASS || echo FAIL)"
+	[ $rc = 0 ] || echo "      errors: $(errors_of "${names[@]}")"
+	return $rc
+}
+
+# call_step SERVERVAR RATE DURATION TAG [UAS_PORT SERVICE]: one calls run.
+call_step() {
+	local sv=$1 rate=$2 dur=$3 tag=$4 uas_port=${5:-} service=${6:-}
+	local count=$((rate * dur)) port
+	port=$(server_port "$sv")
+	[ -n "$uas_port" ] || uas_port=$(eval echo "\$UAS_PORT_$sv")
+	[ -n "$service" ] || service=$(eval echo "\$SERVICE_$sv")
+	NAME="call-$tag-$rate-$RANDOM"
+	local tmo=${CALL_TMO:-$((dur + 6))}
+	local d0
+	d0=$(udp_drops "$port")
+	sipp_uas "$NAME-uas" "$uas_port" "$count" $((tmo + 10))
+	local uas_t=$UAS_T
+	sipp_fg "$NAME" "$tmo" -sf "$ROOT/bench/sipp/uac_call.xml" -s "$service" \
+		-p $UAC_PORT -r "$rate" -m "$count" -l $((rate * 4)) -timeout "${tmo}s" "127.0.0.1:$port"
+	sleep 0.3
+	kill "$uas_t" 2> /dev/null
+	wait "$uas_t" 2> /dev/null
+	local st su
+	st=$(stat_of "$NAME")
+	su=$(stat_of "$NAME-uas")
+	verdict "$rate" "$count" 1 "$st" "$su"
+	local rc=$?
+	log "  CALLS $tag rate=$rate achieved=$ACHIEVED/s uac[$st] uas[$(field succ "$su") ok, $(field fail "$su") failed, $(field retrans "$su") retrans] server_udp_drops=$(($(udp_drops "$port") - d0)) sipp_time=[$(tail -1 "$WORK/$NAME/time.txt" 2> /dev/null)] load=[$(load)] -> $([ $rc = 0 ] && echo PASS || echo FAIL)"
+	[ $rc = 0 ] || echo "      errors: uac: $(errors_of "$NAME") uas: $(errors_of "$NAME-uas")"
+	return $rc
+}
+
+# search STEPFN SERVERVAR START MAX TAG: doubling then 4 bisections; a failed step is
+# retried once after a pause. Sets BEST.
+search() {
+	local fn=$1 sv=$2 start=$3 max=$4 tag=$5
+	local lo=0 hi=0 r=$start
+	try() {
+		$fn "$sv" "$1" "$DUR" "$tag" && return 0
+		sleep 3
+		$fn "$sv" "$1" "$DUR" "$tag-retry"
+	}
+	while [ "$r" -le "$max" ]; do
+		if try "$r"; then lo=$r; r=$((r * 2)); else hi=$r; break; fi
+		sleep 1
+	done
+	if [ "$hi" = 0 ]; then
+		if [ "$lo" -lt "$max" ]; then
+			if try "$max"; then lo=$max; else hi=$max; fi
+		fi
+	fi
+	local i
+	for i in 1 2 3 4; do
+		[ "$hi" = 0 ] && break
+		local mid=$(((lo + hi) / 2 / 100 * 100))
+		[ "$mid" -le "$lo" ] && break
+		sleep 2
+		if try "$mid"; then lo=$mid; else hi=$mid; fi
+	done
+	BEST=$lo
+	log "  => $tag: highest passing rate $BEST/s (lowest failing: $hi)"
+}
+
+# cpu_run KIND SERVERVAR RATE TAG: one run at RATE with CPU accounting and pidstat.
+# Prints "cpu_s=... per1k_ms=..." into the summary.
+cpu_run() {
+	local kind=$1 sv=$2 rate=$3 tag=$4
+	[ "$rate" -gt 0 ] || { log "  $tag: skipped (no passing rate)"; return 1; }
+	local pids before after tb ta
+	pids=$(server_pids "$sv" | tr ' ' ',')
+	local pflags="-h -u"
+	[ "$sv" = kam ] || pflags="-h -u -t"
+	timeout $((DUR90 + 6)) pidstat $pflags -p "$pids" 1 > "$OUT/pidstat-$tag.txt" 2>&1 &
+	local pst=$!
+	BG+=("$pst")
+	before=$(cpu_ns "$sv")
+	tb=$(cpu_ticks "$sv")
+	local busy0 busy1
+	busy0=$(busy_ticks)
+	if [ "$kind" = reg ]; then
+		reg_step "$sv" "$rate" "$DUR90" "$tag"
+	else
+		call_step "$sv" "$rate" "$DUR90" "$tag"
+	fi
+	local rc=$?
+	sleep 0.5
+	after=$(cpu_ns "$sv")
+	ta=$(cpu_ticks "$sv")
+	busy1=$(busy_ticks)
+	kill "$pst" 2> /dev/null
+	wait "$pst" 2> /dev/null
+	local succ sipp_t
+	if [ "$kind" = reg ]; then
+		succ=0
+		for f in "$WORK/$NAME"-*/stat.csv; do succ=$((succ + $(field succ "$($TOOL stat "$f")"))); done
+	else
+		succ=$(field succ "$(stat_of "$NAME")")
+	fi
+	# SIPp's wall time (longest client) and CPU (all clients; for calls the UAC only)
+	sipp_t=$(cat "$WORK/$NAME"*/time.txt | grep -v Command | awk '{w = $1 > w ? $1 : w; u += $2; s += $3} END {print w, u, s}')
+	python3 - "$kind" "$tag" "$rate" "$succ" "$before" "$after" "$tb" "$ta" "$rc" "$sipp_t" "$((busy1 - busy0))" << 'EOF' | tee -a "$OUT/summary.txt"
+import sys
+kind, tag, rate, succ, b, a, tb, ta, rc, t, busy = sys.argv[1:]
+succ = int(succ); cpu = (int(a) - int(b)) / 1e9; ticks = (int(ta) - int(tb)) / 100
+wall, su, ss = (float(x) for x in t.split())
+reqs = succ * (3 if kind == "call" else 1)
+print(f"cpu {tag} rate={rate} ok={succ} requests={reqs} server_cpu_s={cpu:.3f} (ticks {ticks:.2f})"
+      f" cpu_s_per_1k_requests={1000 * cpu / max(1, reqs):.4f}"
+      f" requests_per_cpu_s={reqs / max(1e-9, cpu):.0f}"
+      + (f" cpu_s_per_1k_calls={1000 * cpu / max(1, succ):.4f}" if kind == "call" else "")
+      + f" sipp_cpu_s={su + ss:.2f} machine_busy_cpu_s={int(busy) / 100:.2f} wall_s={wall:.2f}"
+      + f" step={'PASS' if rc == '0' else 'FAIL'}")
+EOF
+}
+
+# lat_run KIND SERVERVAR RATE TAG: one run at RATE with a 1 s capture after 2 s of load.
+lat_run() {
+	local kind=$1 sv=$2 rate=$3 tag=$4 port
+	[ "$rate" -gt 0 ] || { log "  $tag: skipped (no passing rate)"; return 1; }
+	port=$(server_port "$sv")
+	local pcap="$WORK/$tag.pcap"
+	# about 1 s of traffic: 2 datagrams per REGISTER, 13 per call at the proxy's port
+	local npkts=$((rate * 2))
+	[ "$kind" = reg ] || npkts=$((rate * 13))
+	(
+		sleep 2.5
+		exec timeout 5 tcpdump -Z root -c "$npkts" -i lo -nn -s 900 -B 65536 \
+			--time-stamp-precision=nano -w "$pcap" udp port "$port" > "$WORK/$tag.tcpdump" 2>&1
+	) &
+	local tdp=$!
+	BG+=("$tdp")
+	if [ "$kind" = reg ]; then
+		reg_step "$sv" "$rate" "$DUR90" "$tag"
+	else
+		call_step "$sv" "$rate" "$DUR90" "$tag"
+	fi
+	wait "$tdp" 2> /dev/null
+	local drops
+	drops=$(grep -o '[0-9]* packets dropped by kernel' "$WORK/$tag.tcpdump" | cut -d' ' -f1)
+	echo "latency $tag rate=$rate $($TOOL pcap "$pcap" "$port" "$( [ "$kind" = reg ] && echo register || echo call)") tcpdump_dropped=${drops:-?}" |
+		tee -a "$OUT/summary.txt"
+	rm -f "$pcap"
+}
+
+# register_callee SERVERVAR FIRST_PORT: registers callee-PORT from PORT, tries two calls; the
+# first port whose calls pass is kept. Sets UAS_PORT_<var>, SERVICE_<var>.
+register_callee() {
+	local sv=$1 p=$2 port tries=0
+	port=$(server_port "$sv")
+	while [ $tries -lt 8 ]; do
+		python3 "$ROOT/bench/register_once.py" "callee-$p" "$p" 127.0.0.1 "$port" > /dev/null
+		if CALL_TMO=8 call_step "$sv" 2 1 "probe-$sv" "$p" "callee-$p"; then
+			eval "UAS_PORT_$sv=$p SERVICE_$sv=callee-$p"
+			log "  callee for $sv: callee-$p on UAS port $p"
+			return 0
+		fi
+		p=$((p + 1))
+		tries=$((tries + 1))
+	done
+	log "no UAS port worked for $sv"
+	return 1
+}
+
+# shard_of_port PORT: the sipshard ($SS_PID) shard thread whose CPU time grows most while 2,000
+# OPTIONS come from 127.0.0.1:PORT (the kernel's SO_REUSEPORT choice for that source).
+shard_of_port() {
+	local a b
+	a=$($TOOL threads "$SS_PID")
+	mkdir -p "$WORK/probe-$1"
+	(cd "$WORK/probe-$1" && timeout 15 sipp -sf "$ROOT/bench/sipp/options.xml" -i 127.0.0.1 -p "$1" \
+		-r 2000 -m 2000 -timeout 8s -nostdin "127.0.0.1:$SS_PORT" > /dev/null 2>&1)
+	b=$($TOOL threads "$SS_PID")
+	python3 -c '
+import sys
+def parse(s): return {k: int(v) for k, v in (w.rsplit(":", 1) for w in s.split())}
+a, b = parse(sys.argv[1]), parse(sys.argv[2])
+d = {k: b[k] - a.get(k, 0) for k in b if k.startswith("shard-")}
+best = max(d, key=d.get)
+print(best, " ".join(f"{k}:{v/1e6:.0f}ms" for k, v in sorted(d.items())))' "$a" "$b"
+}
+
+# ---- phase 0: SIPp's own ceiling ----------------------------------------------------------
+log "phase 0: SIPp ceiling (register.xml against a SIPp responder, register_responder.xml)"
+mkdir -p "$WORK/responder"
+(cd "$WORK/responder" && exec timeout 400 sipp -sf "$ROOT/bench/sipp/register_responder.xml" \
+	-i 127.0.0.1 -p $RESP_PORT -nostdin -buff_size 4194304 > /dev/null 2>&1) &
+RESP_T=$!
+BG+=("$RESP_T")
+sleep 0.5
+RESP_PID=$(pgrep -P $RESP_T | head -1)
+search reg_step RESP_PID 8000 "$REG_MAX" sipp-ceiling
+SIPP_CEIL=$BEST
+kill $RESP_T
+echo "sipp_ceiling register.xml vs a SIPp responder (one SIPp each side): $SIPP_CEIL REGISTER/s" >> "$OUT/summary.txt"
+
+# ---- phase 1: REGISTER ----------------------------------------------------------------------
+log "phase 1: REGISTER, one SIPp client (one source port)"
+start_kamailio
+start_sipshard SS_PID $SS_PORT 2 --set global/transaction-table-capacity=$SS_CAP
+log "kamailio pids: $(server_pids kam); sipshard pid: $SS_PID"
+search reg_step kam "$REG_START" "$REG_MAX" kamailio
+KAM_REG=$BEST
+sleep 2
+search reg_step SS_PID "$REG_START" "$REG_MAX" sipshard
+SS_REG=$BEST
+start_sipshard SS1_PID $SS1_PORT 1 --set global/transaction-table-capacity=$SS_CAP
+sleep 2
+search reg_step SS1_PID "$REG_START" "$REG_MAX" sipshard-threads1
+SS1_REG=$BEST
+echo "max_register one client: kamailio=$KAM_REG sipshard=$SS_REG sipshard_threads1=$SS1_REG" >> "$OUT/summary.txt"
+K90=$((KAM_REG * 9 / 10))
+S90=$((SS_REG * 9 / 10))
+for i in 1 2; do
+	sleep 2; cpu_run reg kam $K90 "reg90-kamailio-$i"
+	sleep 2; cpu_run reg SS_PID $S90 "reg90-sipshard-$i"
+done
+sleep 2; cpu_run reg SS1_PID $((SS1_REG * 9 / 10)) "reg90-sipshard-threads1"
+sleep 2; lat_run reg kam $K90 lat-reg90-kamailio
+sleep 2; lat_run reg SS_PID $S90 lat-reg90-sipshard
+sleep 2; lat_run reg SS1_PID $((SS1_REG * 9 / 10)) lat-reg90-sipshard-threads1
+if [ "$S90" != "$K90" ]; then
+	sleep 2; lat_run reg SS_PID $K90 lat-reg-at-kam90-sipshard
+fi
+
+log "phase 1b: REGISTER, two SIPp clients whose source ports reach different sipshard shards"
+P1=$REG_SIPP_PORT
+S1=$(shard_of_port $P1)
+log "  port $P1 -> $S1"
+P2=
+for p in 27011 27021 27031 27041 27051 27061; do
+	S2=$(shard_of_port $p)
+	log "  port $p -> $S2"
+	if [ "${S2%% *}" != "${S1%% *}" ]; then P2=$p; break; fi
+done
+if [ -n "$P2" ]; then
+	export CLIENTS="$P1 $P2"
+	search reg_step kam "$REG_START" "$REG_MAX" kamailio-2clients
+	KAM_REG2=$BEST
+	sleep 2
+	search reg_step SS_PID "$REG_START" "$REG_MAX" sipshard-2clients
+	SS_REG2=$BEST
+	echo "max_register two clients ($CLIENTS): kamailio=$KAM_REG2 sipshard=$SS_REG2" >> "$OUT/summary.txt"
+	sleep 2; cpu_run reg kam $((KAM_REG2 * 9 / 10)) "reg90-2clients-kamailio"
+	sleep 2; cpu_run reg SS_PID $((SS_REG2 * 9 / 10)) "reg90-2clients-sipshard"
+	unset CLIENTS
+else
+	echo "two clients: no probed port reached the other shard" >> "$OUT/summary.txt"
+fi
+
+# ---- phase 2: calls --------------------------------------------------------------------------
+log "phase 2: calls"
+register_callee kam 27100 || exit 1
+register_callee SS_PID 27200 || exit 1
+search call_step kam "$CALL_START" "$CALL_MAX" kamailio-calls
+KAM_CALL=$BEST
+sleep 2
+search call_step SS_PID "$CALL_START" "$CALL_MAX" sipshard-calls
+SS_CALL=$BEST
+echo "max_calls kamailio=$KAM_CALL sipshard=$SS_CALL" >> "$OUT/summary.txt"
+K90=$((KAM_CALL * 9 / 10))
+S90=$((SS_CALL * 9 / 10))
+for i in 1 2; do
+	sleep 2; cpu_run call kam $K90 "call90-kamailio-$i"
+	sleep 2; cpu_run call SS_PID $S90 "call90-sipshard-$i"
+done
+sleep 2; lat_run call kam $K90 lat-call90-kamailio
+sleep 2; lat_run call SS_PID $S90 lat-call90-sipshard
+if [ "$S90" != "$K90" ]; then
+	sleep 2; lat_run call SS_PID $K90 lat-call-at-kam90-sipshard
+fi
+
+# ---- phase 3: cross-shard hop ------------------------------------------------------------------
+log "phase 3: cross-shard hop, REGISTER at $HOP_RATE/s from one client, --threads 1 vs --threads 2"
+for i in 1 2 3; do
+	sleep 2; cpu_run reg SS1_PID $HOP_RATE "hop-threads1-$i"
+	sleep 2; cpu_run reg SS_PID $HOP_RATE "hop-threads2-$i"
+done
+
+# ---- phase 4: sipshard defaults, sustained REGISTER ----------------------------------------------
+log "phase 4: sipshard --threads 2 with default settings, REGISTER at 4000/s for 20 s"
+start_sipshard SSDEF_PID $SSDEF_PORT 2
+reg_step SSDEF_PID 4000 20 sipshard-defaults-sustained
+D=$WORK/$NAME-$REG_SIPP_PORT
+{
+	echo "defaults_sustained 4000/s x 20 s: $(stat_of "$NAME-$REG_SIPP_PORT")"
+	echo "  errors: $(errors_of "$NAME-$REG_SIPP_PORT")"
+	echo "  per-second successful/failed: $(python3 -c "
+import csv
+rows = list(csv.reader(open('$D/stat.csv'), delimiter=';'))
+h = rows[0]
+print(' '.join(dict(zip(h, r))['SuccessfulCall(P)'] + '/' + dict(zip(h, r))['FailedCall(P)'] for r in rows[1:]))")"
+} | tee -a "$OUT/summary.txt"
+
+cp "$WORK/kamailio.log" "$OUT/kamailio.log" 2> /dev/null
+for f in "$WORK"/sipshard-*.log; do cp "$f" "$OUT/"; done
+top -bn1 | head -15 > "$OUT/top-end.txt"
+log "done; results in $OUT"
