@@ -22,6 +22,12 @@
         `comm:run_ns` for every thread name of PID (/proc/PID/task/*/schedstat; threads
         sharing a name are added up).
 
+    benchtool.py callees PREFIX HOST
+        Two user names PREFIX-<n> whose AORs sip:USER@HOST are owned by shard 0 and by
+        shard 1 of a 2-shard sipshard (registrar/src/aor.rs: FNV-1a 64, fmix64 finaliser,
+        owner = high bit), so that a caller alternating between them makes half of the
+        INVITE lookups cross shards whichever shard receives the INVITEs.
+
     benchtool.py cpu PID...
         CPU time used so far by the processes PID and all their threads: `sched_ns` (sum of
         /proc/PID/task/*/schedstat run time) and `ticks` (utime + stime of /proc/PID/stat, in
@@ -219,6 +225,29 @@ def cmd_threads(pid):
     print(" ".join(f"{k}:{v}" for k, v in total.items()))
 
 
+def aor_owner(aor, shards):
+    h = 0xCBF29CE484222325
+    for b in aor.encode():
+        h ^= b
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & 0xFFFFFFFFFFFFFFFF
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & 0xFFFFFFFFFFFFFFFF
+    h ^= h >> 33
+    return (h * shards) >> 64
+
+
+def cmd_callees(prefix, host):
+    found = {}
+    n = 0
+    while len(found) < 2:
+        user = f"{prefix}-{n}"
+        found.setdefault(aor_owner(f"sip:{user}@{host}", 2), user)
+        n += 1
+    print(found[0], found[1])
+
+
 def main():
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
@@ -231,6 +260,8 @@ def main():
         cmd_rtt(sys.argv[2])
     elif cmd == "cpu":
         cmd_cpu(sys.argv[2:])
+    elif cmd == "callees":
+        cmd_callees(sys.argv[2], sys.argv[3])
     elif cmd == "threads":
         cmd_threads(sys.argv[2])
     else:

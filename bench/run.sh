@@ -2,6 +2,7 @@
 # bench/run.sh — sipshard vs Kamailio 5.6 on this machine, driven by SIPp, 127.0.0.1 only.
 #
 #   bench/run.sh [OUTDIR]        (default bench/results/<UTC date>)
+#   PHASES="2 3" bench/run.sh DIR (only some phases; default "0 1 1b 2 3 4 5")
 #
 # Builds nothing: uses target/release/sipshard as it is (or the one in $SIPSHARD_BIN_DIR;
 # copied to a scratch directory first, so that a concurrent build cannot swap it mid-run).
@@ -23,10 +24,13 @@
 #   1b. The same search with two SIPp clients whose source ports the kernel's SO_REUSEPORT
 #      hash sends to different sipshard shards (found by probing with OPTIONS).
 #   2. Calls (INVITE/180/200/ACK/1 s hold/BYE/200 through the proxy to a SIPp UAS that
-#      registered from its own port): search, CPU at 90 %, latency (every relayed message,
-#      in -> out; and INVITE in -> 200 out, which includes the UAS).
+#      registered from its own port; fresh ports and callees per step, see call_step):
+#      search, CPU at 90 %, latency (every relayed message, in -> out; and INVITE in -> 200
+#      out, which includes the UAS).
 #   3. Cross-shard hop: REGISTER CPU per 1,000 at $HOP_RATE/s, --threads 1 vs --threads 2.
 #   4. sipshard's default settings under a sustained REGISTER load (transaction table bound).
+#   5. Latency of every server at one common rate ($SAME_REG REGISTER/s, $SAME_CALL calls/s),
+#      twice.
 #
 # About 15 minutes (a failing step costs up to 10 s and is retried once).
 # sipshard runs with transaction-table-capacity raised to 4194304 in phases 1-3 (phase 4
@@ -47,13 +51,14 @@ REG_MAX=${REG_MAX:-64000}
 CALL_START=${CALL_START:-500}
 CALL_MAX=${CALL_MAX:-16000}
 HOP_RATE=${HOP_RATE:-4000}
+SAME_REG=${SAME_REG:-6000}   # phase 5: a REGISTER rate every server sustains
+SAME_CALL=${SAME_CALL:-2000} # phase 5: a call rate both servers sustain
 KAM_PORT=5070
 SS_PORT=25060
 SS1_PORT=25061
 SSDEF_PORT=25062
 RESP_PORT=25069
 REG_SIPP_PORT=27001
-UAC_PORT=27002
 LIMIT=1200               # upper bound on any server's life (s)
 SS_CAP=4194304
 
@@ -248,21 +253,38 @@ reg_step() {
 	return $rc
 }
 
-# call_step SERVERVAR RATE DURATION TAG [UAS_PORT SERVICE]: one calls run.
+# call_step SERVERVAR RATE DURATION TAG: one calls run. Every step uses a fresh UAS port, a
+# fresh UAC port and two fresh callees (registered from the UAS's port; their AORs are owned by
+# sipshard's shard 0 and shard 1 and the UAC alternates between them, so half of the INVITE
+# lookups cross shards). Fresh ports keep the INVITE retransmissions that a server still holds
+# from an earlier, overloaded step (Kamailio's fr_inv_timer is 120 s) away from this step's
+# UAS and UAC.
+NEXT_PORT=27300
 call_step() {
-	local sv=$1 rate=$2 dur=$3 tag=$4 uas_port=${5:-} service=${6:-}
+	local sv=$1 rate=$2 dur=$3 tag=$4
 	local count=$((rate * dur)) port
 	port=$(server_port "$sv")
-	[ -n "$uas_port" ] || uas_port=$(eval echo "\$UAS_PORT_$sv")
-	[ -n "$service" ] || service=$(eval echo "\$SERVICE_$sv")
+	NEXT_PORT=$((NEXT_PORT + 2))
+	local uas_port=$NEXT_PORT uac_port=$((NEXT_PORT + 1))
 	NAME="call-$tag-$rate-$RANDOM"
+	mkdir -p "$WORK/$NAME"
+	local callees c
+	callees=$($TOOL callees "c$uas_port" 127.0.0.1)
+	{
+		echo SEQUENTIAL
+		for c in $callees; do echo "$c;"; done
+	} > "$WORK/$NAME/callees.csv"
+	for c in $callees; do
+		python3 "$ROOT/bench/register_once.py" "$c" "$uas_port" 127.0.0.1 "$port" > /dev/null ||
+			{ log "  REGISTER of $c from $uas_port failed"; return 1; }
+	done
 	local tmo=${CALL_TMO:-$((dur + 6))}
 	local d0
 	d0=$(udp_drops "$port")
 	sipp_uas "$NAME-uas" "$uas_port" "$count" $((tmo + 10))
 	local uas_t=$UAS_T
-	sipp_fg "$NAME" "$tmo" -sf "$ROOT/bench/sipp/uac_call.xml" -s "$service" \
-		-p $UAC_PORT -r "$rate" -m "$count" -l $((rate * 4)) -timeout "${tmo}s" "127.0.0.1:$port"
+	sipp_fg "$NAME" "$tmo" -sf "$ROOT/bench/sipp/uac_call.xml" -inf "$WORK/$NAME/callees.csv" \
+		-p "$uac_port" -r "$rate" -m "$count" -l $((rate * 4)) "127.0.0.1:$port"
 	sleep 0.3
 	kill "$uas_t" 2> /dev/null
 	wait "$uas_t" 2> /dev/null
@@ -388,24 +410,6 @@ lat_run() {
 	rm -f "$pcap"
 }
 
-# register_callee SERVERVAR FIRST_PORT: registers callee-PORT from PORT, tries two calls; the
-# first port whose calls pass is kept. Sets UAS_PORT_<var>, SERVICE_<var>.
-register_callee() {
-	local sv=$1 p=$2 port tries=0
-	port=$(server_port "$sv")
-	while [ $tries -lt 8 ]; do
-		python3 "$ROOT/bench/register_once.py" "callee-$p" "$p" 127.0.0.1 "$port" > /dev/null
-		if CALL_TMO=8 call_step "$sv" 2 1 "probe-$sv" "$p" "callee-$p"; then
-			eval "UAS_PORT_$sv=$p SERVICE_$sv=callee-$p"
-			log "  callee for $sv: callee-$p on UAS port $p"
-			return 0
-		fi
-		p=$((p + 1))
-		tries=$((tries + 1))
-	done
-	log "no UAS port worked for $sv"
-	return 1
-}
 
 # shard_of_port PORT: the sipshard ($SS_PID) shard thread whose CPU time grows most while 2,000
 # OPTIONS come from 127.0.0.1:PORT (the kernel's SO_REUSEPORT choice for that source).
@@ -425,7 +429,11 @@ best = max(d, key=d.get)
 print(best, " ".join(f"{k}:{v/1e6:.0f}ms" for k, v in sorted(d.items())))' "$a" "$b"
 }
 
+PHASES=" ${PHASES:-0 1 1b 2 3 4 5} "
+has_phase() { [[ $PHASES == *" $1 "* ]]; }
+
 # ---- phase 0: SIPp's own ceiling ----------------------------------------------------------
+if has_phase 0; then
 log "phase 0: SIPp ceiling (register.xml against a SIPp responder, register_responder.xml)"
 mkdir -p "$WORK/responder"
 (cd "$WORK/responder" && exec timeout 400 sipp -sf "$ROOT/bench/sipp/register_responder.xml" \
@@ -438,18 +446,21 @@ search reg_step RESP_PID 8000 "$REG_MAX" sipp-ceiling
 SIPP_CEIL=$BEST
 kill $RESP_T
 echo "sipp_ceiling register.xml vs a SIPp responder (one SIPp each side): $SIPP_CEIL REGISTER/s" >> "$OUT/summary.txt"
+fi
 
-# ---- phase 1: REGISTER ----------------------------------------------------------------------
-log "phase 1: REGISTER, one SIPp client (one source port)"
 start_kamailio
 start_sipshard SS_PID $SS_PORT 2 --set global/transaction-table-capacity=$SS_CAP
-log "kamailio pids: $(server_pids kam); sipshard pid: $SS_PID"
+start_sipshard SS1_PID $SS1_PORT 1 --set global/transaction-table-capacity=$SS_CAP
+log "kamailio pids: $(server_pids kam); sipshard --threads 2 pid: $SS_PID; --threads 1 pid: $SS1_PID"
+
+# ---- phase 1: REGISTER ----------------------------------------------------------------------
+if has_phase 1; then
+log "phase 1: REGISTER, one SIPp client (one source port)"
 search reg_step kam "$REG_START" "$REG_MAX" kamailio
 KAM_REG=$BEST
 sleep 2
 search reg_step SS_PID "$REG_START" "$REG_MAX" sipshard
 SS_REG=$BEST
-start_sipshard SS1_PID $SS1_PORT 1 --set global/transaction-table-capacity=$SS_CAP
 sleep 2
 search reg_step SS1_PID "$REG_START" "$REG_MAX" sipshard-threads1
 SS1_REG=$BEST
@@ -467,7 +478,9 @@ sleep 2; lat_run reg SS1_PID $((SS1_REG * 9 / 10)) lat-reg90-sipshard-threads1
 if [ "$S90" != "$K90" ]; then
 	sleep 2; lat_run reg SS_PID $K90 lat-reg-at-kam90-sipshard
 fi
+fi
 
+if has_phase 1b; then
 log "phase 1b: REGISTER, two SIPp clients whose source ports reach different sipshard shards"
 P1=$REG_SIPP_PORT
 S1=$(shard_of_port $P1)
@@ -492,11 +505,11 @@ if [ -n "$P2" ]; then
 else
 	echo "two clients: no probed port reached the other shard" >> "$OUT/summary.txt"
 fi
+fi
 
 # ---- phase 2: calls --------------------------------------------------------------------------
+if has_phase 2; then
 log "phase 2: calls"
-register_callee kam 27100 || exit 1
-register_callee SS_PID 27200 || exit 1
 search call_step kam "$CALL_START" "$CALL_MAX" kamailio-calls
 KAM_CALL=$BEST
 sleep 2
@@ -514,15 +527,19 @@ sleep 2; lat_run call SS_PID $S90 lat-call90-sipshard
 if [ "$S90" != "$K90" ]; then
 	sleep 2; lat_run call SS_PID $K90 lat-call-at-kam90-sipshard
 fi
+fi
 
 # ---- phase 3: cross-shard hop ------------------------------------------------------------------
+if has_phase 3; then
 log "phase 3: cross-shard hop, REGISTER at $HOP_RATE/s from one client, --threads 1 vs --threads 2"
 for i in 1 2 3; do
 	sleep 2; cpu_run reg SS1_PID $HOP_RATE "hop-threads1-$i"
 	sleep 2; cpu_run reg SS_PID $HOP_RATE "hop-threads2-$i"
 done
+fi
 
 # ---- phase 4: sipshard defaults, sustained REGISTER ----------------------------------------------
+if has_phase 4; then
 log "phase 4: sipshard --threads 2 with default settings, REGISTER at 4000/s for 20 s"
 start_sipshard SSDEF_PID $SSDEF_PORT 2
 reg_step SSDEF_PID 4000 20 sipshard-defaults-sustained
@@ -536,6 +553,19 @@ rows = list(csv.reader(open('$D/stat.csv'), delimiter=';'))
 h = rows[0]
 print(' '.join(dict(zip(h, r))['SuccessfulCall(P)'] + '/' + dict(zip(h, r))['FailedCall(P)'] for r in rows[1:]))")"
 } | tee -a "$OUT/summary.txt"
+fi
+
+# ---- phase 5: latency of every server at one common rate -----------------------------------------
+if has_phase 5; then
+log "phase 5: latency at common rates: REGISTER $SAME_REG/s, calls $SAME_CALL/s"
+for i in 1 2; do
+	sleep 2; lat_run reg kam "$SAME_REG" "lat-reg-common-kamailio-$i"
+	sleep 2; lat_run reg SS_PID "$SAME_REG" "lat-reg-common-sipshard-$i"
+	sleep 2; lat_run reg SS1_PID "$SAME_REG" "lat-reg-common-sipshard-threads1-$i"
+	sleep 2; lat_run call kam "$SAME_CALL" "lat-call-common-kamailio-$i"
+	sleep 2; lat_run call SS_PID "$SAME_CALL" "lat-call-common-sipshard-$i"
+done
+fi
 
 cp "$WORK/kamailio.log" "$OUT/kamailio.log" 2> /dev/null
 for f in "$WORK"/sipshard-*.log; do cp "$f" "$OUT/"; done
