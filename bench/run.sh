@@ -65,8 +65,11 @@ SS_CAP=4194304
 exec > >(tee "$OUT/run.log") 2>&1
 BG=()                    # `timeout` pids of everything started in the background
 cleanup() {
-	for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
+	local p
+	for p in "${BG[@]}"; do kill "$p" 2> /dev/null; done
+	# wait for these only: a bare `wait` would also wait for the `tee` of the log, which
+	# waits for this script's output to close
+	for p in "${BG[@]}"; do wait "$p" 2> /dev/null; done
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
