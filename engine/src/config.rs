@@ -99,6 +99,8 @@ pub struct Registrar {
     pub default_expires: Duration,
     /// `max-contacts-by-aor`.
     pub max_contacts_by_aor: usize,
+    /// `max-aors-per-shard`: bound of each shard's slice of the binding cache.
+    pub max_aors_per_shard: usize,
     /// `redis-server-domain`: host of the Redis server (empty when unused).
     pub redis_server_domain: String,
     /// `redis-server-port`.
@@ -686,6 +688,17 @@ static KEYS: &[Key] = &[
     },
     Key {
         section: REGISTRAR,
+        name: "max-aors-per-shard",
+        default: "1048576",
+        doc: "Most addresses of record with bindings on one shard; REGISTERs for new ones get 503 beyond it. Reserved up front (virtual memory) so the shard never rehashes.",
+        kind: Kind::Count {
+            min: 1,
+            max: 1 << 26,
+            field: |c| &mut c.registrar.max_aors_per_shard,
+        },
+    },
+    Key {
+        section: REGISTRAR,
         name: "redis-server-domain",
         default: "",
         doc: "Host name or address of the Redis server (db-implementation=redis).",
@@ -892,6 +905,7 @@ impl Config {
                 min_expires: Duration::ZERO,
                 default_expires: Duration::ZERO,
                 max_contacts_by_aor: 0,
+                max_aors_per_shard: 0,
                 redis_server_domain: String::new(),
                 redis_server_port: 0,
                 redis_auth_password: Secret::default(),
@@ -1667,6 +1681,7 @@ mod tests {
                 min_expires: Duration::from_secs(60),
                 default_expires: Duration::from_secs(600),
                 max_contacts_by_aor: 12,
+                max_aors_per_shard: 1_048_576,
                 redis_server_domain: String::new(),
                 redis_server_port: 6379,
                 redis_auth_password: Secret::default(),

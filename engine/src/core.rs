@@ -11,6 +11,8 @@
 //! (again on the owner shard) and fork one client transaction per contact ([`crate::fork`]).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use ahash::RandomState;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -214,14 +216,16 @@ pub struct ShardCore {
     settings: CoreSettings,
     bindings: BindingStore,
     transactions: TransactionTable,
-    waiting: HashMap<u64, Waiting>,
+    // The maps below are sized for their bounds at creation: a shard never rehashes while
+    // serving (rehashing a table of a few hundred thousand entries stops it for tens of ms).
+    waiting: HashMap<u64, Waiting, RandomState>,
     /// Tokens of `waiting` with their deadlines, oldest first (tokens are issued in time order).
     waiting_deadlines: VecDeque<(Instant, u64)>,
     next_token: u64,
-    calls: HashMap<ServerId, ProxyCall>,
+    calls: HashMap<ServerId, ProxyCall, RandomState>,
     /// Timer C deadlines of forwarded INVITEs, earliest first.
     timer_c: BTreeSet<(Instant, ServerId)>,
-    branch_of: HashMap<ClientId, (ServerId, usize)>,
+    branch_of: HashMap<ClientId, (ServerId, usize), RandomState>,
     next_branch: u64,
     counters: Counters,
     date: String,
@@ -233,6 +237,7 @@ pub struct ShardCore {
 impl ShardCore {
     pub fn new(shard: usize, shards: usize, settings: CoreSettings) -> ShardCore {
         let capacity = settings.transaction_capacity;
+        let max_waiting = settings.max_waiting;
         let auth = settings.auth.as_ref().map(|auth| {
             let id = u16::try_from(shard).unwrap_or(u16::MAX);
             match Authenticator::new(auth.settings.clone(), Arc::clone(&auth.db), id) {
@@ -251,12 +256,12 @@ impl ShardCore {
             bindings: BindingStore::new(settings.registrar.clone()),
             transactions: TransactionTable::new(settings.timers, capacity, capacity),
             settings,
-            waiting: HashMap::new(),
+            waiting: HashMap::with_capacity_and_hasher(max_waiting, RandomState::new()),
             waiting_deadlines: VecDeque::new(),
             next_token: 0,
-            calls: HashMap::new(),
+            calls: HashMap::with_capacity_and_hasher(capacity, RandomState::new()),
             timer_c: BTreeSet::new(),
-            branch_of: HashMap::new(),
+            branch_of: HashMap::with_capacity_and_hasher(capacity, RandomState::new()),
             next_branch: 0,
             counters: Counters::default(),
             date: http_date(wall_clock),
@@ -763,11 +768,10 @@ impl ShardCore {
             Err(e) => {
                 self.counters.registers_refused += 1;
                 let status = e.status();
-                let extra: Vec<(&str, String)> = status
-                    .min_expires_s
-                    .map(|m| ("Min-Expires", m.to_string()))
-                    .into_iter()
-                    .collect();
+                let min_expires = status.min_expires_s.map(|m| ("Min-Expires", m.to_string()));
+                let retry_after = status.retry_after_s.map(|s| ("Retry-After", s.to_string()));
+                let extra: Vec<(&str, String)> =
+                    min_expires.into_iter().chain(retry_after).collect();
                 return self.reply(server, msg, from, status.code, status.reason, &extra, now);
             }
         };

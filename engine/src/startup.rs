@@ -101,6 +101,7 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
         min_expires_s: seconds(config.registrar.min_expires),
         default_expires_s: seconds(config.registrar.default_expires),
         max_contacts_per_aor: config.registrar.max_contacts_by_aor,
+        max_aors_per_shard: config.registrar.max_aors_per_shard,
     };
     registrar
         .validate()

@@ -35,6 +35,7 @@ fn settings() -> CoreSettings {
             min_expires_s: 60,
             default_expires_s: 600,
             max_contacts_per_aor: 12,
+            max_aors_per_shard: 1024,
         },
         timers: TimerConfig::default(),
         transaction_capacity: 1024,

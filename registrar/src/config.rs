@@ -80,6 +80,11 @@ pub struct RegistrarConfig {
     /// At most this many bindings per AOR; registering more drops the least recently updated
     /// ones (Flexisip's `max-contacts-by-aor`). It bounds a shard's memory per AOR.
     pub max_contacts_per_aor: usize,
+    /// At most this many AORs with bindings on one shard; a REGISTER for another AOR is answered
+    /// 503 with Retry-After until some expire. It bounds a shard's memory, and the store's index
+    /// is allocated for it up front so that it never rehashes while serving (a rehash of a few
+    /// hundred thousand AORs stalls the shard for tens of milliseconds).
+    pub max_aors_per_shard: usize,
 }
 
 impl Default for RegistrarConfig {
@@ -91,9 +96,14 @@ impl Default for RegistrarConfig {
             min_expires_s: 60,
             default_expires_s: 3_600,
             max_contacts_per_aor: 16,
+            max_aors_per_shard: DEFAULT_MAX_AORS_PER_SHARD,
         }
     }
 }
+
+/// Default of [`RegistrarConfig::max_aors_per_shard`]: a million AORs per core. The index it
+/// reserves is virtual memory until used (about 48 MiB per shard, 2 MiB of it touched at start).
+pub const DEFAULT_MAX_AORS_PER_SHARD: usize = 1 << 20;
 
 /// Longest interval a configuration may allow: ten years, far below where `Instant` arithmetic
 /// could overflow.
@@ -121,6 +131,9 @@ impl RegistrarConfig {
         }
         if self.max_contacts_per_aor == 0 {
             return Err(ConfigError::ZeroMaxContacts);
+        }
+        if self.max_aors_per_shard == 0 {
+            return Err(ConfigError::ZeroMaxAors);
         }
         if let Domains::List(list) = &self.domains {
             if list.is_empty() {
@@ -168,6 +181,8 @@ pub enum ConfigError {
     MaxExpiresTooLong { max_expires_s: u32 },
     /// `max_contacts_per_aor` must be at least 1.
     ZeroMaxContacts,
+    /// `max_aors_per_shard` must be at least 1.
+    ZeroMaxAors,
     /// An empty domain list would refuse every REGISTER; use [`Domains::Any`] to serve all.
     NoDomains,
     /// Not a host name or address, or (in a hand-built [`Domains::List`]) not in canonical form.
@@ -192,6 +207,7 @@ impl fmt::Display for ConfigError {
                 "max expires {max_expires_s} s exceeds the limit of {MAX_EXPIRES_LIMIT_S} s"
             ),
             ConfigError::ZeroMaxContacts => f.write_str("max contacts per AOR must be at least 1"),
+            ConfigError::ZeroMaxAors => f.write_str("max AORs per shard must be at least 1"),
             ConfigError::NoDomains => {
                 f.write_str("the domain list is empty (use Any to serve every domain)")
             }
@@ -255,6 +271,11 @@ mod tests {
             ..RegistrarConfig::default()
         };
         assert_eq!(bad.validate(), Err(ConfigError::ZeroMaxContacts));
+        let bad = RegistrarConfig {
+            max_aors_per_shard: 0,
+            ..RegistrarConfig::default()
+        };
+        assert_eq!(bad.validate(), Err(ConfigError::ZeroMaxAors));
         let bad = RegistrarConfig {
             domains: Domains::List(vec!["Example.com".into()]),
             ..RegistrarConfig::default()

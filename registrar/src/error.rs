@@ -42,7 +42,13 @@ pub enum RegisterError {
     InvalidCSeq,
     /// A nonzero interval below the minimum (423 with `Min-Expires`, §10.3 step 7, §21.4.17).
     IntervalTooBrief { min_expires_s: u32 },
+    /// The shard holds [`crate::RegistrarConfig::max_aors_per_shard`] AORs and this request would
+    /// add one (503 with Retry-After: the limit bounds memory; bindings expire and make room).
+    StoreFull,
 }
+
+/// Seconds a client is asked to wait after [`RegisterError::StoreFull`].
+pub const STORE_FULL_RETRY_AFTER_S: u32 = 60;
 
 /// The response for a [`RegisterError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +57,8 @@ pub struct ErrorStatus {
     pub reason: &'static str,
     /// The `Min-Expires` header value, for 423 only.
     pub min_expires_s: Option<u32>,
+    /// The `Retry-After` header value, for 503 only.
+    pub retry_after_s: Option<u32>,
 }
 
 impl RegisterError {
@@ -75,15 +83,19 @@ impl RegisterError {
             }
             RegisterError::InvalidCSeq => (400, "Invalid CSeq number"),
             RegisterError::IntervalTooBrief { .. } => (423, "Interval Too Brief"),
+            RegisterError::StoreFull => (503, "Registrar Full"),
         };
         let min_expires_s = match self {
             RegisterError::IntervalTooBrief { min_expires_s } => Some(*min_expires_s),
             _ => None,
         };
+        let retry_after_s =
+            matches!(self, RegisterError::StoreFull).then_some(STORE_FULL_RETRY_AFTER_S);
         ErrorStatus {
             code,
             reason,
             min_expires_s,
+            retry_after_s,
         }
     }
 }
@@ -125,6 +137,11 @@ mod tests {
             (403, "Domain not served", None)
         );
         assert_eq!(RegisterError::InvalidCSeq.status().code, 400);
+        let s = RegisterError::StoreFull.status();
+        assert_eq!(
+            (s.code, s.retry_after_s, s.min_expires_s),
+            (503, Some(STORE_FULL_RETRY_AFTER_S), None)
+        );
         assert_eq!(RegisterError::AorNotSip.status().code, 400);
         assert_eq!(
             RegisterError::FirstHopLacksOutboundSupport.status().code,

@@ -41,8 +41,10 @@ mod store;
 
 pub use aor::{Aor, BadAor, owner_shard};
 pub use binding::{Binding, BindingId, NextHop};
-pub use config::{ConfigError, Domains, MAX_EXPIRES_LIMIT_S, RegistrarConfig};
-pub use error::{ErrorStatus, RegisterError};
+pub use config::{
+    ConfigError, DEFAULT_MAX_AORS_PER_SHARD, Domains, MAX_EXPIRES_LIMIT_S, RegistrarConfig,
+};
+pub use error::{ErrorStatus, RegisterError, STORE_FULL_RETRY_AFTER_S};
 pub use request::{
     MAX_CONTACTS_PER_REQUEST, MAX_USER_AGENT_BYTES, RegisterRequest, RequestContact, Source,
 };

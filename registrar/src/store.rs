@@ -13,6 +13,8 @@
 //! one index entry with its `expires_at`; no record is empty; `len` is the number of bindings.
 
 use std::collections::{BTreeSet, HashMap};
+
+use ahash::RandomState;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -26,7 +28,8 @@ use crate::{Aor, RegisterError, RegisterRequest, RegistrarConfig};
 #[derive(Debug, Clone)]
 pub struct BindingStore {
     config: RegistrarConfig,
-    slots: HashMap<Aor, u32>,
+    /// Sized for `max_aors_per_shard` at creation, so it never rehashes while serving.
+    slots: HashMap<Aor, u32, RandomState>,
     records: Vec<Option<Record>>,
     free_slots: Vec<u32>,
     by_expiry: BTreeSet<(Instant, BindingId, u32)>,
@@ -82,9 +85,10 @@ impl fmt::Display for ContactEcho {
 impl BindingStore {
     /// An empty store applying `config` (validated by the caller, [`RegistrarConfig::validate`]).
     pub fn new(config: RegistrarConfig) -> BindingStore {
+        let max_aors = config.max_aors_per_shard;
         BindingStore {
             config,
-            slots: HashMap::new(),
+            slots: HashMap::with_capacity_and_hasher(max_aors, RandomState::new()),
             records: Vec::new(),
             free_slots: Vec::new(),
             by_expiry: BTreeSet::new(),
@@ -167,6 +171,9 @@ impl BindingStore {
 
         let slot = match slot {
             Some(s) => s,
+            None if self.slots.len() >= self.config.max_aors_per_shard => {
+                return Err(RegisterError::StoreFull);
+            }
             None => self.allocate(req.aor.clone()),
         };
         let mut bindings = match self.record_mut(slot) {

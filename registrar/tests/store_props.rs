@@ -10,7 +10,8 @@ use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use sipshard_registrar::{
-    Aor, BindingStore, Domains, RegisterRequest, RegistrarConfig, RequestContact, Source, Transport,
+    Aor, BindingStore, Domains, RegisterError, RegisterRequest, RegistrarConfig, RequestContact,
+    Source, Transport,
 };
 
 /// A small deterministic generator, so the large test replays exactly.
@@ -95,6 +96,37 @@ fn thousands_of_bindings_expire_in_order_and_on_time() {
         }
     }
     assert!(now_s <= 7200 + 37);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn a_full_shard_answers_503_for_new_aors_and_serves_the_ones_it_has() {
+    let mut s = BindingStore::new(RegistrarConfig {
+        max_aors_per_shard: 3,
+        ..config()
+    });
+    let one = |i: u32| {
+        let aor = aor(&format!("sip:user{i}@example.com"));
+        let c = contact(&format!("sip:u{i}@192.0.2.1"), Some(600));
+        request(&aor, "c", 1, vec![c])
+    };
+    for i in 0..3 {
+        s.register(one(i), t(0)).unwrap();
+    }
+    let refused = s.register(one(3), t(0)).unwrap_err();
+    assert_eq!(refused, RegisterError::StoreFull);
+    assert_eq!(refused.status().code, 503);
+    assert!(refused.status().retry_after_s.is_some());
+    // Known AORs are still refreshed, fetched and removed.
+    let mut refresh = one(0);
+    refresh.cseq = 2;
+    assert_eq!(s.register(refresh, t(1)).unwrap().refreshed, 1);
+    let mut remove = one(1);
+    remove.cseq = 2;
+    remove.contacts[0].expires_s = Some(0);
+    assert_eq!(s.register(remove, t(2)).unwrap().removed, 1);
+    // The removal made room.
+    assert_eq!(s.register(one(3), t(3)).unwrap().added, 1);
     s.check_invariants().unwrap();
 }
 
@@ -192,6 +224,7 @@ fn registrar_config() -> RegistrarConfig {
         min_expires_s: 60,
         default_expires_s: 300,
         max_contacts_per_aor: MAX_CONTACTS,
+        max_aors_per_shard: 64,
     }
 }
 

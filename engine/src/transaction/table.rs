@@ -7,6 +7,8 @@
 //! the message it handed in.
 
 use std::collections::{HashMap, VecDeque};
+
+use ahash::RandomState;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -150,8 +152,9 @@ pub struct TransactionTable {
     config: TimerConfig,
     servers: Slab<ServerEntry>,
     clients: Slab<ClientEntry>,
-    server_keys: HashMap<ServerKey, ServerId>,
-    client_keys: HashMap<ClientKey, ClientId>,
+    /// Sized for the bounds at creation: the table never rehashes while serving.
+    server_keys: HashMap<ServerKey, ServerId, RandomState>,
+    client_keys: HashMap<ClientKey, ClientId, RandomState>,
     timers: TimerTable,
     /// Drained by the shard after every call, so it holds only what one input produced.
     actions: VecDeque<Action>,
@@ -172,8 +175,14 @@ impl TransactionTable {
             config: config.sanitized(),
             servers: Slab::new(max_server_transactions),
             clients: Slab::new(max_client_transactions),
-            server_keys: HashMap::new(),
-            client_keys: HashMap::new(),
+            server_keys: HashMap::with_capacity_and_hasher(
+                max_server_transactions,
+                RandomState::new(),
+            ),
+            client_keys: HashMap::with_capacity_and_hasher(
+                max_client_transactions,
+                RandomState::new(),
+            ),
             timers: TimerTable::new(),
             actions: VecDeque::new(),
             effects: Vec::new(),

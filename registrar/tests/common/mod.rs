@@ -25,6 +25,7 @@ pub fn config() -> RegistrarConfig {
         min_expires_s: 60,
         default_expires_s: 3600,
         max_contacts_per_aor: 4,
+        max_aors_per_shard: 4096,
     }
 }
 
