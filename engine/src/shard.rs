@@ -6,6 +6,12 @@
 //! feeds everything it receives to its core, then carries out what the core asks for. Cores talk
 //! to each other only through the bounded channel mesh.
 //!
+//! Messages to other shards are batched: what one burst of datagrams (or one batch received from
+//! another shard) produces for a shard goes to it as one channel message. Waking an idle executor
+//! costs tens of microseconds (an eventfd write, and a process-wide memory barrier each time an
+//! executor goes to sleep), far more than handling a REGISTER, so a busy shard pays it once per
+//! burst rather than once per request.
+//!
 //! Nothing here decides anything about SIP: that is the core's job, so it can be tested without
 //! sockets.
 
@@ -34,6 +40,13 @@ const TIMER_TICK: Duration = Duration::from_millis(10);
 /// Outbound messages queued per stream connection before new ones are dropped (and counted).
 const CONNECTION_QUEUE: usize = 256;
 
+/// Datagrams read in one burst (without waiting) before the shard flushes its batches to other
+/// shards and lets its other tasks run.
+const UDP_BURST: usize = 32;
+
+/// What one shard sends another in one channel message.
+pub type ShardBatch = Vec<ShardMsg>;
+
 /// What the runtime needs to know, decided by the node from the configuration.
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
@@ -48,9 +61,19 @@ struct Shell {
     id: usize,
     core: RefCell<ShardCore>,
     settings: RuntimeSettings,
-    udp: Vec<(SocketAddr, Rc<UdpSocket>)>,
-    mesh: Senders<ShardMsg>,
+    udp: Vec<UdpEndpoint>,
+    mesh: Senders<ShardBatch>,
+    /// Messages for each shard, sent by [`flush_batches`].
+    batches: RefCell<Vec<ShardBatch>>,
     connections: RefCell<Connections>,
+}
+
+/// One bound UDP socket: glommio's handle to wait on it, and a second handle to the same socket
+/// to read what is already queued without waiting.
+struct UdpEndpoint {
+    local: SocketAddr,
+    socket: Rc<UdpSocket>,
+    queued: socket2::Socket,
 }
 
 /// A connection's bounded queue of messages to write.
@@ -69,7 +92,7 @@ pub async fn run(
     shard: usize,
     core: ShardCore,
     settings: RuntimeSettings,
-    mesh: MeshBuilder<ShardMsg, Full>,
+    mesh: MeshBuilder<ShardBatch, Full>,
     bound: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let (senders, mut receivers) = match mesh.join().await {
@@ -84,7 +107,13 @@ pub async fn run(
     for &(transport, addr) in &settings.listens {
         let result = match transport {
             Transport::Udp => bind_udp(addr)
-                .map(|s| udp.push((addr, Rc::new(s))))
+                .map(|(socket, queued)| {
+                    udp.push(UdpEndpoint {
+                        local: addr,
+                        socket: Rc::new(socket),
+                        queued,
+                    })
+                })
                 .map_err(glommio::GlommioError::from),
             Transport::Tcp => TcpListener::bind(addr).map(|l| listeners.push((addr, l))),
             other => {
@@ -101,12 +130,14 @@ pub async fn run(
     }
     let _ = bound.send(Ok(()));
 
+    let shards = senders.nr_consumers();
     let shell = Rc::new(Shell {
         id: shard,
         core: RefCell::new(core),
         settings,
         udp,
         mesh: senders,
+        batches: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
         connections: RefCell::new(Connections::new(shard)),
     });
     let mut tasks = Vec::new();
@@ -119,13 +150,17 @@ pub async fn run(
     for (_, receiver) in receivers.streams() {
         let shell = shell.clone();
         tasks.push(spawn_local(async move {
-            while let Some(msg) = receiver.recv().await {
+            while let Some(batch) = receiver.recv().await {
                 let mut out = Vec::new();
-                shell
-                    .core
-                    .borrow_mut()
-                    .on_shard_message(msg, Instant::now(), &mut out);
+                {
+                    let mut core = shell.core.borrow_mut();
+                    let now = Instant::now();
+                    for msg in batch {
+                        core.on_shard_message(msg, now, &mut out);
+                    }
+                }
                 perform(&shell, out).await;
+                flush_batches(&shell).await;
             }
         }));
     }
@@ -140,8 +175,9 @@ pub async fn run(
 /// retransmission; the kernel caps the request at `net.core.rmem_max`/`wmem_max`.
 const UDP_BUFFER_BYTES: usize = 4 << 20;
 
-/// A SO_REUSEPORT UDP socket (one per shard on the same address) with large kernel buffers.
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// A SO_REUSEPORT UDP socket (one per shard on the same address) with large kernel buffers, and
+/// a duplicate of its descriptor for [`try_recv`].
+fn bind_udp(addr: SocketAddr) -> std::io::Result<(UdpSocket, socket2::Socket)> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let domain = if addr.is_ipv6() {
         Domain::IPV6
@@ -154,34 +190,61 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
     socket.bind(&SockAddr::from(addr))?;
-    Ok(UdpSocket::from(socket))
+    let queued = socket.try_clone()?;
+    Ok((UdpSocket::from(socket), queued))
 }
 
+/// Reads one datagram if one is queued, without waiting (`WouldBlock` otherwise). The socket
+/// stays in blocking mode for glommio's io_uring reads; `MSG_DONTWAIT` applies to this call only.
+fn try_recv(socket: &socket2::Socket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and the receive only writes
+    // initialised bytes, so `buf` stays a valid `[u8]`.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    let (len, from) = socket.recv_from_with_flags(uninit, libc::MSG_DONTWAIT)?;
+    let from = from
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("datagram from a non-IP address"))?;
+    Ok((len, from))
+}
+
+/// Waits for a datagram, then reads up to a burst of those already queued, then flushes the
+/// batches for other shards and yields to the shard's other tasks (timers, connections, the
+/// mesh), which a saturated socket would otherwise starve.
 async fn udp_loop(shell: Rc<Shell>, index: usize) {
-    let (local, socket) = shell.udp[index].clone();
+    let endpoint = &shell.udp[index];
+    let (local, socket) = (endpoint.local, endpoint.socket.clone());
     let mut buf = vec![0u8; 65535];
-    let mut out = Vec::new();
     loop {
-        let (len, remote) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(e) => {
-                // ICMP errors surface here on Linux; they concern one earlier send only.
-                debug!(%local, "udp receive error: {e}");
-                continue;
+        match socket.recv_from(&mut buf).await {
+            Ok((len, remote)) => on_datagram(&shell, local, &buf[..len], remote).await,
+            // ICMP errors surface here on Linux; they concern one earlier send only.
+            Err(e) => debug!(%local, "udp receive error: {e}"),
+        }
+        for _ in 1..UDP_BURST {
+            match try_recv(&shell.udp[index].queued, &mut buf) {
+                Ok((len, remote)) => on_datagram(&shell, local, &buf[..len], remote).await,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => debug!(%local, "udp receive error: {e}"),
             }
-        };
-        let from = Inbound {
-            transport: Transport::Udp,
-            local,
-            remote,
-            conn: None,
-        };
-        shell
-            .core
-            .borrow_mut()
-            .on_datagram(&buf[..len], from, Instant::now(), &mut out);
-        perform(&shell, std::mem::take(&mut out)).await;
+        }
+        flush_batches(&shell).await;
+        glommio::yield_if_needed().await;
     }
+}
+
+async fn on_datagram(shell: &Rc<Shell>, local: SocketAddr, bytes: &[u8], remote: SocketAddr) {
+    let from = Inbound {
+        transport: Transport::Udp,
+        local,
+        remote,
+        conn: None,
+    };
+    let mut out = Vec::new();
+    shell
+        .core
+        .borrow_mut()
+        .on_datagram(bytes, from, Instant::now(), &mut out);
+    perform(shell, out).await;
 }
 
 async fn accept_loop(shell: Rc<Shell>, local: SocketAddr, listener: TcpListener) {
@@ -275,11 +338,13 @@ async fn serve_connection(
                         .borrow_mut()
                         .on_unframeable(&buf, e, from, &mut out);
                     perform(&shell, std::mem::take(&mut out)).await;
+                    flush_batches(&shell).await;
                     break 'read;
                 }
             }
         }
         perform(&shell, std::mem::take(&mut out)).await;
+        flush_batches(&shell).await;
     }
     shell.connections.borrow_mut().remove(conn);
     // Dropping the sender (in remove) ends the writer once its queue is flushed.
@@ -331,12 +396,14 @@ async fn timer_loop(shell: Rc<Shell>) {
         if due {
             shell.core.borrow_mut().on_timers(now, &mut out);
             perform(&shell, std::mem::take(&mut out)).await;
+            flush_batches(&shell).await;
         }
     }
 }
 
 /// Carries out what the core asked for. Sends never block the shard on a slow peer: stream
-/// writes are queued per connection (bounded), datagrams go straight to the socket.
+/// writes are queued per connection (bounded), datagrams go straight to the socket. Messages for
+/// other shards join their batch; [`flush_batches`] sends them.
 async fn perform(shell: &Rc<Shell>, outputs: Vec<Output>) {
     let mut pending = std::collections::VecDeque::from(outputs);
     while let Some(output) = pending.pop_front() {
@@ -353,25 +420,47 @@ async fn perform(shell: &Rc<Shell>, outputs: Vec<Output>) {
                     report_failure(shell, txn, &mut more);
                 }
             }
-            Output::ToShard { shard, msg } => {
-                if let Err(e) = shell.mesh.try_send_to(shard, msg) {
-                    // The peer shard's queue is full: it is overloaded. Whatever waited on this
-                    // message is answered 503 by the core.
-                    if let glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg)) =
-                        e
-                    {
-                        shell.core.borrow_mut().on_shard_unreachable(
-                            msg,
-                            Instant::now(),
-                            &mut more,
-                        );
-                    } else {
-                        shell.core.borrow_mut().count_send_failure();
+            Output::ToShard { shard, msg } => match shell.batches.borrow_mut().get_mut(shard) {
+                Some(batch) => batch.push(msg),
+                None => shell.core.borrow_mut().count_send_failure(),
+            },
+        }
+        pending.extend(more);
+    }
+}
+
+/// Sends each shard its batch, one channel message per shard. A full channel means that shard is
+/// overloaded: whatever waited on the batch's messages is answered 503 by the core (which may
+/// queue messages for other shards again, hence the bounded loop).
+async fn flush_batches(shell: &Rc<Shell>) {
+    for _ in 0..4 {
+        let batches: Vec<(usize, ShardBatch)> = shell
+            .batches
+            .borrow_mut()
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, batch)| !batch.is_empty())
+            .map(|(shard, batch)| (shard, std::mem::take(batch)))
+            .collect();
+        if batches.is_empty() {
+            return;
+        }
+        let mut out = Vec::new();
+        for (shard, batch) in batches {
+            if let Err(e) = shell.mesh.try_send_to(shard, batch) {
+                let mut core = shell.core.borrow_mut();
+                match e {
+                    glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(batch)) => {
+                        let now = Instant::now();
+                        for msg in batch {
+                            core.on_shard_unreachable(msg, now, &mut out);
+                        }
                     }
+                    _ => core.count_send_failure(),
                 }
             }
         }
-        pending.extend(more);
+        perform(shell, out).await;
     }
 }
 
@@ -395,8 +484,8 @@ async fn send(
         let socket = shell
             .udp
             .iter()
-            .find(|(local, _)| local.is_ipv4() == to.is_ipv4())
-            .map(|(_, s)| s.clone());
+            .find(|endpoint| endpoint.local.is_ipv4() == to.is_ipv4())
+            .map(|endpoint| endpoint.socket.clone());
         return match socket {
             Some(socket) => match socket.send_to(&bytes, to).await {
                 Ok(_) => true,
