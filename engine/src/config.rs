@@ -107,6 +107,24 @@ pub struct Registrar {
     pub redis_server_port: u16,
     /// `redis-auth-password`: shown as `<hidden>` by `Debug` and `Display`.
     pub redis_auth_password: Secret,
+    /// `redis-username`: the ACL user for AUTH; empty for the default user.
+    pub redis_username: String,
+    /// `redis-sentinel-addresses`: `host:port` of each sentinel; empty to follow
+    /// `redis-server-domain` by `INFO replication` instead.
+    pub redis_sentinel_addresses: Vec<String>,
+    /// `redis-sentinel-master-name`: the name the sentinels monitor the master under.
+    pub redis_sentinel_master_name: String,
+    /// `redis-sentinel-password`: AUTH for the sentinels; empty for none.
+    pub redis_sentinel_password: Secret,
+    /// `redis-timeout`: the longest any one Redis request may take.
+    pub redis_timeout: Duration,
+    /// `redis-failover-hold`: how long writes wait while no master is known, then 503.
+    pub redis_failover_hold: Duration,
+    /// `redis-wait-replicas`: replicas that must confirm a write (`WAIT`) before the 200 OK.
+    pub redis_wait_replicas: usize,
+    /// `redis-replay-window`: writes acknowledged this long before the master was lost are
+    /// written again on the new one (asynchronous replication may not have carried them).
+    pub redis_replay_window: Duration,
 }
 
 /// `[module::Forward]`: what happens to requests that are not for us.
@@ -497,6 +515,10 @@ enum Kind {
     Transports(Field<Vec<Listen>>),
     /// IP addresses.
     Addresses(Field<Vec<IpAddr>>),
+    /// `host:port` items (IPv6 hosts in brackets).
+    HostPorts(Field<Vec<String>>),
+    /// One word (no spaces), or nothing.
+    Word(Field<String>),
     Database(Field<DbImplementation>),
     LogLevel(Field<LogLevel>),
 }
@@ -722,6 +744,84 @@ static KEYS: &[Key] = &[
         },
     },
     Key {
+        section: REGISTRAR,
+        name: "redis-username",
+        default: "",
+        doc: "ACL user name for Redis AUTH; empty for the default user.",
+        kind: Kind::Word(|c| &mut c.registrar.redis_username),
+    },
+    Key {
+        section: REGISTRAR,
+        name: "redis-sentinel-addresses",
+        default: "",
+        doc: "host:port of each Redis Sentinel; the master is the one a majority of them names. Empty: follow redis-server-domain by INFO replication.",
+        kind: Kind::HostPorts(|c| &mut c.registrar.redis_sentinel_addresses),
+    },
+    Key {
+        section: REGISTRAR,
+        name: "redis-sentinel-master-name",
+        default: "",
+        doc: "Name under which the sentinels monitor the master (sentinel monitor <name> ...).",
+        kind: Kind::Word(|c| &mut c.registrar.redis_sentinel_master_name),
+    },
+    Key {
+        section: REGISTRAR,
+        name: "redis-sentinel-password",
+        default: "",
+        doc: "Password for AUTH to the sentinels; empty for none. Never logged.",
+        kind: Kind::Secret {
+            min_bytes: 0,
+            field: |c| &mut c.registrar.redis_sentinel_password,
+        },
+    },
+    Key {
+        section: REGISTRAR,
+        name: "redis-timeout",
+        default: "1s",
+        doc: "Longest any one Redis request may take before the connection is given up. A bare number counts milliseconds.",
+        kind: Kind::Duration {
+            bare: Unit::Millis,
+            min: Duration::from_millis(10),
+            max: Duration::from_secs(60),
+            field: |c| &mut c.registrar.redis_timeout,
+        },
+    },
+    Key {
+        section: REGISTRAR,
+        name: "redis-failover-hold",
+        default: "20s",
+        doc: "How long registrations wait for a Redis master while none is known (during a failover) before 503. A bare number counts seconds.",
+        kind: Kind::Duration {
+            bare: Unit::Seconds,
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            field: |c| &mut c.registrar.redis_failover_hold,
+        },
+    },
+    Key {
+        section: REGISTRAR,
+        name: "redis-wait-replicas",
+        default: "0",
+        doc: "Replicas that must have a write (WAIT) before the 200 OK; 0 acknowledges on the master alone.",
+        kind: Kind::Count {
+            min: 0,
+            max: 16,
+            field: |c| &mut c.registrar.redis_wait_replicas,
+        },
+    },
+    Key {
+        section: REGISTRAR,
+        name: "redis-replay-window",
+        default: "5s",
+        doc: "Writes acknowledged this long before the master was lost are written again on the new master. A bare number counts seconds.",
+        kind: Kind::Duration {
+            bare: Unit::Seconds,
+            min: Duration::ZERO,
+            max: Duration::from_secs(300),
+            field: |c| &mut c.registrar.redis_replay_window,
+        },
+    },
+    Key {
         section: FORWARD,
         name: "allow-foreign-domains",
         default: "false",
@@ -909,6 +1009,14 @@ impl Config {
                 redis_server_domain: String::new(),
                 redis_server_port: 0,
                 redis_auth_password: Secret::default(),
+                redis_username: String::new(),
+                redis_sentinel_addresses: Vec::new(),
+                redis_sentinel_master_name: String::new(),
+                redis_sentinel_password: Secret::default(),
+                redis_timeout: Duration::ZERO,
+                redis_failover_hold: Duration::ZERO,
+                redis_wait_replicas: 0,
+                redis_replay_window: Duration::ZERO,
             },
             forward: Forward {
                 allow_foreign_domains: false,
@@ -1104,13 +1212,32 @@ impl Loader {
                 ),
             ));
         }
-        if r.db_implementation == DbImplementation::Redis && r.redis_server_domain.is_empty() {
+        if r.db_implementation == DbImplementation::Redis
+            && r.redis_server_domain.is_empty()
+            && r.redis_sentinel_addresses.is_empty()
+        {
             return Err(self.inconsistent(
                 &[
                     (REGISTRAR, "db-implementation"),
                     (REGISTRAR, "redis-server-domain"),
+                    (REGISTRAR, "redis-sentinel-addresses"),
                 ],
-                format!("[{REGISTRAR}] db-implementation=redis needs redis-server-domain"),
+                format!(
+                    "[{REGISTRAR}] db-implementation=redis needs redis-server-domain or \
+                     redis-sentinel-addresses"
+                ),
+            ));
+        }
+        if !r.redis_sentinel_addresses.is_empty() && r.redis_sentinel_master_name.is_empty() {
+            return Err(self.inconsistent(
+                &[
+                    (REGISTRAR, "redis-sentinel-addresses"),
+                    (REGISTRAR, "redis-sentinel-master-name"),
+                ],
+                format!(
+                    "[{REGISTRAR}] redis-sentinel-addresses needs redis-sentinel-master-name \
+                     (the name in the sentinels' `sentinel monitor <name> ...`)"
+                ),
             ));
         }
         let a = &c.authentication;
@@ -1284,6 +1411,13 @@ impl Kind {
             Kind::Domains(field) => *field(config) = parse_hosts(value, true)?,
             Kind::Transports(field) => *field(config) = parse_transports(value)?,
             Kind::Addresses(field) => *field(config) = parse_addresses(value)?,
+            Kind::HostPorts(field) => *field(config) = parse_host_ports(value)?,
+            Kind::Word(field) => {
+                if value.split_whitespace().count() > 1 {
+                    return Err(format!("expected one word, got {value:?}"));
+                }
+                *field(config) = value.to_owned();
+            }
             Kind::Database(field) => {
                 *field(config) = match value.to_ascii_lowercase().as_str() {
                     "internal" => DbImplementation::Internal,
@@ -1465,6 +1599,22 @@ fn parse_hosts(value: &str, domains: bool) -> Result<Vec<String>, String> {
         return Err("expected at least one domain, or * for any".to_owned());
     }
     Ok(hosts)
+}
+
+/// `host:port` items, the host a name or IP address (IPv6 in brackets), the port given.
+fn parse_host_ports(value: &str) -> Result<Vec<String>, String> {
+    list_items(value)
+        .map(|item| {
+            let bad = || format!("{item:?} is not host:port (IPv6 as [address]:port)");
+            let (host, port) = item.rsplit_once(':').ok_or_else(bad)?;
+            let host = parse_hosts(host, false).map_err(|_| bad())?;
+            let port = parse_port(port).map_err(|_| bad())?;
+            match host.as_slice() {
+                [host] => Ok(format!("{host}:{port}")),
+                _ => Err(bad()),
+            }
+        })
+        .collect()
 }
 
 fn parse_addresses(value: &str) -> Result<Vec<IpAddr>, String> {
@@ -1685,6 +1835,14 @@ mod tests {
                 redis_server_domain: String::new(),
                 redis_server_port: 6379,
                 redis_auth_password: Secret::default(),
+                redis_username: String::new(),
+                redis_sentinel_addresses: Vec::new(),
+                redis_sentinel_master_name: String::new(),
+                redis_sentinel_password: Secret::default(),
+                redis_timeout: Duration::from_secs(1),
+                redis_failover_hold: Duration::from_secs(20),
+                redis_wait_replicas: 0,
+                redis_replay_window: Duration::from_secs(5),
             },
             forward: Forward {
                 allow_foreign_domains: false,

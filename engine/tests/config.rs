@@ -319,6 +319,42 @@ fn inconsistent_expires() {
 }
 
 #[test]
+fn redis_sentinel_keys() {
+    let c = parse(
+        "[module::Registrar]\ndb-implementation=redis\n\
+         redis-sentinel-addresses=127.0.0.1:26379 sentinel2.example.org:26380 [::1]:26381\n\
+         redis-sentinel-master-name=flexi1\nredis-sentinel-password=SentinelPass\n\
+         redis-username=sipshard\nredis-timeout=250\nredis-failover-hold=30s\n\
+         redis-wait-replicas=1\nredis-replay-window=2s\n",
+    )
+    .unwrap();
+    let r = &c.registrar;
+    assert_eq!(
+        r.redis_sentinel_addresses,
+        [
+            "127.0.0.1:26379",
+            "sentinel2.example.org:26380",
+            "[::1]:26381"
+        ]
+    );
+    assert_eq!(r.redis_sentinel_master_name, "flexi1");
+    assert_eq!(r.redis_sentinel_password.expose(), "SentinelPass");
+    assert_eq!(r.redis_username, "sipshard");
+    assert_eq!(r.redis_timeout, Duration::from_millis(250));
+    assert_eq!(r.redis_failover_hold, Duration::from_secs(30));
+    assert_eq!(r.redis_wait_replicas, 1);
+    assert_eq!(r.redis_replay_window, Duration::from_secs(2));
+    assert_eq!(
+        refusal("[module::Registrar]\nredis-sentinel-addresses=127.0.0.1\n"),
+        "test.conf:2: [module::Registrar] redis-sentinel-addresses: \"127.0.0.1\" is not host:port (IPv6 as [address]:port)"
+    );
+    assert_eq!(
+        refusal("[module::Registrar]\nredis-sentinel-master-name=two words\n"),
+        "test.conf:2: [module::Registrar] redis-sentinel-master-name: expected one word, got \"two words\""
+    );
+}
+
+#[test]
 fn other_consistency_checks() {
     assert_eq!(
         refusal("[global]\nsip-t1=5s\n"),
@@ -326,7 +362,11 @@ fn other_consistency_checks() {
     );
     assert_eq!(
         refusal("[module::Registrar]\ndb-implementation=redis\n"),
-        "test.conf:2: [module::Registrar] db-implementation=redis needs redis-server-domain"
+        "test.conf:2: [module::Registrar] db-implementation=redis needs redis-server-domain or redis-sentinel-addresses"
+    );
+    assert_eq!(
+        refusal("[module::Registrar]\nredis-sentinel-addresses=127.0.0.1:26379\n"),
+        "test.conf:2: [module::Registrar] redis-sentinel-addresses needs redis-sentinel-master-name (the name in the sentinels' `sentinel monitor <name> ...`)"
     );
     assert_eq!(
         refusal("[cluster]\nenabled=true\n"),
@@ -461,6 +501,14 @@ fn dump_default_round_trips() {
         "redis-server-domain=",
         "redis-server-port=6379",
         "redis-auth-password=",
+        "redis-username=",
+        "redis-sentinel-addresses=",
+        "redis-sentinel-master-name=",
+        "redis-sentinel-password=",
+        "redis-timeout=1s",
+        "redis-failover-hold=20s",
+        "redis-wait-replicas=0",
+        "redis-replay-window=5s",
         "allow-foreign-domains=false",
         "enabled=false",
         "auth-domains=*",
