@@ -36,8 +36,14 @@ mod aor;
 mod binding;
 mod config;
 mod error;
+/// The Redis HA client: master discovery through Sentinel, the write journal, replay after
+/// failover; a sans-IO state machine driven by the Redis thread.
+pub mod ha;
 mod request;
 mod store;
+
+/// The Redis data layout of the HA registrar: keys, fields, Lua scripts, calls and replies.
+pub mod redis_data;
 
 pub use aor::{Aor, BadAor, owner_shard};
 pub use binding::{Binding, BindingId, NextHop};
