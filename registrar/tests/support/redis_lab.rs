@@ -306,9 +306,7 @@ impl RedisLab {
     pub fn current_master_per_sentinels(&self) -> Vec<Option<SocketAddr>> {
         (0..self.sentinels.len())
             .map(|i| {
-                if self.sentinels[i].child.is_none() {
-                    return None;
-                }
+                self.sentinels[i].child.as_ref()?;
                 let mut con = connect(self.sentinels[i].port, None).ok()?;
                 let reply: Option<(String, u16)> = redis::cmd("SENTINEL")
                     .arg("get-master-addr-by-name")
@@ -345,9 +343,7 @@ impl RedisLab {
 
     /// The first element of `ROLE` (`master`, `slave`), `None` when the node does not answer.
     pub fn role(&self, node: usize) -> Option<String> {
-        if self.servers[node].child.is_none() {
-            return None;
-        }
+        self.servers[node].child.as_ref()?;
         let mut con = connect(self.servers[node].port, self.password()).ok()?;
         let role: redis::Value = redis::cmd("ROLE").query(&mut con).ok()?;
         match role {
