@@ -22,6 +22,7 @@ use smallvec::SmallVec;
 
 use crate::binding::{Binding, BindingId};
 use crate::config::MAX_EXPIRES_LIMIT_S;
+use crate::redis_data::StoredBinding;
 use crate::{Aor, RegisterError, RegisterRequest, RegistrarConfig};
 
 /// The bindings of the AORs one shard owns.
@@ -293,6 +294,86 @@ impl BindingStore {
             record.bindings = bindings;
         }
         Ok(outcome)
+    }
+
+    /// Refuses what [`BindingStore::register`] would refuse (interval too brief, an old CSeq for
+    /// a held binding, a bad `*`), changing nothing. With a database behind the store, the owner
+    /// shard checks here first and writes only what passes: the database's script applies the
+    /// ordering rules again against what every node wrote.
+    pub fn check_register(&self, req: &RegisterRequest, now: Instant) -> Result<(), RegisterError> {
+        let slot = self.slots.get(&req.aor).copied();
+        self.check(req, slot, now).map(|_| ())
+    }
+
+    /// Makes the store hold exactly `stored` for `aor`, as the database returned them after a
+    /// write or a read: with a database behind it the store is that database's cache. Expired
+    /// entries are left out; an AOR with none left is forgotten. `StoreFull` when the AOR is new
+    /// and the shard holds `max_aors_per_shard` already (the database still has it; lookups
+    /// read it there).
+    pub fn load(
+        &mut self,
+        aor: &Aor,
+        stored: &[StoredBinding],
+        now: Instant,
+    ) -> Result<(), RegisterError> {
+        let slot = self.slots.get(aor).copied();
+        if let Some(slot) = slot {
+            let old = self
+                .record_mut(slot)
+                .map(|r| std::mem::take(&mut r.bindings))
+                .unwrap_or_default();
+            for b in &old {
+                self.by_expiry.remove(&(b.expires_at, b.id, slot));
+            }
+            self.len -= old.len();
+        }
+        let live: Vec<&StoredBinding> = stored.iter().filter(|b| now < b.expires_at).collect();
+        let slot = match slot {
+            Some(slot) if live.is_empty() => {
+                self.release(slot);
+                return Ok(());
+            }
+            None if live.is_empty() => return Ok(()),
+            Some(slot) => slot,
+            None if self.slots.len() >= self.config.max_aors_per_shard => {
+                return Err(RegisterError::StoreFull);
+            }
+            None => self.allocate(aor.clone()),
+        };
+        // `stored` is in lookup order (most recently updated first among equal q): number them
+        // from the back so that the order survives `sort_for_lookup`.
+        let mut bindings = Vec::with_capacity(live.len());
+        for s in live.iter().rev() {
+            let id = BindingId(self.next_id);
+            self.next_id += 1;
+            let update_seq = self.next_update_seq;
+            self.next_update_seq += 1;
+            self.by_expiry.insert((s.expires_at, id, slot));
+            bindings.push(Binding {
+                id,
+                update_seq,
+                uri: s.uri.clone(),
+                echo_value: s.echo_value.clone(),
+                q_millis: s.q_millis,
+                instance: s.instance.clone(),
+                reg_id: s.reg_id,
+                call_id: s.call_id.clone(),
+                cseq: s.cseq,
+                path: s.path.clone(),
+                source: s.source,
+                via_matches_source: s.via_matches_source,
+                user_agent: s.user_agent.clone(),
+                registered_at: s.registered_at,
+                updated_at: s.updated_at,
+                expires_at: s.expires_at,
+            });
+        }
+        self.len += bindings.len();
+        sort_for_lookup(&mut bindings);
+        if let Some(record) = self.record_mut(slot) {
+            record.bindings = bindings;
+        }
+        Ok(())
     }
 
     /// The checks of [`BindingStore::register`] that may refuse the request: the granted

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use sipshard_registrar::{
     Aor, BindingStore, Domains, RegisterError, RegisterRequest, RegistrarConfig, RequestContact,
-    Source, Transport,
+    Source, Transport, redis_data::StoredBinding,
 };
 
 /// A small deterministic generator, so the large test replays exactly.
@@ -127,6 +127,79 @@ fn a_full_shard_answers_503_for_new_aors_and_serves_the_ones_it_has() {
     assert_eq!(s.register(remove, t(2)).unwrap().removed, 1);
     // The removal made room.
     assert_eq!(s.register(one(3), t(3)).unwrap().added, 1);
+    s.check_invariants().unwrap();
+}
+
+fn stored(uri: &str, q_millis: Option<u16>, expires_at: Instant) -> StoredBinding {
+    StoredBinding {
+        field: format!("uri:{uri}").into(),
+        uri: uri.into(),
+        echo_value: format!("<{uri}>").into(),
+        q_millis,
+        instance: None,
+        reg_id: None,
+        call_id: "c".into(),
+        cseq: 7,
+        path: Vec::new(),
+        source: udp("198.51.100.7:5060"),
+        node: "node-a".into(),
+        via_matches_source: true,
+        user_agent: None,
+        registered_at: t(0),
+        updated_at: t(0),
+        expires_at,
+    }
+}
+
+#[test]
+fn loading_what_the_database_holds_replaces_the_cached_bindings() {
+    let mut s = BindingStore::new(RegistrarConfig {
+        max_aors_per_shard: 1,
+        ..config()
+    });
+    let alice = aor("sip:alice@example.com");
+    s.register(
+        request(
+            &alice,
+            "old",
+            1,
+            vec![contact("sip:a@192.0.2.9", Some(600))],
+        ),
+        t(0),
+    )
+    .unwrap();
+    // The database's lookup order: q 1.0 first, then the most recent; the expired one is left out.
+    let from_db = [
+        stored("sip:a@192.0.2.1", Some(1000), t(100)),
+        stored("sip:a@192.0.2.2", None, t(200)),
+        stored("sip:a@192.0.2.3", Some(500), t(300)),
+        stored("sip:a@192.0.2.4", Some(500), t(5)),
+    ];
+    s.load(&alice, &from_db, t(10)).unwrap();
+    let uris: Vec<&str> = s.lookup(&alice, t(10)).map(|b| &*b.uri).collect();
+    assert_eq!(
+        uris,
+        ["sip:a@192.0.2.1", "sip:a@192.0.2.2", "sip:a@192.0.2.3"]
+    );
+    assert_eq!(s.len(), 3);
+    assert_eq!(s.next_expiry(), Some(t(100)));
+    // The cache now checks against what the database holds: CSeq 7 of Call-ID "c" is stored.
+    let replay = request(&alice, "c", 7, vec![contact("sip:a@192.0.2.1", Some(600))]);
+    assert_eq!(
+        s.check_register(&replay, t(10)),
+        Err(RegisterError::InvalidCSeq)
+    );
+    s.check_invariants().unwrap();
+    // Nothing live in the database: the AOR is forgotten, and its room is free again.
+    s.load(&alice, &[], t(10)).unwrap();
+    assert_eq!((s.len(), s.lookup(&alice, t(10)).count()), (0, 0));
+    let bob = aor("sip:bob@example.com");
+    s.load(&bob, &[stored("sip:b@192.0.2.5", None, t(50))], t(10))
+        .unwrap();
+    assert_eq!(
+        s.load(&alice, &[stored("sip:a@192.0.2.1", None, t(50))], t(10)),
+        Err(RegisterError::StoreFull)
+    );
     s.check_invariants().unwrap();
 }
 
