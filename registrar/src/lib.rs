@@ -44,6 +44,8 @@ mod store;
 
 /// The Redis data layout of the HA registrar: keys, fields, Lua scripts, calls and replies.
 pub mod redis_data;
+/// The Redis thread: owns every Redis connection and drives [`ha::HaClient`] for the shards.
+pub mod redis_thread;
 
 pub use aor::{Aor, BadAor, owner_shard};
 pub use binding::{Binding, BindingId, NextHop};

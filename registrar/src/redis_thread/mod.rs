@@ -1,0 +1,358 @@
+//! The Redis thread: one dedicated OS thread that owns every Redis connection and drives the
+//! sans-IO [`HaClient`] with real sockets and a real clock.
+//!
+//! # Why a thread of its own
+//!
+//! The shards are glommio executors that must never block and never wait on another runtime's
+//! I/O. Redis traffic is small next to SIP traffic (one script call per REGISTER), but it needs
+//! TCP connections to several sentinels and servers, timers, and reconnection; putting that in
+//! every shard would multiply connections and split the one journal that makes failover safe.
+//! So one thread runs a tokio `current_thread` runtime that exists on that thread only, and the
+//! shards talk to it through bounded queues:
+//!
+//! ```text
+//!  shard i ──ShardLink::submit──▶ [bounded queue, all shards] ──▶ Redis thread ──▶ HaClient
+//!          ◀─try_completion────── [bounded queue of shard i] ◀──         │
+//!          ◀─one byte (wake-up)── [UnixStream pair of shard i] ◀──────────┘
+//! ```
+//!
+//! The thread is a thin shell: [`HaClient`] decides what to connect to, what to send, when to
+//! give up, and when a write is acknowledged; the thread executes its [`Command`]s, turns socket
+//! events and replies into [`Event`]s, calls [`HaClient::handle_timeout`] at
+//! [`HaClient::poll_timeout`], and routes each [`Completion`] to the shard that submitted it.
+//!
+//! # Never blocking, never hanging
+//!
+//! - Each connection is its own task (connect with a timeout, then a reader and a writer), so one
+//!   stalled node cannot hold up another; requests are pipelined on a connection in the order the
+//!   client sends them, and replies are matched to requests in that order (see `conn`).
+//! - The client owns every deadline; the thread only adds a connect timeout so that an abandoned
+//!   attempt cannot linger. A connection the client closes is aborted at once, and its late
+//!   replies are dropped.
+//! - [`ShardLink::submit`] and [`ShardLink::try_completion`] never block. A shard has at most
+//!   `queue_capacity` writes in flight (submitted, outcome not yet taken), which bounds its
+//!   completion queue: the thread can always deliver an outcome, none is ever dropped.
+//! - [`RedisThread::shutdown`] (or drop) stops the thread within a bounded time: the loop checks
+//!   the stop flag at every wake-up, answers every write it still holds with
+//!   [`Outcome::Failed`], and gives the runtime [`SHUTDOWN_GRACE`] to drop its tasks.
+
+mod conn;
+mod driver;
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::TrySendError;
+use tokio::sync::Notify;
+
+#[cfg(doc)]
+use crate::ha::{Command, Completion, Event};
+use crate::ha::{HaClient, HaConfig, HaConfigError, Health, Rejected, Reply, Write};
+
+/// How long the runtime may take, after the loop has stopped, to drop its connection tasks (a
+/// name resolution in progress runs on tokio's blocking pool and is not waited for longer).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// What became of a write submitted through [`ShardLink::submit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A verified master executed the write: `reply` is the script's answer (which may be a
+    /// script error, [`Reply::Error`]). The 200 OK may go out.
+    Acked(Reply),
+    /// No master took the write within the failover hold, or the thread stopped: answer 503
+    /// with this Retry-After.
+    Failed { retry_after_s: u32 },
+    /// Refused at once: the journal is full (503), or the write names an unknown script.
+    Rejected(Rejected),
+}
+
+/// Why [`ShardLink::submit`] refused a write; the shard answers 503 at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The shard already has `queue_capacity` writes in flight.
+    Full,
+    /// The Redis thread has stopped.
+    Gone,
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Full => f.write_str("too many Redis writes in flight on this shard"),
+            SubmitError::Gone => f.write_str("the Redis thread has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// Why [`RedisThread::start`] failed.
+#[derive(Debug)]
+pub enum StartError {
+    /// `shards` or `queue_capacity` is zero.
+    ZeroSize,
+    Config(HaConfigError),
+    /// The runtime, a wake-up socket pair or the thread could not be created.
+    Io {
+        what: &'static str,
+        error: io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::ZeroSize => f.write_str("the Redis thread needs a shard and a queue"),
+            StartError::Config(e) => write!(f, "Redis HA configuration: {e}"),
+            StartError::Io { what, error } => write!(f, "cannot create {what}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// What the shards, the thread and its owner share.
+struct Shared {
+    stop: AtomicBool,
+    /// Wakes the thread: a write was submitted, or it must stop. A notification sent while the
+    /// thread is busy is kept (one permit), so none is lost and bursts coalesce.
+    wake: Notify,
+    health: Mutex<Health>,
+}
+
+impl Shared {
+    fn health(&self) -> MutexGuard<'_, Health> {
+        // A panic while the snapshot was written leaves a complete older snapshot: still usable.
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A write on its way to the thread.
+struct Submission {
+    shard: usize,
+    token: u64,
+    write: Write,
+}
+
+/// The thread's end of one shard's link.
+struct ShardSide {
+    completions: crossbeam_channel::Sender<(u64, Outcome)>,
+    /// Non-blocking; one byte after each batch of completions.
+    wakeup: UnixStream,
+}
+
+/// The running Redis thread. Dropping it stops the thread (see [`RedisThread::shutdown`]).
+pub struct RedisThread {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for RedisThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisThread")
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl RedisThread {
+    /// Starts the thread and returns one [`ShardLink`] per shard, in shard order.
+    ///
+    /// `queue_capacity` is the most writes a shard may have in flight (submitted, outcome not
+    /// yet taken with [`ShardLink::try_completion`]); it sizes the shard's completion queue, and
+    /// `shards × queue_capacity` sizes the submission queue. The configuration is checked here
+    /// (`HaConfig::validate`); connecting happens on the thread, and failures there are retried
+    /// with back-off and reported in [`RedisThread::health`], never fatal.
+    pub fn start(
+        config: HaConfig,
+        shards: usize,
+        queue_capacity: usize,
+    ) -> Result<(RedisThread, Vec<ShardLink>), StartError> {
+        if shards == 0 || queue_capacity == 0 {
+            return Err(StartError::ZeroSize);
+        }
+        let retry_after_s = config.retry_after_s;
+        let connect_timeout = config.request_timeout;
+        let client = HaClient::new(config, Instant::now()).map_err(StartError::Config)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|error| StartError::Io {
+                what: "the Redis thread's runtime",
+                error,
+            })?;
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            wake: Notify::new(),
+            health: Mutex::new(client.health()),
+        });
+        let (submit_tx, submit_rx) =
+            crossbeam_channel::bounded(shards.saturating_mul(queue_capacity));
+        let mut links = Vec::with_capacity(shards);
+        let mut sides = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            let io = |error| StartError::Io {
+                what: "a shard's wake-up socket pair",
+                error,
+            };
+            let (thread_end, shard_end) = UnixStream::pair().map_err(io)?;
+            thread_end.set_nonblocking(true).map_err(io)?;
+            let (completions_tx, completions_rx) = crossbeam_channel::bounded(queue_capacity);
+            sides.push(ShardSide {
+                completions: completions_tx,
+                wakeup: thread_end,
+            });
+            links.push(ShardLink {
+                shard,
+                submissions: submit_tx.clone(),
+                completions: completions_rx,
+                in_flight: Cell::new(0),
+                capacity: queue_capacity,
+                wakeup: Some(shard_end),
+                shared: shared.clone(),
+            });
+        }
+        let driver = driver::Driver::new(
+            client,
+            shared.clone(),
+            submit_rx,
+            sides,
+            retry_after_s,
+            connect_timeout,
+        );
+        let thread = std::thread::Builder::new()
+            .name("sipshard-redis".into())
+            .spawn(move || {
+                runtime.block_on(driver.run());
+                runtime.shutdown_timeout(SHUTDOWN_GRACE);
+                tracing::info!("redis thread stopped");
+            })
+            .map_err(|error| StartError::Io {
+                what: "the Redis thread",
+                error,
+            })?;
+        Ok((
+            RedisThread {
+                shared,
+                thread: Some(thread),
+            },
+            links,
+        ))
+    }
+
+    /// The client's state as of the thread's last turn (master, journal, counters, last error).
+    pub fn health(&self) -> Health {
+        self.shared.health().clone()
+    }
+
+    /// Stops the thread and waits for it: every write it still holds is answered
+    /// [`Outcome::Failed`], connections are dropped, and it ends within about
+    /// [`SHUTDOWN_GRACE`] of its next wake-up (immediate: the stop wakes it).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        if thread.join().is_err() {
+            tracing::error!("the redis thread panicked");
+        }
+    }
+}
+
+impl Drop for RedisThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One shard's link to the Redis thread. `Send`, not `Sync`: move it into the shard's thread.
+///
+/// # Waiting for completions
+///
+/// Take the wake-up stream once ([`ShardLink::take_wakeup`]) and wait for it to be readable
+/// (glommio: convert it with `FromRawFd` after `into_raw_fd`, then `read`). Whenever it is,
+/// read what is there (any number of bytes: wake-ups coalesce), then call
+/// [`ShardLink::try_completion`] until it returns `None`. The thread queues completions before
+/// it writes the byte, so a wake-up never arrives ahead of its completions.
+///
+/// End of stream on the wake-up means the thread has stopped: take the completions still
+/// queued; a write still in flight after that will never complete (answer it 503).
+pub struct ShardLink {
+    shard: usize,
+    submissions: crossbeam_channel::Sender<Submission>,
+    completions: crossbeam_channel::Receiver<(u64, Outcome)>,
+    /// Writes submitted whose outcome this shard has not taken yet. At most `capacity`, and
+    /// every outcome in `completions` is one of them: so `completions` (capacity `capacity`)
+    /// always has room for the thread's next outcome for this shard.
+    in_flight: Cell<usize>,
+    capacity: usize,
+    wakeup: Option<UnixStream>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ShardLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardLink")
+            .field("shard", &self.shard)
+            .field("in_flight", &self.in_flight.get())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl ShardLink {
+    /// Hands a write to the thread; its [`Outcome`] comes back with `token` through
+    /// [`ShardLink::try_completion`]. Never blocks: [`SubmitError::Full`] when this shard already
+    /// has `queue_capacity` writes in flight, [`SubmitError::Gone`] when the thread has stopped.
+    pub fn submit(&self, token: u64, write: Write) -> Result<(), SubmitError> {
+        if self.in_flight.get() >= self.capacity {
+            return Err(SubmitError::Full);
+        }
+        let submission = Submission {
+            shard: self.shard,
+            token,
+            write,
+        };
+        match self.submissions.try_send(submission) {
+            Ok(()) => {
+                self.in_flight.set(self.in_flight.get() + 1);
+                self.shared.wake.notify_one();
+                Ok(())
+            }
+            // Cannot happen while each shard keeps to its capacity (the queue holds
+            // shards × capacity), but a full queue is an answer, not a panic.
+            Err(TrySendError::Full(_)) => Err(SubmitError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Gone),
+        }
+    }
+
+    /// The next outcome for this shard, if one is queued. Never blocks.
+    pub fn try_completion(&self) -> Option<(u64, Outcome)> {
+        let done = self.completions.try_recv().ok()?;
+        self.in_flight.set(self.in_flight.get().saturating_sub(1));
+        Some(done)
+    }
+
+    /// Writes submitted whose outcome has not been taken yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.get()
+    }
+
+    /// The shard's end of its wake-up socket pair (see the type's documentation); `None` once
+    /// taken.
+    pub fn take_wakeup(&mut self) -> Option<UnixStream> {
+        self.wakeup.take()
+    }
+}
