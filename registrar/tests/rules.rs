@@ -498,7 +498,7 @@ fn path_is_stored_and_echoed_only_when_supported() {
     assert_eq!(
         b.path,
         [
-            "<sip:p1.example.com;lr>".into(),
+            Box::<str>::from("<sip:p1.example.com;lr>"),
             "<sip:p2.example.com;lr>".into(),
             "\"Edge\" <sip:p3.example.com;lr>;x=1".into()
         ]
