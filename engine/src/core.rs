@@ -23,11 +23,12 @@ use sipshard_net::{
     ErrorAction, ForwardEdits, HeaderName, HostKind, Message, Method, ParseError, Transport, Uri,
     ViaStamp, error_response, reason_phrase, stamped_response_to,
 };
+use sipshard_registrar::redis_data::{self, ContactOutcome, ScriptCall};
 use sipshard_registrar::{
-    Aor, BindingStore, NextHop, RegisterError, RegisterOutcome, RegisterRequest, RegistrarConfig,
-    Source, owner_shard,
+    Aor, BindingStore, ContactEcho, NextHop, RegisterError, RegisterOutcome, RegisterRequest,
+    RegistrarConfig, Source, owner_shard,
 };
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::auth::{
     AuthCounters, AuthDomains, AuthOutcome, AuthSettings, Authenticator, PasswordDb,
@@ -49,6 +50,10 @@ const REGISTRAR_EXTENSIONS: [&str; 2] = ["path", "outbound"];
 /// How long a request may wait for another shard's answer. Answers are never lost while the
 /// shards are healthy; this bounds what a full channel (an answer dropped) could leave behind.
 const WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Retry-After of a 503 for a REGISTER whose database write failed in a way a retry may fix (a
+/// reply the registrar cannot read, the queue to the Redis thread full).
+const DATABASE_RETRY_AFTER_S: u32 = 5;
 
 /// A stream connection, unique in the node: the owning shard's index is in the top 16 bits.
 pub type ConnId = u64;
@@ -78,6 +83,33 @@ pub enum Output {
     },
     /// Deliver a message to another shard.
     ToShard { shard: usize, msg: ShardMsg },
+    /// Run a registrar script on the bindings database (Redis mode); the shell reports the
+    /// result with [`ShardCore::on_database_result`] and the same token.
+    ToDatabase { token: u64, call: ScriptCall },
+}
+
+/// What became of a [`Output::ToDatabase`].
+#[derive(Debug)]
+pub enum DatabaseResult {
+    /// The master ran the script (its reply may still be an error).
+    Reply(redis_data::Reply),
+    /// No master took it in time, or it could not be queued: 503 with this Retry-After.
+    Unavailable { retry_after_s: u32 },
+}
+
+/// Where the registrar keeps bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrarDb {
+    /// In the owner shard's memory (`db-implementation=internal`).
+    Memory,
+    /// In Redis (`db-implementation=redis`); each owner shard's store is a cache of it, and a
+    /// REGISTER is answered once the master acknowledged the write.
+    Redis {
+        /// This node's name in the bindings it writes (it holds their connections).
+        node: Box<str>,
+        /// How long a REGISTER may wait for the database: the failover hold plus a margin.
+        wait_limit: Duration,
+    },
 }
 
 /// A message between shards. Owned data only: it crosses threads.
@@ -129,6 +161,7 @@ pub struct CoreSettings {
     pub ports: Vec<(Transport, u16)>,
     /// Digest authentication; `None` when disabled.
     pub auth: Option<ShardAuthSettings>,
+    pub registrar_db: RegistrarDb,
 }
 
 /// What each shard builds its own [`Authenticator`] from (its tables are per shard; the
@@ -160,6 +193,8 @@ pub struct Counters {
     pub auth_challenged: u64,
     /// Requests answered 403 by authentication (locked out, domain not served, identity).
     pub auth_forbidden: u64,
+    /// REGISTERs answered 503 because the bindings database did not take or confirm the write.
+    pub database_unavailable: u64,
 }
 
 /// A shard's authenticator and the domains whose users it challenges.
@@ -183,6 +218,26 @@ enum Waiting {
         inbound: Inbound,
         route: RouteEdits,
     },
+}
+
+/// Where the answer to a REGISTER applied on its owner shard goes.
+#[derive(Debug)]
+enum ReplyTo {
+    /// The request arrived on this shard.
+    Here {
+        server: ServerId,
+        request: Rc<[u8]>,
+        inbound: Inbound,
+    },
+    /// Another shard waits for it under `token`.
+    Shard { shard: usize, token: u64 },
+}
+
+/// A REGISTER waiting for the bindings database.
+#[derive(Debug)]
+struct DatabaseWait {
+    request: RegisterRequest,
+    reply_to: ReplyTo,
 }
 
 /// The response context of one forwarded request (§16.7).
@@ -221,6 +276,10 @@ pub struct ShardCore {
     waiting: HashMap<u64, Waiting, RandomState>,
     /// Tokens of `waiting` with their deadlines, oldest first (tokens are issued in time order).
     waiting_deadlines: VecDeque<(Instant, u64)>,
+    /// REGISTERs this owner shard sent to the database, by token (from `next_token`).
+    database_waits: HashMap<u64, DatabaseWait, RandomState>,
+    /// Their deadlines, oldest first.
+    database_deadlines: VecDeque<(Instant, u64)>,
     next_token: u64,
     calls: HashMap<ServerId, ProxyCall, RandomState>,
     /// Timer C deadlines of forwarded INVITEs, earliest first.
@@ -258,6 +317,8 @@ impl ShardCore {
             settings,
             waiting: HashMap::with_capacity_and_hasher(max_waiting, RandomState::new()),
             waiting_deadlines: VecDeque::new(),
+            database_waits: HashMap::with_capacity_and_hasher(max_waiting, RandomState::new()),
+            database_deadlines: VecDeque::new(),
             next_token: 0,
             calls: HashMap::with_capacity_and_hasher(capacity, RandomState::new()),
             timer_c: BTreeSet::new(),
@@ -292,6 +353,7 @@ impl ShardCore {
             self.bindings.next_expiry(),
             self.timer_c.first().map(|(at, _)| *at),
             self.waiting_deadlines.front().map(|(at, _)| *at),
+            self.database_deadlines.front().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
@@ -309,6 +371,16 @@ impl ShardCore {
             if self.waiting.contains_key(&token) {
                 self.give_up_waiting(token, now);
             }
+        }
+        while let Some(&(at, token)) = self.database_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.database_deadlines.pop_front();
+            let unavailable = DatabaseResult::Unavailable {
+                retry_after_s: DATABASE_RETRY_AFTER_S,
+            };
+            self.on_database_result(token, unavailable, now, out);
         }
         while let Some(&(at, server)) = self.timer_c.first() {
             if at > now {
@@ -730,8 +802,16 @@ impl ShardCore {
         };
         let owner = owner_shard(&request.aor, self.shards);
         if owner == self.shard {
-            let result = self.bindings.register(request, now);
-            return self.answer_register(server, msg, from, result, now);
+            if self.settings.registrar_db == RegistrarDb::Memory {
+                let result = self.bindings.register(request, now);
+                return self.answer_register(server, msg, from, result, now);
+            }
+            let reply_to = ReplyTo::Here {
+                server,
+                request: msg.as_bytes().into(),
+                inbound: from,
+            };
+            return self.register_here(request, reply_to, now, out);
         }
         let Some(token) = self.wait(
             Waiting::Register {
@@ -751,6 +831,139 @@ impl ShardCore {
                 request,
             },
         });
+    }
+
+    /// Applies a REGISTER for an AOR this shard owns: in memory at once, or through the
+    /// database (the store, its cache, checks it first; the answer waits for the master).
+    fn register_here(
+        &mut self,
+        request: RegisterRequest,
+        reply_to: ReplyTo,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let (node, wait_limit) = match &self.settings.registrar_db {
+            RegistrarDb::Memory => {
+                let result = self.bindings.register(request, now);
+                return self.deliver_registered(reply_to, result, now, out);
+            }
+            RegistrarDb::Redis { node, wait_limit } => (node, *wait_limit),
+        };
+        let call = if request.is_fetch() {
+            Ok(redis_data::lookup_call(&request.aor))
+        } else {
+            self.bindings
+                .check_register(&request, now)
+                .and_then(|()| redis_data::register_call(&request, &self.settings.registrar, node))
+        };
+        let call = match call {
+            Ok(call) if self.database_waits.len() < self.settings.max_waiting => call,
+            Ok(_) => {
+                self.counters.overloaded += 1;
+                let full = RegisterError::DatabaseUnavailable {
+                    retry_after_s: DATABASE_RETRY_AFTER_S,
+                };
+                return self.deliver_registered(reply_to, Err(full), now, out);
+            }
+            Err(e) => return self.deliver_registered(reply_to, Err(e), now, out),
+        };
+        self.next_token += 1;
+        let token = self.next_token;
+        self.database_waits
+            .insert(token, DatabaseWait { request, reply_to });
+        self.database_deadlines.push_back((now + wait_limit, token));
+        out.push(Output::ToDatabase { token, call });
+    }
+
+    /// The database's answer to a REGISTER of [`ShardCore::register_here`]: the store caches
+    /// what Redis now holds for the AOR, and the client gets its 200 OK (or 503).
+    pub fn on_database_result(
+        &mut self,
+        token: u64,
+        result: DatabaseResult,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(wait) = self.database_waits.remove(&token) else {
+            return;
+        };
+        let result = match result {
+            DatabaseResult::Reply(reply) => self.apply_database_reply(&wait.request, &reply, now),
+            DatabaseResult::Unavailable { retry_after_s } => {
+                Err(RegisterError::DatabaseUnavailable { retry_after_s })
+            }
+        };
+        if matches!(result, Err(RegisterError::DatabaseUnavailable { .. })) {
+            self.counters.database_unavailable += 1;
+        }
+        self.deliver_registered(wait.reply_to, result, now, out);
+        self.drain_actions(now, out);
+    }
+
+    fn apply_database_reply(
+        &mut self,
+        req: &RegisterRequest,
+        reply: &redis_data::Reply,
+        now: Instant,
+    ) -> Result<RegisterOutcome, RegisterError> {
+        let decoded = if req.is_fetch() {
+            redis_data::decode_lookup(reply, now).map(|r| (r.bindings, Vec::new(), 0))
+        } else {
+            redis_data::decode_register(reply, now).map(|r| (r.bindings, r.outcomes, r.evicted))
+        };
+        let (bindings, outcomes, evicted) = decoded.map_err(|e| {
+            warn!(aor = %req.aor, "registrar database: {e}");
+            RegisterError::DatabaseUnavailable {
+                retry_after_s: DATABASE_RETRY_AFTER_S,
+            }
+        })?;
+        if self.bindings.load(&req.aor, &bindings, now).is_err() {
+            // The cache is full; Redis holds the bindings all the same.
+            debug!(aor = %req.aor, "binding cache full");
+        }
+        let count = |o: ContactOutcome| outcomes.iter().filter(|&&x| x == o).count();
+        Ok(RegisterOutcome {
+            aor: req.aor.clone(),
+            contacts: bindings
+                .iter()
+                .filter(|b| now < b.expires_at)
+                .map(|b| ContactEcho::of_stored(b, now))
+                .collect(),
+            path: if req.path_supported {
+                req.path.clone()
+            } else {
+                Vec::new()
+            },
+            require_outbound: req.outbound_supported && bindings.iter().any(|b| b.reg_id.is_some()),
+            added: count(ContactOutcome::Added),
+            refreshed: count(ContactOutcome::Refreshed),
+            removed: count(ContactOutcome::Removed),
+            evicted: usize::try_from(evicted).unwrap_or(usize::MAX),
+        })
+    }
+
+    fn deliver_registered(
+        &mut self,
+        reply_to: ReplyTo,
+        result: Result<RegisterOutcome, RegisterError>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        match reply_to {
+            ReplyTo::Here {
+                server,
+                request,
+                inbound,
+            } => {
+                if let Ok(msg) = Message::parse_datagram(&request) {
+                    self.answer_register(server, &msg, inbound, result, now);
+                }
+            }
+            ReplyTo::Shard { shard, token } => out.push(Output::ToShard {
+                shard,
+                msg: ShardMsg::Registered { token, result },
+            }),
+        }
     }
 
     /// The answer to a REGISTER (§10.3 step 8): every current binding with its expires, Date,
@@ -1263,10 +1476,14 @@ impl ShardCore {
         if self.waiting.len() >= self.settings.max_waiting {
             return None;
         }
+        let limit = match &self.settings.registrar_db {
+            RegistrarDb::Memory => WAIT_LIMIT,
+            RegistrarDb::Redis { wait_limit, .. } => WAIT_LIMIT.max(*wait_limit),
+        };
         self.next_token += 1;
         self.waiting.insert(self.next_token, waiting);
         self.waiting_deadlines
-            .push_back((now + WAIT_LIMIT, self.next_token));
+            .push_back((now + limit, self.next_token));
         Some(self.next_token)
     }
 
@@ -1290,11 +1507,8 @@ impl ShardCore {
                 token,
                 request,
             } => {
-                let result = self.bindings.register(request, now);
-                out.push(Output::ToShard {
-                    shard: from,
-                    msg: ShardMsg::Registered { token, result },
-                });
+                let reply_to = ReplyTo::Shard { shard: from, token };
+                self.register_here(request, reply_to, now, out);
             }
             ShardMsg::Lookup { from, token, aor } => {
                 let targets = self.targets(&aor, now);

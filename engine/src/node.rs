@@ -8,6 +8,9 @@ use std::time::Duration;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use sipshard_registrar::ha::HaConfig;
+use sipshard_registrar::redis_thread::RedisThread;
+
 use crate::core::{CoreSettings, ShardCore};
 use crate::shard::{self, RuntimeSettings};
 
@@ -19,11 +22,15 @@ pub struct NodeOptions {
     pub queue_capacity: usize,
     pub runtime: RuntimeSettings,
     pub core: CoreSettings,
+    /// The Redis HA registrar (`db-implementation=redis`); `None` keeps bindings in memory.
+    pub redis: Option<HaConfig>,
 }
 
 /// A running node.
 pub struct Node {
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// Owns every Redis connection, in Redis mode.
+    redis: Option<RedisThread>,
 }
 
 /// Glommio registers this much memory per shard for storage I/O; the node does none, so the
@@ -33,12 +40,25 @@ const IO_MEMORY_BYTES: usize = 64 * 1024;
 /// Ring depth per shard: network operations in flight at once.
 const RING_DEPTH: usize = 256;
 
+/// Registrar writes one shard may have in flight to the Redis thread (beyond: 503).
+const REDIS_WRITES_PER_SHARD: usize = 16_384;
+
 impl Node {
     pub fn start(options: NodeOptions) -> Result<Node, String> {
+        let (redis, mut links) = match options.redis.clone() {
+            Some(ha) => {
+                let (thread, links) =
+                    RedisThread::start(ha, options.shards, REDIS_WRITES_PER_SHARD)
+                        .map_err(|e| format!("cannot start the Redis thread: {e}"))?;
+                (Some(thread), links.into_iter().map(Some).collect())
+            }
+            None => (None, Vec::new()),
+        };
+        links.resize_with(options.shards, || None);
         let mesh = MeshBuilder::full(options.shards, options.queue_capacity);
         let (bound_tx, bound_rx) = mpsc::channel();
         let mut handles = Vec::new();
-        for id in 0..options.shards {
+        for (id, link) in links.into_iter().enumerate() {
             let mesh = mesh.clone();
             let bound = bound_tx.clone();
             let runtime = options.runtime.clone();
@@ -54,7 +74,7 @@ impl Node {
                 .ring_depth(RING_DEPTH)
                 .spawn(move || async move {
                     let core = ShardCore::new(id, shards, core_settings);
-                    shard::run(id, core, runtime, mesh, bound).await;
+                    shard::run(id, core, runtime, mesh, link, bound).await;
                 })
                 .map_err(|e| {
                     format!(
@@ -72,13 +92,16 @@ impl Node {
                 Err(_) => return Err("a shard did not start within 10 s".into()),
             }
         }
-        Ok(Node { handles })
+        Ok(Node { handles, redis })
     }
 
-    /// Waits for the shards (they run until the process ends).
+    /// Waits for the shards (they run until the process ends), then stops the Redis thread.
     pub fn join(self) {
         for handle in self.handles {
             let _ = handle.join();
+        }
+        if let Some(redis) = self.redis {
+            redis.shutdown();
         }
     }
 }

@@ -30,7 +30,10 @@ use glommio::{spawn_local, timer};
 use sipshard_net::{Frame, StreamFramer, Transport};
 use tracing::{debug, info, warn};
 
-use crate::core::{ConnId, Counters, Inbound, Output, ShardCore, ShardMsg};
+use sipshard_registrar::redis_bridge;
+use sipshard_registrar::redis_thread::{Outcome, ShardLink};
+
+use crate::core::{ConnId, Counters, DatabaseResult, Inbound, Output, ShardCore, ShardMsg};
 use crate::transaction::TransactionId;
 
 /// How often the shard looks at its timer table. SIP timers are hundreds of milliseconds and
@@ -65,6 +68,8 @@ struct Shell {
     mesh: Senders<ShardBatch>,
     /// Messages for each shard, sent by [`flush_batches`].
     batches: RefCell<Vec<ShardBatch>>,
+    /// This shard's link to the Redis thread (Redis mode).
+    database: Option<ShardLink>,
     connections: RefCell<Connections>,
 }
 
@@ -93,8 +98,10 @@ pub async fn run(
     core: ShardCore,
     settings: RuntimeSettings,
     mesh: MeshBuilder<ShardBatch, Full>,
+    mut database: Option<ShardLink>,
     bound: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
+    let database_wakeup = database.as_mut().and_then(ShardLink::take_wakeup);
     let (senders, mut receivers) = match mesh.join().await {
         Ok(joined) => joined,
         Err(_) => {
@@ -138,6 +145,7 @@ pub async fn run(
         udp,
         mesh: senders,
         batches: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
+        database,
         connections: RefCell::new(Connections::new(shard)),
     });
     let mut tasks = Vec::new();
@@ -163,6 +171,9 @@ pub async fn run(
                 flush_batches(&shell).await;
             }
         }));
+    }
+    if let Some(wakeup) = database_wakeup {
+        tasks.push(spawn_local(database_loop(shell.clone(), wakeup)));
     }
     tasks.push(spawn_local(timer_loop(shell.clone())));
     for task in tasks {
@@ -352,6 +363,49 @@ async fn serve_connection(
     debug!(%remote, "connection closed");
 }
 
+/// Takes the Redis thread's completions for this shard whenever it signals some (a byte on the
+/// wake-up socket; several completions may share one) and hands them to the core.
+async fn database_loop(shell: Rc<Shell>, wakeup: std::os::unix::net::UnixStream) {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: `into_raw_fd` hands over sole ownership of an open socket descriptor, which the
+    // glommio stream then owns and closes.
+    let mut wakeup = unsafe { glommio::net::UnixStream::from_raw_fd(wakeup.into_raw_fd()) };
+    let mut buf = [0u8; 64];
+    loop {
+        let stopped = !matches!(wakeup.read(&mut buf).await, Ok(n) if n > 0);
+        let mut out = Vec::new();
+        if let Some(link) = &shell.database {
+            let mut core = shell.core.borrow_mut();
+            while let Some((token, outcome)) = link.try_completion() {
+                let result = match outcome {
+                    Outcome::Acked(reply) => DatabaseResult::Reply(reply),
+                    Outcome::Failed { retry_after_s } => {
+                        DatabaseResult::Unavailable { retry_after_s }
+                    }
+                    Outcome::Rejected(why) => {
+                        debug!("registrar write refused: {why}");
+                        DatabaseResult::Unavailable {
+                            retry_after_s: DATABASE_RETRY_AFTER_S,
+                        }
+                    }
+                };
+                core.on_database_result(token, result, Instant::now(), &mut out);
+            }
+        }
+        perform(&shell, out).await;
+        flush_batches(&shell).await;
+        if stopped {
+            // The Redis thread is gone: writes still waiting are answered 503 when their wait
+            // limit passes.
+            warn!(shard = shell.id, "the Redis thread stopped");
+            return;
+        }
+    }
+}
+
+/// Retry-After of the 503 for a write the Redis thread refused at once (queue or journal full).
+const DATABASE_RETRY_AFTER_S: u32 = 5;
+
 /// How often a shard logs its counters when something went wrong since the last report.
 const REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -424,6 +478,26 @@ async fn perform(shell: &Rc<Shell>, outputs: Vec<Output>) {
                 Some(batch) => batch.push(msg),
                 None => shell.core.borrow_mut().count_send_failure(),
             },
+            Output::ToDatabase { token, call } => {
+                let submitted = match (&shell.database, redis_bridge::to_write(call)) {
+                    (Some(link), Some(write)) => link
+                        .submit(token, write)
+                        .map_err(|e| debug!("registrar write not queued: {e}"))
+                        .is_ok(),
+                    _ => false,
+                };
+                if !submitted {
+                    let unavailable = DatabaseResult::Unavailable {
+                        retry_after_s: DATABASE_RETRY_AFTER_S,
+                    };
+                    shell.core.borrow_mut().on_database_result(
+                        token,
+                        unavailable,
+                        Instant::now(),
+                        &mut more,
+                    );
+                }
+            }
         }
         pending.extend(more);
     }

@@ -8,11 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sipshard_net::Transport;
-use sipshard_registrar::{Domains, RegistrarConfig};
+use std::time::Duration;
+
+use sipshard_registrar::ha::{Credentials, Discovery, HaConfig};
+use sipshard_registrar::{Domains, RegistrarConfig, redis_bridge};
 
 use crate::auth::{AuthSettings, Authenticator, PasswordDb};
 use crate::config::{Config, DbImplementation, ListenHost};
-use crate::core::{CoreSettings, ShardAuthSettings};
+use crate::core::{CoreSettings, RegistrarDb, ShardAuthSettings};
 use crate::node::NodeOptions;
 use crate::routing::LocalIdentity;
 use crate::shard::RuntimeSettings;
@@ -33,13 +36,6 @@ const MAX_USERS_IN_WARNING: usize = 10;
 
 /// Derives the node's options; `threads` (from `--threads`) overrides `[global] threads`.
 pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptions, String> {
-    if config.registrar.db_implementation == DbImplementation::Redis {
-        return Err(
-            "[module::Registrar] db-implementation=redis is not available in this build \
-                    yet; use db-implementation=internal"
-                .into(),
-        );
-    }
     let shards = match threads.unwrap_or(config.global.threads) {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -114,8 +110,23 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
         any_domain,
         allow_foreign_domains: config.forward.allow_foreign_domains,
     };
+    let redis = redis_settings(config)?;
+    let registrar_db = match &redis {
+        None => RegistrarDb::Memory,
+        Some(ha) => RegistrarDb::Redis {
+            node: format!(
+                "{advertised_host}:{}",
+                ports.first().map_or(5060, |(_, p)| *p)
+            )
+            .into(),
+            // Past the hold the Redis thread answers every write itself; the margin covers the
+            // last request's timeout and the trip back to the shard.
+            wait_limit: ha.failover_hold + 2 * ha.request_timeout + Duration::from_secs(2),
+        },
+    };
     Ok(NodeOptions {
         shards,
+        redis,
         queue_capacity: config.global.shard_queue_capacity,
         runtime: RuntimeSettings {
             listens,
@@ -135,8 +146,51 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
             advertised_host,
             ports,
             auth,
+            registrar_db,
         },
     })
+}
+
+/// `db-implementation=redis`: the Redis HA client's settings from the `redis-*` keys (with
+/// sentinels: the master a majority of them names; without: `redis-server-domain`, followed by
+/// `INFO replication`). `None` for the in-memory registrar.
+fn redis_settings(config: &Config) -> Result<Option<HaConfig>, String> {
+    let r = &config.registrar;
+    if r.db_implementation != DbImplementation::Redis {
+        return Ok(None);
+    }
+    let credentials = |username: &str, password: &str| Credentials {
+        username: (!username.is_empty()).then(|| username.to_owned()),
+        password: (!password.is_empty()).then(|| password.to_owned()),
+    };
+    let mut ha = if r.redis_sentinel_addresses.is_empty() {
+        let host = &r.redis_server_domain;
+        let server = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", r.redis_server_port)
+        } else {
+            format!("{host}:{}", r.redis_server_port)
+        };
+        HaConfig::direct(server)
+    } else {
+        let sentinels = r
+            .redis_sentinel_addresses
+            .iter()
+            .map(|a| Arc::from(a.as_str()))
+            .collect();
+        HaConfig::sentinel(sentinels, r.redis_sentinel_master_name.clone())
+    };
+    if let Discovery::Sentinel { credentials: c, .. } = &mut ha.discovery {
+        *c = credentials("", r.redis_sentinel_password.expose());
+    }
+    ha.credentials = credentials(&r.redis_username, r.redis_auth_password.expose());
+    ha.scripts = redis_bridge::ha_scripts();
+    ha.request_timeout = r.redis_timeout;
+    ha.failover_hold = r.redis_failover_hold;
+    ha.replay_window = r.redis_replay_window;
+    ha.wait_replicas = u32::try_from(r.redis_wait_replicas).unwrap_or(u32::MAX);
+    ha.validate()
+        .map_err(|e| format!("[module::Registrar] Redis settings: {e}"))?;
+    Ok(Some(ha))
 }
 
 /// `[module::Authentication]`: the settings every shard's [`Authenticator`] is built from, and

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use md5::{Digest, Md5};
 use sipshard_engine::auth::{AuthSettings, PasswordDb};
-use sipshard_engine::core::{CoreSettings, Inbound, Output, ShardAuthSettings, ShardCore};
+use sipshard_engine::core::{
+    CoreSettings, Inbound, Output, RegistrarDb, ShardAuthSettings, ShardCore,
+};
 use sipshard_engine::routing::LocalIdentity;
 use sipshard_engine::transaction::TimerConfig;
 use sipshard_net::{AuthHeader, HeaderName, Message, Transport};
@@ -67,6 +69,7 @@ fn settings() -> CoreSettings {
             settings: auth,
             db: Arc::new(db),
         }),
+        registrar_db: RegistrarDb::Memory,
     }
 }
 

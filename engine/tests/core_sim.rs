@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sipshard_engine::core::{CoreSettings, Inbound, Output, ShardCore, ShardMsg};
+use sipshard_engine::core::{CoreSettings, Inbound, Output, RegistrarDb, ShardCore, ShardMsg};
 use sipshard_engine::routing::LocalIdentity;
 use sipshard_engine::transaction::TimerConfig;
 use sipshard_net::{HeaderName, Message, Method, Transport};
@@ -43,6 +43,7 @@ fn settings() -> CoreSettings {
         advertised_host: "127.0.0.1".into(),
         ports: vec![(Transport::Udp, 5060)],
         auth: None,
+        registrar_db: RegistrarDb::Memory,
     }
 }
 
@@ -116,7 +117,9 @@ fn sends(out: Vec<Output>) -> Vec<Sent> {
                 to,
                 bytes: bytes.to_vec(),
             },
-            Output::ToShard { .. } => panic!("a single shard sends nothing to other shards"),
+            Output::ToShard { .. } | Output::ToDatabase { .. } => {
+                panic!("a single in-memory shard sends nothing to other shards or Redis")
+            }
         })
         .collect()
 }

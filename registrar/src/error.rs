@@ -45,6 +45,9 @@ pub enum RegisterError {
     /// The shard holds [`crate::RegistrarConfig::max_aors_per_shard`] AORs and this request would
     /// add one (503 with Retry-After: the limit bounds memory; bindings expire and make room).
     StoreFull,
+    /// The bindings database (Redis) could not take the write in time: no master during a
+    /// failover longer than the hold, or the write queue is full (503 with Retry-After).
+    DatabaseUnavailable { retry_after_s: u32 },
 }
 
 /// Seconds a client is asked to wait after [`RegisterError::StoreFull`].
@@ -84,13 +87,17 @@ impl RegisterError {
             RegisterError::InvalidCSeq => (400, "Invalid CSeq number"),
             RegisterError::IntervalTooBrief { .. } => (423, "Interval Too Brief"),
             RegisterError::StoreFull => (503, "Registrar Full"),
+            RegisterError::DatabaseUnavailable { .. } => (503, "Registrar Database Unavailable"),
         };
         let min_expires_s = match self {
             RegisterError::IntervalTooBrief { min_expires_s } => Some(*min_expires_s),
             _ => None,
         };
-        let retry_after_s =
-            matches!(self, RegisterError::StoreFull).then_some(STORE_FULL_RETRY_AFTER_S);
+        let retry_after_s = match self {
+            RegisterError::StoreFull => Some(STORE_FULL_RETRY_AFTER_S),
+            RegisterError::DatabaseUnavailable { retry_after_s } => Some(*retry_after_s),
+            _ => None,
+        };
         ErrorStatus {
             code,
             reason,

@@ -42,6 +42,8 @@ pub mod ha;
 mod request;
 mod store;
 
+/// The data layout's script calls as the HA client's writes.
+pub mod redis_bridge;
 /// The Redis data layout of the HA registrar: keys, fields, Lua scripts, calls and replies.
 pub mod redis_data;
 /// The Redis thread: owns every Redis connection and drives [`ha::HaClient`] for the shards.

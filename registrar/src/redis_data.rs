@@ -366,16 +366,8 @@ fn push_canonical(out: &mut String, text: &[u8], lowercase: bool) {
     }
 }
 
-/// A reply, RESP2-shaped, as the Redis thread hands it over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    Nil,
-    Int(i64),
-    Bulk(Vec<u8>),
-    Status(String),
-    Array(Vec<Reply>),
-    Error(String),
-}
+/// A reply, RESP2-shaped, as the Redis thread hands it over (the HA client's type).
+pub use crate::ha::Reply;
 
 /// What the register script did with one contact (or with `*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

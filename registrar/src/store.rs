@@ -76,6 +76,17 @@ pub struct ContactEcho {
     pub expires_s: u32,
 }
 
+impl ContactEcho {
+    /// The echo of a binding as the database returned it (for a 200 OK answered from Redis).
+    pub fn of_stored(binding: &StoredBinding, now: Instant) -> ContactEcho {
+        let left_s = binding.expires_at.saturating_duration_since(now).as_secs();
+        ContactEcho {
+            value: binding.echo_value.clone(),
+            expires_s: u32::try_from(left_s).unwrap_or(u32::MAX).max(1),
+        }
+    }
+}
+
 impl fmt::Display for ContactEcho {
     /// The header value: `<uri>;params;expires=N`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

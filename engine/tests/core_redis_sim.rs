@@ -1,0 +1,287 @@
+//! The shard core in Redis mode, without sockets or Redis: a REGISTER becomes a script call for
+//! the Redis thread, and the 200 OK goes out only with the database's answer. The fake database
+//! here does what `register.lua` does for a fresh AOR (stores each contact's payload with the
+//! fields the script adds); the real script runs in the registrar's and the node's Redis tests.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sipshard_engine::core::{
+    CoreSettings, DatabaseResult, Inbound, Output, RegistrarDb, ShardCore,
+};
+use sipshard_engine::routing::LocalIdentity;
+use sipshard_engine::transaction::TimerConfig;
+use sipshard_net::{HeaderName, Message, Transport};
+use sipshard_registrar::redis_data::{LOOKUP_SCRIPT, REGISTER_SCRIPT, Reply, ScriptCall};
+use sipshard_registrar::{Domains, RegistrarConfig};
+
+const PROXY: &str = "127.0.0.1:5060";
+const ALICE: &str = "127.0.0.2:5070";
+const WAIT_LIMIT: Duration = Duration::from_secs(25);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn settings() -> CoreSettings {
+    CoreSettings {
+        identity: LocalIdentity {
+            hosts: vec!["127.0.0.1".into()],
+            ports: vec![5060],
+            domains: vec!["example.org".into()],
+            any_domain: false,
+            allow_foreign_domains: false,
+        },
+        registrar: RegistrarConfig {
+            domains: Domains::list(["example.org"]).unwrap(),
+            max_expires_s: 86_400,
+            min_expires_s: 60,
+            default_expires_s: 600,
+            max_contacts_per_aor: 12,
+            max_aors_per_shard: 1024,
+        },
+        timers: TimerConfig::default(),
+        transaction_capacity: 1024,
+        max_waiting: 64,
+        advertised_host: "127.0.0.1".into(),
+        ports: vec![(Transport::Udp, 5060)],
+        auth: None,
+        registrar_db: RegistrarDb::Redis {
+            node: "127.0.0.1:5060".into(),
+            wait_limit: WAIT_LIMIT,
+        },
+    }
+}
+
+/// What the core asked for after one input.
+#[derive(Default)]
+struct Outputs {
+    sent: Vec<Vec<u8>>,
+    database: Vec<(u64, ScriptCall)>,
+}
+
+impl Outputs {
+    fn statuses(&self) -> Vec<u16> {
+        self.sent
+            .iter()
+            .map(|b| Message::parse_datagram(b).unwrap().status().unwrap())
+            .collect()
+    }
+}
+
+fn split(out: Vec<Output>) -> Outputs {
+    let mut outputs = Outputs::default();
+    for o in out {
+        match o {
+            Output::Send { bytes, .. } => outputs.sent.push(bytes.to_vec()),
+            Output::ToDatabase { token, call } => outputs.database.push((token, call)),
+            Output::ToShard { .. } => panic!("one shard sends nothing to other shards"),
+        }
+    }
+    outputs
+}
+
+struct Sim {
+    core: ShardCore,
+    now: Instant,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        Sim {
+            core: ShardCore::new(0, 1, settings()),
+            now: Instant::now(),
+        }
+    }
+
+    fn receive(&mut self, bytes: &str) -> Outputs {
+        let inbound = Inbound {
+            transport: Transport::Udp,
+            local: addr(PROXY),
+            remote: addr(ALICE),
+            conn: None,
+        };
+        let mut out = Vec::new();
+        self.core
+            .on_datagram(bytes.as_bytes(), inbound, self.now, &mut out);
+        split(out)
+    }
+
+    fn database(&mut self, token: u64, result: DatabaseResult) -> Outputs {
+        let mut out = Vec::new();
+        self.core
+            .on_database_result(token, result, self.now, &mut out);
+        split(out)
+    }
+
+    fn advance(&mut self, by: Duration) -> Outputs {
+        let end = self.now + by;
+        let mut out = Vec::new();
+        while let Some(deadline) = self.core.next_deadline().filter(|d| *d <= end) {
+            self.now = deadline.max(self.now);
+            self.core.on_timers(self.now, &mut out);
+        }
+        self.now = end;
+        split(out)
+    }
+}
+
+fn register(call_id: &str, cseq: u32, contact: Option<&str>) -> String {
+    let contact = contact.map_or(String::new(), |c| format!("Contact: <{c}>\r\n"));
+    format!(
+        "REGISTER sip:example.org SIP/2.0\r\n\
+Via: SIP/2.0/UDP {ALICE};branch=z9hG4bK-{call_id}-{cseq}\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:alice@example.org>;tag=t{call_id}\r\n\
+To: <sip:alice@example.org>\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: {cseq} REGISTER\r\n\
+{contact}Expires: 600\r\n\
+Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The fake database's clock, in server milliseconds.
+const SERVER_MS: u64 = 1_800_000_000_000;
+
+/// What `register.lua` answers for a REGISTER of new contacts on an empty AOR: each contact
+/// added, stored with the fields the script writes.
+fn script_reply(call: &ScriptCall) -> Reply {
+    assert_eq!(call.script.sha1, REGISTER_SCRIPT.sha1);
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+    let (call_id, cseq) = (text(&call.args[2]), text(&call.args[3]));
+    let mut outcomes = Vec::new();
+    let mut stored = Vec::new();
+    for (ord, contact) in call.args[6..].chunks(3).enumerate() {
+        let granted_s: u64 = text(&contact[1]).parse().unwrap();
+        let payload = text(&contact[2]);
+        let body = payload.strip_suffix('}').unwrap();
+        let value = format!(
+            "{body},\"v\":1,\"cid\":\"{call_id}\",\"cseq\":{cseq},\"reg\":{SERVER_MS},\
+             \"upd\":{SERVER_MS},\"exp\":{},\"ord\":{ord}}}",
+            SERVER_MS + granted_s * 1000
+        );
+        outcomes.push(Reply::Bulk(b"added".to_vec()));
+        stored.push(Reply::Bulk(contact[0].clone()));
+        stored.push(Reply::Bulk(value.into_bytes()));
+    }
+    Reply::Array(vec![
+        Reply::Int(SERVER_MS as i64),
+        Reply::Int(1),
+        Reply::Array(outcomes),
+        Reply::Int(0),
+        Reply::Array(stored),
+    ])
+}
+
+fn header(bytes: &[u8], name: HeaderName) -> Option<String> {
+    let msg = Message::parse_datagram(bytes).unwrap();
+    msg.value(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn other_header(bytes: &[u8], name: &str) -> Option<String> {
+    let msg = Message::parse_datagram(bytes).unwrap();
+    msg.other_value(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+#[test]
+fn the_200_waits_for_the_database_and_lists_what_it_holds() {
+    let mut sim = Sim::new();
+    let out = sim.receive(&register("a1", 5, Some("sip:alice@127.0.0.2:5070")));
+    assert!(out.sent.is_empty(), "nothing is answered before the write");
+    let [(token, call)] = <[_; 1]>::try_from(out.database).unwrap();
+    assert_eq!(call.script.sha1, REGISTER_SCRIPT.sha1);
+
+    // A retransmission is absorbed by the transaction: no second write.
+    let again = sim.receive(&register("a1", 5, Some("sip:alice@127.0.0.2:5070")));
+    assert!(again.sent.is_empty() && again.database.is_empty());
+
+    sim.now += Duration::from_millis(3);
+    let done = sim.database(token, DatabaseResult::Reply(script_reply(&call)));
+    assert_eq!(done.statuses(), [200]);
+    let contact = header(&done.sent[0], HeaderName::Contact).unwrap();
+    // Times are anchored at the server time the reply carries: a full 600 s from now.
+    assert_eq!(contact, "<sip:alice@127.0.0.2:5070>;expires=600");
+
+    // The owner's cache now holds the binding: an older CSeq of the same Call-ID is refused
+    // at once, without a write (§10.3 step 7).
+    let old = sim.receive(&register("a1", 3, Some("sip:alice@127.0.0.2:5070")));
+    assert_eq!(old.statuses(), [400]);
+    assert!(old.database.is_empty());
+}
+
+#[test]
+fn a_fetch_reads_the_database() {
+    let mut sim = Sim::new();
+    let out = sim.receive(&register("f1", 1, None));
+    assert!(out.sent.is_empty());
+    let [(token, call)] = <[_; 1]>::try_from(out.database).unwrap();
+    assert_eq!(call.script.sha1, LOOKUP_SCRIPT.sha1);
+    let stored = format!(
+        "{{\"uri\":\"sip:alice@127.0.0.2:5070\",\"echo\":\"<sip:alice@127.0.0.2:5070>\",\
+         \"src\":{{\"t\":\"udp\",\"r\":\"{ALICE}\",\"l\":\"{PROXY}\",\"n\":\"other-node\"}},\
+         \"vms\":true,\"m\":{{\"b\":\"sip:alice@127.0.0.2:5070\",\"p\":\"\"}},\"v\":1,\
+         \"cid\":\"x\",\"cseq\":4,\"reg\":{SERVER_MS},\"upd\":{SERVER_MS},\"exp\":{},\"ord\":0}}",
+        SERVER_MS + 120_000
+    );
+    let reply = Reply::Array(vec![
+        Reply::Int(SERVER_MS as i64),
+        Reply::Array(vec![
+            Reply::Bulk(b"uri:sip:alice@127.0.0.2:5070".to_vec()),
+            Reply::Bulk(stored.into_bytes()),
+        ]),
+    ]);
+    let done = sim.database(token, DatabaseResult::Reply(reply));
+    assert_eq!(done.statuses(), [200]);
+    assert_eq!(
+        header(&done.sent[0], HeaderName::Contact).unwrap(),
+        "<sip:alice@127.0.0.2:5070>;expires=120"
+    );
+}
+
+#[test]
+fn no_master_in_time_is_a_503_with_retry_after() {
+    let mut sim = Sim::new();
+    let out = sim.receive(&register("b1", 1, Some("sip:alice@127.0.0.2:5070")));
+    let (token, _) = out.database.into_iter().next().unwrap();
+    let done = sim.database(token, DatabaseResult::Unavailable { retry_after_s: 7 });
+    assert_eq!(done.statuses(), [503]);
+    assert_eq!(
+        other_header(&done.sent[0], "Retry-After").as_deref(),
+        Some("7")
+    );
+    // A late answer for the same token changes nothing.
+    let late = sim.database(token, DatabaseResult::Unavailable { retry_after_s: 7 });
+    assert!(late.sent.is_empty());
+    assert_eq!(sim.core.counters().database_unavailable, 1);
+}
+
+#[test]
+fn a_database_that_never_answers_gets_a_503_at_the_wait_limit() {
+    let mut sim = Sim::new();
+    let out = sim.receive(&register("c1", 1, Some("sip:alice@127.0.0.2:5070")));
+    let (token, call) = out.database.into_iter().next().unwrap();
+    assert!(
+        sim.advance(WAIT_LIMIT - Duration::from_secs(1))
+            .sent
+            .is_empty()
+    );
+    assert_eq!(sim.advance(Duration::from_secs(2)).statuses(), [503]);
+    // The reply that finally comes finds nothing waiting.
+    let late = sim.database(token, DatabaseResult::Reply(script_reply(&call)));
+    assert!(late.sent.is_empty());
+}
+
+#[test]
+fn an_unreadable_reply_is_a_503_not_a_200() {
+    let mut sim = Sim::new();
+    let out = sim.receive(&register("d1", 1, Some("sip:alice@127.0.0.2:5070")));
+    let (token, _) = out.database.into_iter().next().unwrap();
+    let reply = Reply::Error("ERR something went wrong".into());
+    assert_eq!(
+        sim.database(token, DatabaseResult::Reply(reply)).statuses(),
+        [503]
+    );
+}
