@@ -812,8 +812,8 @@ static KEYS: &[Key] = &[
     Key {
         section: REGISTRAR,
         name: "redis-replay-window",
-        default: "5s",
-        doc: "Writes acknowledged this long before the master was lost are written again on the new master. A bare number counts seconds.",
+        default: "15s",
+        doc: "Writes acknowledged this long before the master was lost are written again on the new master (asynchronous replication may not have carried them). Cover the sentinels' down-after plus the election. A bare number counts seconds.",
         kind: Kind::Duration {
             bare: Unit::Seconds,
             min: Duration::ZERO,
@@ -1842,7 +1842,7 @@ mod tests {
                 redis_timeout: Duration::from_secs(1),
                 redis_failover_hold: Duration::from_secs(20),
                 redis_wait_replicas: 0,
-                redis_replay_window: Duration::from_secs(5),
+                redis_replay_window: Duration::from_secs(15),
             },
             forward: Forward {
                 allow_foreign_domains: false,

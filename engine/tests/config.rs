@@ -508,7 +508,7 @@ fn dump_default_round_trips() {
         "redis-timeout=1s",
         "redis-failover-hold=20s",
         "redis-wait-replicas=0",
-        "redis-replay-window=5s",
+        "redis-replay-window=15s",
         "allow-foreign-domains=false",
         "enabled=false",
         "auth-domains=*",
