@@ -282,7 +282,8 @@ impl Drop for RedisThread {
 /// # Waiting for completions
 ///
 /// Take the wake-up stream once ([`ShardLink::take_wakeup`]) and wait for it to be readable
-/// (glommio: convert it with `FromRawFd` after `into_raw_fd`, then `read`). Whenever it is,
+/// (glommio: `set_nonblocking(true)`, then `glommio::net::UnixStream::from_raw_fd` of its
+/// `into_raw_fd()`, which hands over ownership of the socket, then `read`). Whenever it is,
 /// read what is there (any number of bytes: wake-ups coalesce), then call
 /// [`ShardLink::try_completion`] until it returns `None`. The thread queues completions before
 /// it writes the byte, so a wake-up never arrives ahead of its completions.
