@@ -1,0 +1,666 @@
+//! The node with the Redis registrar (`db-implementation=redis`) against real `redis-server` and
+//! `redis-sentinel` processes on 127.0.0.1 (the lab of `registrar/tests/support/redis_lab.rs`),
+//! under a steady stream of REGISTERs from a small per-user client that keeps, for every user,
+//! the final status it got. Scenarios of issue 5:
+//! - one server with a password: 200 only once the binding is in Redis, a fetch reads it, a
+//!   restarted node still finds it, a wrong password gives 503 at the hold and the node lives on;
+//! - 3 servers, 3 sentinels: the master SIGKILLed under load (every 200 found afterwards by a
+//!   fetch and on the new master; the 503s counted; the unavailability window printed); the
+//!   master SIGSTOPped past down-after and SIGCONTed after the election (nothing acknowledged is
+//!   lost with the stale master's writes); two sentinels killed (no quorum: held, then 503);
+//! - Redis down when the node starts: 503 at the hold, then recovery once Redis is up.
+//!
+//! The scenarios are heavy (up to eight processes each, a 2-core machine), so they hold one
+//! lock and run one at a time whatever `--test-threads` says:
+//! `cargo test -p sipshard-engine --test e2e_redis -- --test-threads 1 --nocapture` prints the
+//! figures (503 count, unavailability window) on stderr.
+
+#[path = "../../registrar/tests/support/redis_lab.rs"]
+mod redis_lab;
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redis_lab::{LabOptions, RedisLab};
+use support::Node;
+
+/// RFC 3261 T1 and T2: Timer E starts at T1 and doubles up to T2.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+/// Timer F: a non-INVITE transaction with no final response is over after 64·T1.
+const TIMER_F: Duration = Duration::from_secs(32);
+/// Contacts are registered for an hour: nothing expires during a test.
+const EXPIRES_S: u32 = 3600;
+
+/// One scenario at a time: each starts up to three servers, three sentinels and the node.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The node in Redis mode
+// ---------------------------------------------------------------------------------------------
+
+/// The node on `port` (two shards) with `db-implementation=redis` and `redis` settings
+/// (`key=value`, in `[module::Registrar]`).
+fn start_node(port: u16, redis: &[String]) -> Node {
+    let mut sets: Vec<String> = vec!["module::Registrar/db-implementation=redis".into()];
+    sets.extend(redis.iter().map(|kv| format!("module::Registrar/{kv}")));
+    let mut args: Vec<&str> = vec!["--threads", "2"];
+    for set in &sets {
+        args.extend(["--set", set.as_str()]);
+    }
+    Node::start_on(port, &args)
+}
+
+/// The `redis-*` settings that point the node at the lab's sentinels.
+fn sentinel_settings(lab: &RedisLab, hold: &str) -> Vec<String> {
+    let sentinels: Vec<String> = (0..lab.options().sentinels)
+        .map(|i| lab.sentinel_addr(i).to_string())
+        .collect();
+    vec![
+        format!("redis-sentinel-addresses={}", sentinels.join(" ")),
+        format!("redis-sentinel-master-name={}", lab.options().master_name),
+        format!("redis-auth-password={}", lab.password().unwrap_or("")),
+        format!("redis-failover-hold={hold}"),
+    ]
+}
+
+/// The `redis-*` settings that point the node at one server (no sentinel).
+fn direct_settings(addr: SocketAddr, password: &str, hold: &str) -> Vec<String> {
+    vec![
+        format!("redis-server-domain={}", addr.ip()),
+        format!("redis-server-port={}", addr.port()),
+        format!("redis-auth-password={password}"),
+        format!("redis-failover-hold={hold}"),
+    ]
+}
+
+/// The AOR of user `i` and its hash in Redis (layout version 1, ARCHITECTURE.md).
+fn aor(user: usize) -> String {
+    format!("sip:user{user}@127.0.0.1")
+}
+
+fn redis_key(user: usize) -> String {
+    format!("sipshard:reg:{{{}}}", aor(user))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A per-user REGISTER client
+// ---------------------------------------------------------------------------------------------
+
+/// What one user's REGISTER transaction ended with.
+#[derive(Debug, Clone)]
+struct Record {
+    user: usize,
+    /// First transmission.
+    sent_at: Instant,
+    transmissions: u32,
+    /// The final status; `None` when Timer F fired first.
+    status: Option<u16>,
+    answered_at: Option<Instant>,
+    /// The Contact header values of the final response.
+    contacts: Vec<String>,
+    retry_after: Option<u32>,
+}
+
+impl Record {
+    /// Whether the final response lists `contact` (a URI) among its bindings.
+    fn lists(&self, contact: &str) -> bool {
+        self.contacts.iter().any(|c| c.contains(contact))
+    }
+
+    fn latency(&self) -> Option<Duration> {
+        self.answered_at.map(|t| t - self.sent_at)
+    }
+}
+
+/// A run's records, one per user, in the order they were sent.
+#[derive(Debug, Clone)]
+struct Report {
+    records: Vec<Record>,
+}
+
+impl Report {
+    fn with_status(&self, status: u16) -> Vec<&Record> {
+        self.records
+            .iter()
+            .filter(|r| r.status == Some(status))
+            .collect()
+    }
+
+    fn ok_users(&self) -> Vec<usize> {
+        self.with_status(200).iter().map(|r| r.user).collect()
+    }
+
+    /// `status: count` of every final status (`timeout` for none).
+    fn summary(&self) -> String {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &self.records {
+            let key = r.status.map_or("timeout".into(), |s| s.to_string());
+            *counts.entry(key).or_default() += 1;
+        }
+        let retransmitted = self.records.iter().filter(|r| r.transmissions > 1).count();
+        let max_latency = self.records.iter().filter_map(Record::latency).max();
+        format!(
+            "{} REGISTERs: {counts:?}, {retransmitted} retransmitted, slowest answer {max_latency:?}",
+            self.records.len()
+        )
+    }
+
+    /// The records other than 200, for panic messages (the first few).
+    fn failures(&self) -> String {
+        let mut text = String::new();
+        for r in self
+            .records
+            .iter()
+            .filter(|r| r.status != Some(200))
+            .take(20)
+        {
+            let _ = writeln!(
+                text,
+                "user{}: {:?} after {:?} ({} transmissions, Retry-After {:?})",
+                r.user,
+                r.status,
+                r.latency(),
+                r.transmissions,
+                r.retry_after
+            );
+        }
+        text
+    }
+}
+
+/// What a REGISTER carries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// One Contact, `<sip:userN@127.0.0.1:PORT;run=RUN>`, for an hour.
+    Bind,
+    /// No Contact: the response lists the bindings.
+    Fetch,
+}
+
+/// Phones for user0..userN behind one UDP socket on 127.0.0.1: REGISTERs at a steady rate,
+/// each retransmitted per Timer E until a final response or Timer F. One Call-ID per user (and
+/// phone set), CSeq counting up, so the registrar's §10.3 ordering sees one client per user.
+struct Phones {
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// Distinguishes the Call-IDs and contacts of phone sets within a test binary.
+    run: String,
+    cseq: HashMap<usize, u32>,
+    next_branch: u64,
+}
+
+/// One transaction in flight.
+struct Pending {
+    index: usize,
+    bytes: Vec<u8>,
+    next_send: Instant,
+    interval: Duration,
+}
+
+impl Phones {
+    fn new(run: &str) -> Phones {
+        let socket = UdpSocket::bind((support::LOOPBACK, 0))
+            .unwrap_or_else(|e| panic!("cannot bind a UDP socket on 127.0.0.1: {e}"));
+        let local = socket
+            .local_addr()
+            .unwrap_or_else(|e| panic!("UDP socket without a local address: {e}"));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(2)))
+            .unwrap_or_else(|e| panic!("cannot set a read timeout: {e}"));
+        Phones {
+            socket,
+            local,
+            run: run.into(),
+            cseq: HashMap::new(),
+            next_branch: 0,
+        }
+    }
+
+    /// The contact user `i` registers.
+    fn contact(&self, user: usize) -> String {
+        format!("sip:user{user}@{};run={}", self.local, self.run)
+    }
+
+    /// Sends one REGISTER per user of `users`, `rate` per second, and returns every user's
+    /// outcome once each transaction is over (final response or Timer F).
+    fn register(
+        &mut self,
+        target: SocketAddr,
+        users: Range<usize>,
+        rate: u32,
+        kind: Kind,
+    ) -> Report {
+        let start = Instant::now();
+        let gap = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+        let users: Vec<usize> = users.collect();
+        let mut records: Vec<Option<Record>> = vec![None; users.len()];
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        let mut next = 0;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let now = Instant::now();
+            // New transactions, on schedule.
+            while next < users.len() && now >= start + gap * next as u32 {
+                let user = users[next];
+                let (branch, bytes) = self.request(target, user, kind);
+                self.send(&bytes, target);
+                records[next] = Some(Record {
+                    user,
+                    sent_at: now,
+                    transmissions: 1,
+                    status: None,
+                    answered_at: None,
+                    contacts: Vec::new(),
+                    retry_after: None,
+                });
+                pending.insert(
+                    branch,
+                    Pending {
+                        index: next,
+                        bytes,
+                        next_send: now + T1,
+                        interval: T1,
+                    },
+                );
+                next += 1;
+            }
+            // Timer E retransmissions, Timer F.
+            pending.retain(|_, p| {
+                let record = records[p.index].as_mut().expect("sent");
+                if now >= record.sent_at + TIMER_F {
+                    return false;
+                }
+                if now >= p.next_send {
+                    let _ = self.socket.send_to(&p.bytes, target);
+                    record.transmissions += 1;
+                    p.interval = (p.interval * 2).min(T2);
+                    p.next_send = now + p.interval;
+                }
+                true
+            });
+            if next == users.len() && pending.is_empty() {
+                break;
+            }
+            // Responses (the read timeout paces the loop).
+            loop {
+                match self.socket.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        let Some(response) = Response::parse(&buf[..n]) else {
+                            continue;
+                        };
+                        if response.status < 200 {
+                            continue;
+                        }
+                        if let Some(p) = pending.remove(&response.branch) {
+                            let record = records[p.index].as_mut().expect("sent");
+                            record.status = Some(response.status);
+                            record.answered_at = Some(Instant::now());
+                            record.contacts = response.contacts;
+                            record.retry_after = response.retry_after;
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        break;
+                    }
+                    // ICMP port unreachable from an earlier send, e.g. while the node restarts.
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+                    Err(e) => panic!("receiving on {}: {e}", self.local),
+                }
+            }
+        }
+        Report {
+            records: records.into_iter().map(|r| r.expect("sent")).collect(),
+        }
+    }
+
+    /// One user's REGISTER (a fetch when `kind` is Fetch) and its branch.
+    fn request(&mut self, target: SocketAddr, user: usize, kind: Kind) -> (String, Vec<u8>) {
+        let cseq = self.cseq.entry(user).or_insert(0);
+        *cseq += 1;
+        let cseq = *cseq;
+        self.next_branch += 1;
+        let branch = format!("z9hG4bK-{}-{}", self.run, self.next_branch);
+        let aor = aor(user);
+        let contact = match kind {
+            Kind::Bind => format!(
+                "Contact: <{}>\r\nExpires: {EXPIRES_S}\r\n",
+                self.contact(user)
+            ),
+            Kind::Fetch => String::new(),
+        };
+        let text = format!(
+            "REGISTER sip:{target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <{aor}>;tag={run}-{user}\r\n\
+             To: <{aor}>\r\n\
+             Call-ID: {run}-{user}@127.0.0.1\r\n\
+             CSeq: {cseq} REGISTER\r\n\
+             {contact}\
+             User-Agent: sipshard-e2e-redis\r\n\
+             Content-Length: 0\r\n\r\n",
+            local = self.local,
+            run = self.run,
+        );
+        (branch, text.into_bytes())
+    }
+
+    fn send(&self, bytes: &[u8], target: SocketAddr) {
+        match self.socket.send_to(bytes, target) {
+            Ok(_) => {}
+            // A refused earlier datagram surfaces here; the retransmission covers it.
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+            Err(e) => panic!("sending to {target}: {e}"),
+        }
+    }
+
+    /// One REGISTER for `user`, waited for.
+    fn register_one(&mut self, target: SocketAddr, user: usize, kind: Kind) -> Record {
+        let report = self.register(target, user..user + 1, 1, kind);
+        report.records[0].clone()
+    }
+
+    /// Sends OPTIONS to the node and waits (2 s) for its final status.
+    fn options(&mut self, target: SocketAddr) -> Option<u16> {
+        self.next_branch += 1;
+        let branch = format!("z9hG4bK-{}-{}", self.run, self.next_branch);
+        let text = format!(
+            "OPTIONS sip:{target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:prober@127.0.0.1>;tag={run}\r\n\
+             To: <sip:{target}>\r\n\
+             Call-ID: {branch}@127.0.0.1\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n",
+            local = self.local,
+            run = self.run,
+        );
+        self.send(text.as_bytes(), target);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut buf = vec![0u8; 65_536];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.socket.recv_from(&mut buf) {
+                if let Some(r) = Response::parse(&buf[..n]) {
+                    if r.branch == branch && r.status >= 200 {
+                        return Some(r.status);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The parts of a response the client needs.
+struct Response {
+    status: u16,
+    branch: String,
+    contacts: Vec<String>,
+    retry_after: Option<u32>,
+}
+
+impl Response {
+    fn parse(bytes: &[u8]) -> Option<Response> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (head, _) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()?
+            .strip_prefix("SIP/2.0 ")?
+            .get(..3)?
+            .parse()
+            .ok()?;
+        let mut branch = None;
+        let mut contacts = Vec::new();
+        let mut retry_after = None;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "via" | "v" if branch.is_none() => {
+                    let first = value.split(',').next().unwrap_or("");
+                    branch = first
+                        .split(';')
+                        .find_map(|p| p.trim().strip_prefix("branch="))
+                        .map(str::to_string);
+                }
+                "contact" | "m" => contacts.extend(value.split(',').map(|c| c.trim().to_string())),
+                "retry-after" => {
+                    retry_after = value.split([' ', ';', '(']).next()?.parse().ok();
+                }
+                _ => {}
+            }
+        }
+        Some(Response {
+            status,
+            branch: branch?,
+            contacts,
+            retry_after,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+// ---------------------------------------------------------------------------------------------
+
+/// The fields and values of user `i`'s hash on server `node`.
+fn hgetall(lab: &RedisLab, node: usize, user: usize) -> HashMap<String, String> {
+    let mut con = lab.client(node);
+    redis::cmd("HGETALL")
+        .arg(redis_key(user))
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("HGETALL {} on redis-{node}: {e}", redis_key(user)))
+}
+
+/// Users of `users` whose contact from `phones` is missing from their hash on server `node`.
+fn missing_in_redis(lab: &RedisLab, node: usize, phones: &Phones, users: &[usize]) -> Vec<usize> {
+    let mut con = lab.client(node);
+    let mut missing = Vec::new();
+    for chunk in users.chunks(200) {
+        let mut pipe = redis::pipe();
+        for &user in chunk {
+            pipe.cmd("HGETALL").arg(redis_key(user));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("HGETALL pipeline on redis-{node}: {e}"));
+        for (&user, hash) in chunk.iter().zip(&hashes) {
+            let contact = phones.contact(user);
+            if !hash.values().any(|v| v.contains(&contact)) {
+                missing.push(user);
+            }
+        }
+    }
+    missing
+}
+
+/// Fetches every user of `users` (a fetch REGISTER, from a fresh phone set so that it needs
+/// nothing the binding phones set up) and returns those whose binding from `phones` the
+/// response does not list, with the fetch report.
+fn missing_in_fetch(target: SocketAddr, phones: &Phones, users: &[usize]) -> (Vec<usize>, Report) {
+    let mut fetcher = Phones::new(&format!("{}-fetch", phones.run));
+    let mut missing = Vec::new();
+    let mut records = Vec::new();
+    // Contiguous ranges keep the client simple; the users of a run are mostly contiguous.
+    for range in ranges(users) {
+        let report = fetcher.register(target, range, 1000, Kind::Fetch);
+        for r in report.records {
+            if r.status != Some(200) || !r.lists(&phones.contact(r.user)) {
+                missing.push(r.user);
+            }
+            records.push(r);
+        }
+    }
+    (missing, Report { records })
+}
+
+/// Sorted users as contiguous ranges.
+fn ranges(users: &[usize]) -> Vec<Range<usize>> {
+    let mut sorted = users.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for u in sorted {
+        match out.last_mut() {
+            Some(r) if r.end == u => r.end += 1,
+            _ => out.push(u..u + 1),
+        }
+    }
+    out
+}
+
+/// The time from `at` to the first 200 of a REGISTER sent at or after `at`.
+fn unavailability(report: &Report, at: Instant) -> Option<Duration> {
+    report
+        .records
+        .iter()
+        .filter(|r| r.sent_at >= at && r.status == Some(200))
+        .filter_map(|r| r.answered_at)
+        .min()
+        .map(|t| t - at)
+}
+
+/// Runs `f` on a thread (the load, while the test drives the lab) and hands back its result,
+/// re-raising its panic.
+fn join<T>(handle: thread::JoinHandle<T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Asserts that every REGISTER of `report` got 200 and listed its own contact.
+#[track_caller]
+fn assert_all_ok(report: &Report, phones: &Phones, what: &str, node: &Node, lab: &RedisLab) {
+    let bad: Vec<&Record> = report
+        .records
+        .iter()
+        .filter(|r| r.status != Some(200) || !r.lists(&phones.contact(r.user)))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} REGISTERs did not get a 200 listing their contact: {}\n{}\n\
+         first: {:?}\n{node:?}\n{}",
+        bad.len(),
+        report.records.len(),
+        report.summary(),
+        report.failures(),
+        bad.first(),
+        lab.logs()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+/// One redis-server with a password, no sentinel: a REGISTER is answered 200 with its binding
+/// stored in Redis; a fetch lists it; after a node restart (empty cache) a fetch still lists
+/// it (read from Redis); with a wrong password REGISTERs get 503 at the hold and the node
+/// keeps answering.
+#[test]
+fn one_server_register_fetch_restart_and_wrong_password() {
+    let _serial = serial();
+    let began = Instant::now();
+    let lab = RedisLab::start(LabOptions {
+        password: Some("basic-Complicated-Pass-7".into()),
+        ..LabOptions::default()
+    });
+    let password = lab.password().expect("a password").to_string();
+    let port = support::free_port();
+    let target = loopback(port);
+    let settings = direct_settings(lab.redis_addr(0), &password, "2s");
+    let mut node = start_node(port, &settings);
+    let mut phones = Phones::new("basic");
+    let contact = phones.contact(0);
+
+    let bound = phones.register_one(target, 0, Kind::Bind);
+    assert!(
+        bound.status == Some(200) && bound.lists(&contact),
+        "REGISTER: {bound:?}\n{node:?}\n{}",
+        lab.logs()
+    );
+    let hash = hgetall(&lab, 0, 0);
+    assert!(
+        hash.len() == 1 && hash.values().all(|v| v.contains(&contact)),
+        "HGETALL {} after the 200: {hash:?}",
+        redis_key(0)
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(redis_key(0))
+        .query(&mut lab.client(0))
+        .expect("PTTL");
+    assert!(
+        ttl > 3_500_000 && ttl <= i64::from(EXPIRES_S) * 1000,
+        "the key expires with its binding (an hour): PTTL {ttl}"
+    );
+    let fetched = phones.register_one(target, 0, Kind::Fetch);
+    assert!(
+        fetched.status == Some(200) && fetched.lists(&contact),
+        "fetch: {fetched:?}\n{node:?}"
+    );
+
+    // A new node process has nothing cached: the fetch reads Redis.
+    drop(node);
+    node = start_node(port, &settings);
+    let mut fresh = Phones::new("basic-after-restart");
+    let fetched = fresh.register_one(target, 0, Kind::Fetch);
+    assert!(
+        fetched.status == Some(200) && fetched.lists(&contact) && fetched.contacts.len() == 1,
+        "fetch after a node restart: {fetched:?}\n{node:?}\n{}",
+        lab.logs()
+    );
+    node.process.assert_running();
+
+    // A wrong password: no master can be used, writes wait for the hold (2 s), then 503.
+    drop(node);
+    let wrong = direct_settings(lab.redis_addr(0), "not-the-password", "2s");
+    node = start_node(port, &wrong);
+    let refused = phones.register_one(target, 1, Kind::Bind);
+    let latency = refused.latency().unwrap_or_default();
+    assert!(
+        refused.status == Some(503)
+            && refused.retry_after.is_some()
+            && latency <= Duration::from_secs(5),
+        "REGISTER with a wrong Redis password: expected 503 with Retry-After within the hold \
+         (2 s) plus a margin: {refused:?}\n{node:?}"
+    );
+    assert!(
+        hgetall(&lab, 0, 1).is_empty(),
+        "user1 was refused, yet Redis holds a binding"
+    );
+    assert_eq!(
+        phones.options(target),
+        Some(200),
+        "OPTIONS after the 503\n{node:?}"
+    );
+    node.process.assert_running();
+    let log = node.process.stderr();
+    assert!(
+        log.contains("authentication refused") && log.contains("WRONGPASS"),
+        "the node should say why Redis is unusable\n{node:?}"
+    );
+    eprintln!(
+        "one server: 200 stored and fetched, fetched after a node restart; wrong password: 503 \
+         after {latency:?} (Retry-After {:?}); {:?} in all",
+        refused.retry_after,
+        began.elapsed()
+    );
+}
