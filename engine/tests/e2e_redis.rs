@@ -664,3 +664,148 @@ fn one_server_register_fetch_restart_and_wrong_password() {
         began.elapsed()
     );
 }
+
+/// Users and rate of the failover scenarios' load: 150 REGISTERs/s for 10 s, one per user.
+const LOAD_USERS: usize = 1500;
+const LOAD_RATE: u32 = 150;
+
+/// An HA lab (3 servers, 3 sentinels, quorum 2, 1 s down-after) and the node following its
+/// sentinels with `hold`; a first REGISTER (user `LOAD_USERS`) proves the node has a master.
+fn ha_lab_and_node(hold: &str, run: &str) -> (RedisLab, Node, SocketAddr, Phones) {
+    let lab = RedisLab::start(LabOptions::ha());
+    let port = support::free_port();
+    let target = loopback(port);
+    let node = start_node(port, &sentinel_settings(&lab, hold));
+    let mut phones = Phones::new(run);
+    let first = phones.register_one(target, LOAD_USERS, Kind::Bind);
+    assert!(
+        first.status == Some(200),
+        "first REGISTER through the sentinels' master: {first:?}\n{node:?}\n{}",
+        lab.logs()
+    );
+    (lab, node, target, phones)
+}
+
+/// The load on its own thread: user0..user`LOAD_USERS` at `LOAD_RATE`/s.
+fn start_load(mut phones: Phones, target: SocketAddr) -> thread::JoinHandle<(Phones, Report)> {
+    thread::spawn(move || {
+        let report = phones.register(target, 0..LOAD_USERS, LOAD_RATE, Kind::Bind);
+        (phones, report)
+    })
+}
+
+/// After a failover to server `master`: every user that got 200 is in Redis there and listed
+/// by a fetch REGISTER.
+fn assert_nothing_acknowledged_lost(
+    lab: &RedisLab,
+    master: usize,
+    node: &Node,
+    target: SocketAddr,
+    phones: &Phones,
+    report: &Report,
+) {
+    let ok = report.ok_users();
+    let missing = missing_in_redis(lab, master, phones, &ok);
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged registrations are not on the new master redis-{master} \
+         (first: user{}; acknowledged {:?})\n{node:?}\n{}",
+        missing.len(),
+        ok.len(),
+        missing[0],
+        report.records.iter().find(|r| r.user == missing[0]),
+        lab.logs()
+    );
+    let (missing, fetches) = missing_in_fetch(target, phones, &ok);
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged registrations are not listed by a fetch (first: user{}: {:?}); \
+         fetches: {}\n{node:?}",
+        missing.len(),
+        ok.len(),
+        missing[0],
+        fetches.records.iter().find(|r| r.user == missing[0]),
+        fetches.summary()
+    );
+}
+
+/// SIGKILL of the master under 150 REGISTERs/s (hold 20 s): the sentinels elect a replica in a
+/// few seconds, the node holds the writes meanwhile and replays them there; every user that
+/// got 200 is on the new master and fetched; no 503; the unavailability window is printed.
+#[test]
+fn master_sigkilled_under_load_loses_nothing_acknowledged() {
+    let _serial = serial();
+    let began = Instant::now();
+    let (mut lab, mut node, target, phones) = ha_lab_and_node("20s", "kill");
+    let old = lab.redis_addr(0);
+    let load = start_load(phones, target);
+    // Three seconds of load on the first master, then its death.
+    thread::sleep(Duration::from_secs(3));
+    let killed_at = Instant::now();
+    lab.kill(0);
+    let master = lab.wait_for_failover(old, Duration::from_secs(20));
+    let elected = killed_at.elapsed();
+    let (phones, report) = join(load);
+    node.process.assert_running();
+    let window = unavailability(&report, killed_at);
+    let unavailable = report.with_status(503).len();
+    eprintln!(
+        "SIGKILL of the master: sentinels agreed on redis-{master} after {elected:?}; first 200 \
+         of a REGISTER sent after the kill {window:?} after it; {unavailable} × 503; {}",
+        report.summary()
+    );
+    assert_all_ok(&report, &phones, "SIGKILL of the master", &node, &lab);
+    assert_nothing_acknowledged_lost(&lab, master, &node, target, &phones, &report);
+    eprintln!("SIGKILL scenario: {:?} in all", began.elapsed());
+}
+
+/// SIGSTOP of the master past down-after under load; after the election it is SIGCONTed, wakes
+/// up still calling itself master and is demoted about 10 s later, discarding what it took
+/// meanwhile. Nothing acknowledged may be lost: every 200 is on the final master (and on the
+/// old one, now its replica) and fetched.
+#[test]
+fn master_sigstopped_then_resumed_loses_nothing_acknowledged() {
+    let _serial = serial();
+    let began = Instant::now();
+    let (mut lab, mut node, target, phones) = ha_lab_and_node("20s", "pause");
+    let old = lab.redis_addr(0);
+    let load = start_load(phones, target);
+    thread::sleep(Duration::from_secs(2));
+    let paused_at = Instant::now();
+    lab.pause(0);
+    let master = lab.wait_for_failover(old, Duration::from_secs(20));
+    let elected = paused_at.elapsed();
+    lab.resume(0);
+    let resumed_at = Instant::now();
+    // The load goes on while the old master is awake and still says it is master.
+    let demoted = redis_lab::wait_until(Duration::from_secs(30), || {
+        (lab.role(0).as_deref() == Some("slave")).then(Instant::now)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "redis-0 was not demoted within 30 s of SIGCONT\n{}",
+            lab.logs()
+        )
+    });
+    lab.wait_replicas_in_sync(master, Duration::from_secs(20));
+    let (phones, report) = join(load);
+    node.process.assert_running();
+    let window = unavailability(&report, paused_at);
+    eprintln!(
+        "SIGSTOP of the master: sentinels agreed on redis-{master} after {elected:?}; old master \
+         demoted {:?} after SIGCONT; first 200 of a REGISTER sent after the pause {window:?} \
+         after it; {} × 503; {}",
+        demoted - resumed_at,
+        report.with_status(503).len(),
+        report.summary()
+    );
+    assert_all_ok(&report, &phones, "SIGSTOP of the master", &node, &lab);
+    assert_nothing_acknowledged_lost(&lab, master, &node, target, &phones, &report);
+    let missing = missing_in_redis(&lab, 0, &phones, &report.ok_users());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged registrations missing on the demoted redis-0 after its resync",
+        missing.len()
+    );
+    eprintln!("SIGSTOP scenario: {:?} in all", began.elapsed());
+}
