@@ -23,7 +23,7 @@ use sipshard_net::{
     ErrorAction, ForwardEdits, HeaderName, HostKind, Message, Method, ParseError, Transport, Uri,
     ViaStamp, error_response, reason_phrase, stamped_response_to,
 };
-use sipshard_registrar::redis_data::{self, ContactOutcome, ScriptCall};
+use sipshard_registrar::redis_data::{self, ContactOutcome, ScriptCall, StoredBinding};
 use sipshard_registrar::{
     Aor, BindingStore, ContactEcho, NextHop, RegisterError, RegisterOutcome, RegisterRequest,
     RegistrarConfig, Source, owner_shard,
@@ -128,8 +128,12 @@ pub enum ShardMsg {
     },
     /// List the targets of an AOR this shard owns.
     Lookup { from: usize, token: u64, aor: Aor },
-    /// The answer to `Lookup`.
-    Found { token: u64, targets: Vec<Target> },
+    /// The answer to `Lookup`: the targets, or the Retry-After of a 503 when the bindings
+    /// database could not be read.
+    Found {
+        token: u64,
+        targets: Result<Vec<Target>, u32>,
+    },
     /// A response that arrived on this shard for a client transaction of the receiving one.
     Response { bytes: Vec<u8> },
 }
@@ -233,11 +237,29 @@ enum ReplyTo {
     Shard { shard: usize, token: u64 },
 }
 
-/// A REGISTER waiting for the bindings database.
+/// Where the targets of a lookup done on the AOR's owner shard go.
 #[derive(Debug)]
-struct DatabaseWait {
-    request: RegisterRequest,
-    reply_to: ReplyTo,
+enum LookupReplyTo {
+    /// The request arrived on this shard.
+    Here {
+        server: ServerId,
+        request: Rc<[u8]>,
+        inbound: Inbound,
+        route: RouteEdits,
+    },
+    /// Another shard waits for them under `token`.
+    Shard { shard: usize, token: u64 },
+}
+
+/// A request waiting for the bindings database.
+#[derive(Debug)]
+enum DatabaseWait {
+    Register {
+        request: RegisterRequest,
+        reply_to: ReplyTo,
+    },
+    /// An AOR the cache does not hold: its bindings are read from Redis.
+    Lookup { aor: Aor, reply_to: LookupReplyTo },
 }
 
 /// The response context of one forwarded request (§16.7).
@@ -870,7 +892,7 @@ impl ShardCore {
         self.next_token += 1;
         let token = self.next_token;
         self.database_waits
-            .insert(token, DatabaseWait { request, reply_to });
+            .insert(token, DatabaseWait::Register { request, reply_to });
         self.database_deadlines.push_back((now + wait_limit, token));
         out.push(Output::ToDatabase { token, call });
     }
@@ -884,20 +906,90 @@ impl ShardCore {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let Some(wait) = self.database_waits.remove(&token) else {
-            return;
-        };
-        let result = match result {
-            DatabaseResult::Reply(reply) => self.apply_database_reply(&wait.request, &reply, now),
-            DatabaseResult::Unavailable { retry_after_s } => {
-                Err(RegisterError::DatabaseUnavailable { retry_after_s })
+        match self.database_waits.remove(&token) {
+            Some(DatabaseWait::Register { request, reply_to }) => {
+                let result = match result {
+                    DatabaseResult::Reply(reply) => {
+                        self.apply_database_reply(&request, &reply, now)
+                    }
+                    DatabaseResult::Unavailable { retry_after_s } => {
+                        Err(RegisterError::DatabaseUnavailable { retry_after_s })
+                    }
+                };
+                if matches!(result, Err(RegisterError::DatabaseUnavailable { .. })) {
+                    self.counters.database_unavailable += 1;
+                }
+                self.deliver_registered(reply_to, result, now, out);
             }
-        };
-        if matches!(result, Err(RegisterError::DatabaseUnavailable { .. })) {
-            self.counters.database_unavailable += 1;
+            Some(DatabaseWait::Lookup { aor, reply_to }) => {
+                let targets = match result {
+                    DatabaseResult::Reply(reply) => self.apply_database_lookup(&aor, &reply, now),
+                    DatabaseResult::Unavailable { retry_after_s } => Err(retry_after_s),
+                };
+                if targets.is_err() {
+                    self.counters.database_unavailable += 1;
+                }
+                self.deliver_targets(reply_to, targets, now, out);
+            }
+            None => return,
         }
-        self.deliver_registered(wait.reply_to, result, now, out);
         self.drain_actions(now, out);
+    }
+
+    /// Caches what the lookup script returned for `aor` and lists its targets.
+    fn apply_database_lookup(
+        &mut self,
+        aor: &Aor,
+        reply: &redis_data::Reply,
+        now: Instant,
+    ) -> Result<Vec<Target>, u32> {
+        let lookup = redis_data::decode_lookup(reply, now).map_err(|e| {
+            warn!(%aor, "registrar database: {e}");
+            DATABASE_RETRY_AFTER_S
+        })?;
+        let bindings = self.only_our_connections(lookup.bindings);
+        if self.bindings.load(aor, &bindings, now).is_ok() {
+            return Ok(self.targets(aor, now));
+        }
+        // The cache is full: route from what was read, without keeping it.
+        let mut scratch = BindingStore::new(RegistrarConfig {
+            max_aors_per_shard: 1,
+            ..self.settings.registrar.clone()
+        });
+        let _ = scratch.load(aor, &bindings, now);
+        Ok(targets_in(&scratch, aor, now))
+    }
+
+    /// A connection id means something only on the node that holds the connection: other
+    /// nodes' bindings are reached by their addresses.
+    fn only_our_connections(&self, mut bindings: Vec<StoredBinding>) -> Vec<StoredBinding> {
+        if let RegistrarDb::Redis { node, .. } = &self.settings.registrar_db {
+            for b in bindings.iter_mut().filter(|b| b.node != *node) {
+                b.source.connection = None;
+            }
+        }
+        bindings
+    }
+
+    fn deliver_targets(
+        &mut self,
+        reply_to: LookupReplyTo,
+        targets: Result<Vec<Target>, u32>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        match reply_to {
+            LookupReplyTo::Here {
+                server,
+                request,
+                inbound,
+                route,
+            } => self.on_targets(server, request, inbound, &route, targets, now),
+            LookupReplyTo::Shard { shard, token } => out.push(Output::ToShard {
+                shard,
+                msg: ShardMsg::Found { token, targets },
+            }),
+        }
     }
 
     fn apply_database_reply(
@@ -917,6 +1009,7 @@ impl ShardCore {
                 retry_after_s: DATABASE_RETRY_AFTER_S,
             }
         })?;
+        let bindings = self.only_our_connections(bindings);
         if self.bindings.load(&req.aor, &bindings, now).is_err() {
             // The cache is full; Redis holds the bindings all the same.
             debug!(aor = %req.aor, "binding cache full");
@@ -1021,8 +1114,13 @@ impl ShardCore {
         let aor = Aor::from_sip_uri(uri);
         let owner = owner_shard(&aor, self.shards);
         if owner == self.shard {
-            let targets = self.targets(&aor, now);
-            return self.on_targets(server, msg.as_bytes().into(), from, &route, targets, now);
+            let reply_to = LookupReplyTo::Here {
+                server,
+                request: msg.as_bytes().into(),
+                inbound: from,
+                route,
+            };
+            return self.lookup_here(aor, reply_to, now, out);
         }
         let Some(token) = self.wait(
             Waiting::Lookup {
@@ -1045,37 +1143,40 @@ impl ShardCore {
         });
     }
 
+    /// Lists the targets of an AOR this shard owns: from the cache, or, in Redis mode when the
+    /// cache does not hold the AOR (another node registered it, or this node restarted), from
+    /// Redis.
+    fn lookup_here(
+        &mut self,
+        aor: Aor,
+        reply_to: LookupReplyTo,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let wait_limit = match &self.settings.registrar_db {
+            RegistrarDb::Redis { wait_limit, .. } if !self.bindings.holds(&aor) => *wait_limit,
+            _ => {
+                let targets = self.targets(&aor, now);
+                return self.deliver_targets(reply_to, Ok(targets), now, out);
+            }
+        };
+        if self.database_waits.len() >= self.settings.max_waiting {
+            self.counters.overloaded += 1;
+            return self.deliver_targets(reply_to, Err(DATABASE_RETRY_AFTER_S), now, out);
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        let call = redis_data::lookup_call(&aor);
+        self.database_waits
+            .insert(token, DatabaseWait::Lookup { aor, reply_to });
+        self.database_deadlines.push_back((now + wait_limit, token));
+        out.push(Output::ToDatabase { token, call });
+    }
+
     /// The reachable contacts of an AOR, best first. Contacts naming a host by DNS name are
     /// skipped: this node does not resolve names yet.
     fn targets(&self, aor: &Aor, now: Instant) -> Vec<Target> {
-        self.bindings
-            .lookup(aor, now)
-            .filter_map(|b| {
-                let contact = contact_address(&b.uri);
-                let (transport, addr, conn) = match b.next_hop() {
-                    NextHop::Address { transport, addr } => (transport, addr, None),
-                    NextHop::Connection {
-                        transport,
-                        connection,
-                        fallback,
-                    } => (
-                        transport,
-                        contact.map_or(fallback, |(_, a)| a),
-                        Some(connection),
-                    ),
-                    NextHop::ContactUri => {
-                        let (transport, addr) = contact?;
-                        (transport, addr, None)
-                    }
-                };
-                Some(Target {
-                    uri: b.uri.to_string(),
-                    transport,
-                    addr,
-                    conn,
-                })
-            })
-            .collect()
+        targets_in(&self.bindings, aor, now)
     }
 
     fn on_targets(
@@ -1084,9 +1185,27 @@ impl ShardCore {
         request: Rc<[u8]>,
         from: Inbound,
         route: &RouteEdits,
-        targets: Vec<Target>,
+        targets: Result<Vec<Target>, u32>,
         now: Instant,
     ) {
+        let targets = match targets {
+            Ok(targets) => targets,
+            Err(retry_after_s) => {
+                let Ok(msg) = Message::parse_datagram(&request) else {
+                    return;
+                };
+                let retry_after = [("Retry-After", retry_after_s.to_string())];
+                return self.reply(
+                    server,
+                    &msg,
+                    from,
+                    503,
+                    "Registrar Database Unavailable",
+                    &retry_after,
+                    now,
+                );
+            }
+        };
         if targets.is_empty() {
             let Ok(msg) = Message::parse_datagram(&request) else {
                 return;
@@ -1511,11 +1630,8 @@ impl ShardCore {
                 self.register_here(request, reply_to, now, out);
             }
             ShardMsg::Lookup { from, token, aor } => {
-                let targets = self.targets(&aor, now);
-                out.push(Output::ToShard {
-                    shard: from,
-                    msg: ShardMsg::Found { token, targets },
-                });
+                let reply_to = LookupReplyTo::Shard { shard: from, token };
+                self.lookup_here(aor, reply_to, now, out);
             }
             ShardMsg::Registered { token, result } => {
                 if let Some(Waiting::Register {
@@ -1700,6 +1816,38 @@ fn stable_hash(parts: &[&[u8]]) -> u64 {
 /// The transport and address a SIP URI names, when its host is an IP literal (§18.1.1 / RFC
 /// 3263 without DNS: the `transport` parameter, else UDP; `sips:` means TLS; the default port
 /// of the transport).
+/// The reachable contacts of `aor` in `store`, best first (see [`ShardCore::targets`]).
+fn targets_in(store: &BindingStore, aor: &Aor, now: Instant) -> Vec<Target> {
+    store
+        .lookup(aor, now)
+        .filter_map(|b| {
+            let contact = contact_address(&b.uri);
+            let (transport, addr, conn) = match b.next_hop() {
+                NextHop::Address { transport, addr } => (transport, addr, None),
+                NextHop::Connection {
+                    transport,
+                    connection,
+                    fallback,
+                } => (
+                    transport,
+                    contact.map_or(fallback, |(_, a)| a),
+                    Some(connection),
+                ),
+                NextHop::ContactUri => {
+                    let (transport, addr) = contact?;
+                    (transport, addr, None)
+                }
+            };
+            Some(Target {
+                uri: b.uri.to_string(),
+                transport,
+                addr,
+                conn,
+            })
+        })
+        .collect()
+}
+
 fn contact_address(uri: &str) -> Option<(Transport, SocketAddr)> {
     let Ok(Uri::Sip(uri)) = Uri::parse(uri) else {
         return None;

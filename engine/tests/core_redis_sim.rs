@@ -57,14 +57,16 @@ fn settings() -> CoreSettings {
 #[derive(Default)]
 struct Outputs {
     sent: Vec<Vec<u8>>,
+    sent_to: Vec<SocketAddr>,
     database: Vec<(u64, ScriptCall)>,
 }
 
 impl Outputs {
+    /// The status codes of the responses sent (requests left out).
     fn statuses(&self) -> Vec<u16> {
         self.sent
             .iter()
-            .map(|b| Message::parse_datagram(b).unwrap().status().unwrap())
+            .filter_map(|b| Message::parse_datagram(b).unwrap().status())
             .collect()
     }
 }
@@ -73,7 +75,10 @@ fn split(out: Vec<Output>) -> Outputs {
     let mut outputs = Outputs::default();
     for o in out {
         match o {
-            Output::Send { bytes, .. } => outputs.sent.push(bytes.to_vec()),
+            Output::Send { bytes, to, .. } => {
+                outputs.sent.push(bytes.to_vec());
+                outputs.sent_to.push(to);
+            }
             Output::ToDatabase { token, call } => outputs.database.push((token, call)),
             Output::ToShard { .. } => panic!("one shard sends nothing to other shards"),
         }
@@ -284,4 +289,94 @@ fn an_unreadable_reply_is_a_503_not_a_200() {
         sim.database(token, DatabaseResult::Reply(reply)).statuses(),
         [503]
     );
+}
+
+fn invite(call_id: &str) -> String {
+    format!(
+        "INVITE sip:alice@example.org SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.9:5090;branch=z9hG4bK-inv-{call_id}\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:bob@example.org>;tag=b{call_id}\r\n\
+To: <sip:alice@example.org>\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:bob@127.0.0.9:5090>\r\n\
+Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// What `lookup.lua` answers for an AOR that another node registered: one UDP contact.
+fn lookup_reply(contact_host_port: &str, node: &str) -> Reply {
+    let stored = format!(
+        "{{\"uri\":\"sip:alice@{contact_host_port}\",\"echo\":\"<sip:alice@{contact_host_port}>\",\
+         \"src\":{{\"t\":\"udp\",\"r\":\"{contact_host_port}\",\"l\":\"{PROXY}\",\"c\":\"7\",\"n\":\"{node}\"}},\
+         \"vms\":true,\"m\":{{\"b\":\"sip:alice@{contact_host_port}\",\"p\":\"\"}},\"v\":1,\
+         \"cid\":\"x\",\"cseq\":4,\"reg\":{SERVER_MS},\"upd\":{SERVER_MS},\"exp\":{},\"ord\":0}}",
+        SERVER_MS + 120_000
+    );
+    Reply::Array(vec![
+        Reply::Int(SERVER_MS as i64),
+        Reply::Array(vec![
+            Reply::Bulk(format!("uri:sip:alice@{contact_host_port}").into_bytes()),
+            Reply::Bulk(stored.into_bytes()),
+        ]),
+    ])
+}
+
+fn invite_sent_to(out: &Outputs) -> Vec<SocketAddr> {
+    out.sent_to
+        .iter()
+        .zip(&out.sent)
+        .filter(|(_, b)| {
+            Message::parse_datagram(b).unwrap().method() == Some(sipshard_net::Method::Invite)
+        })
+        .map(|(to, _)| *to)
+        .collect()
+}
+
+#[test]
+fn a_callee_the_cache_does_not_hold_is_read_from_redis() {
+    let mut sim = Sim::new();
+    let out = sim.receive(&invite("i1"));
+    assert_eq!(out.statuses(), [100], "Trying at once, then the lookup");
+    let [(token, call)] = <[_; 1]>::try_from(out.database).unwrap();
+    assert_eq!(call.script.sha1, LOOKUP_SCRIPT.sha1);
+    let done = sim.database(
+        token,
+        DatabaseResult::Reply(lookup_reply("127.0.0.4:5080", "other-node")),
+    );
+    assert_eq!(invite_sent_to(&done), [addr("127.0.0.4:5080")]);
+
+    // Now cached: the next INVITE is forwarded without a read.
+    let again = sim.receive(&invite("i2"));
+    assert!(again.database.is_empty());
+    assert_eq!(invite_sent_to(&again), [addr("127.0.0.4:5080")]);
+}
+
+#[test]
+fn a_callee_that_cannot_be_read_gets_a_503_not_a_404() {
+    let mut sim = Sim::new();
+    let out = sim.receive(&invite("i3"));
+    let (token, _) = out.database.into_iter().next().unwrap();
+    let done = sim.database(token, DatabaseResult::Unavailable { retry_after_s: 4 });
+    assert_eq!(done.statuses(), [503]);
+    assert_eq!(
+        other_header(&done.sent[0], "Retry-After").as_deref(),
+        Some("4")
+    );
+}
+
+#[test]
+fn a_callee_registered_here_is_routed_from_the_cache() {
+    let mut sim = Sim::new();
+    let out = sim.receive(&register("r1", 1, Some("sip:alice@127.0.0.2:5070")));
+    let (token, call) = out.database.into_iter().next().unwrap();
+    assert_eq!(
+        sim.database(token, DatabaseResult::Reply(script_reply(&call)))
+            .statuses(),
+        [200]
+    );
+    let call_out = sim.receive(&invite("i4"));
+    assert!(call_out.database.is_empty(), "no read for a cached AOR");
+    assert_eq!(invite_sent_to(&call_out), [addr(ALICE)]);
 }

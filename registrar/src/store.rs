@@ -425,6 +425,12 @@ impl BindingStore {
         Ok(granted_s)
     }
 
+    /// Whether the store holds bindings of `aor` (some may have expired since). In Redis mode a
+    /// miss means "read Redis", not "not registered".
+    pub fn holds(&self, aor: &Aor) -> bool {
+        self.slots.contains_key(aor)
+    }
+
     /// The live bindings of `aor` at `now`: q descending, then most recently updated first.
     pub fn lookup<'s>(
         &'s self,
