@@ -52,6 +52,9 @@ pub(super) struct Journal {
     acked: VecDeque<Acked>,
     /// Ids in `acked` to resend on the current master before any pending write.
     replay: VecDeque<WriteId>,
+    /// Entries of `acked` with `needs_replay` set (kept so that health reports are O(1): the
+    /// Redis thread reads them on every turn).
+    replays: usize,
     capacity: usize,
     next_id: u64,
 }
@@ -63,6 +66,7 @@ impl Journal {
             in_flight: 0,
             acked: VecDeque::new(),
             replay: VecDeque::new(),
+            replays: 0,
             capacity,
             next_id: 0,
         }
@@ -157,7 +161,10 @@ impl Journal {
     pub(super) fn replayed(&mut self, id: WriteId, now: Instant) {
         if let Ok(i) = self.acked.binary_search_by_key(&id, |a| a.id) {
             let a = &mut self.acked[i];
-            a.needs_replay = false;
+            if a.needs_replay {
+                a.needs_replay = false;
+                self.replays -= 1;
+            }
             a.acked_at = now;
         }
     }
@@ -177,8 +184,9 @@ impl Journal {
         self.in_flight = 0;
         self.replay.clear();
         for a in &mut self.acked {
-            if a.acked_at + window >= now {
+            if a.acked_at + window >= now && !a.needs_replay {
                 a.needs_replay = true;
+                self.replays += 1;
             }
         }
     }
@@ -207,7 +215,7 @@ impl Journal {
     }
 
     pub(super) fn replay_len(&self) -> usize {
-        self.acked.iter().filter(|a| a.needs_replay).count()
+        self.replays
     }
 
     fn find_acked(&self, id: WriteId) -> Option<&Acked> {
@@ -245,7 +253,9 @@ mod tests {
         j.next_to_send();
         assert!(j.ack(a, t0, true));
         assert_eq!(j.len(), 2, "the acknowledged write is kept for the window");
-        let c = j.push(w(2), t0).expect("the oldest acknowledged write makes room");
+        let c = j
+            .push(w(2), t0)
+            .expect("the oldest acknowledged write makes room");
         assert_eq!(j.len(), 2);
         // Once a master is lost, the writes to replay are not given up for new ones.
         j.next_to_send();
