@@ -64,6 +64,12 @@ pub struct HaConfig {
     pub journal_capacity: usize,
     /// Writes in flight on the master connection at once.
     pub max_pipeline: usize,
+    /// Reads waiting for a node or an answer; past it [`super::Rejected::TooManyReads`].
+    pub max_reads: usize,
+    /// The channel the client subscribes to on the verified master, reporting each message and
+    /// every gap in the subscription ([`super::Change`]); `None`: no data subscription. Defaults
+    /// to the data layout's [`crate::redis_data::CHANGES_CHANNEL`].
+    pub changes_channel: Option<String>,
     /// Retry-After (seconds) given with [`super::Completion::Failed`].
     pub retry_after_s: u32,
     /// Reconnection back-off: doubles from `backoff_min` up to `backoff_max`, with jitter.
@@ -107,6 +113,8 @@ impl HaConfig {
             wait_timeout: Duration::from_millis(500),
             journal_capacity: 65_536,
             max_pipeline: 1024,
+            max_reads: 4096,
+            changes_channel: Some(crate::redis_data::CHANGES_CHANNEL.to_owned()),
             retry_after_s: 5,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
@@ -137,7 +145,7 @@ impl HaConfig {
         if zero(self.request_timeout) || zero(self.check_interval) || zero(self.resolve_retry) {
             return Err(HaConfigError::ZeroDuration);
         }
-        if self.journal_capacity == 0 || self.max_pipeline == 0 {
+        if self.journal_capacity == 0 || self.max_pipeline == 0 || self.max_reads == 0 {
             return Err(HaConfigError::ZeroCapacity);
         }
         if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
@@ -170,7 +178,7 @@ impl fmt::Display for HaConfigError {
                 f.write_str("request timeout, check interval and resolve retry must be non-zero")
             }
             HaConfigError::ZeroCapacity => {
-                f.write_str("journal capacity and pipeline depth must be non-zero")
+                f.write_str("journal capacity, pipeline depth and read limit must be non-zero")
             }
             HaConfigError::BadBackoff => {
                 f.write_str("back-off minimum must be non-zero and at most the maximum")

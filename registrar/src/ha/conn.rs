@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::types::{Command, ConnId, ConnKind, RedisCommand, RequestId, WriteId};
+use super::types::{Command, ConnId, ConnKind, ReadId, RedisCommand, RequestId, WriteId};
 
 /// Who uses a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,18 +21,33 @@ pub(super) enum Role {
     PubSub(usize),
     /// A redis-server: the master, or the candidate being checked.
     Server,
+    /// The master, subscribed to the changes channel.
+    DataSub,
+    /// A replica (any node, in fact) serving reads while no master is known.
+    Replica,
 }
 
 /// Why a request was sent, so that its reply can be routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Purpose {
     Auth,
-    SentinelQuery { round: u64 },
+    SentinelQuery {
+        round: u64,
+    },
+    SentinelReplicas,
     Subscribe,
     Role,
     Info,
     ScriptLoad,
-    Write { id: WriteId, replay: bool },
+    /// `epoch`: the master's script-load epoch the write was sent in (see `Master::epoch`).
+    Write {
+        id: WriteId,
+        replay: bool,
+        epoch: u32,
+    },
+    Read {
+        id: ReadId,
+    },
     Wait,
 }
 
@@ -74,7 +89,7 @@ pub(super) enum Unroutable {
 
 #[derive(Debug, Default)]
 pub(super) struct Conns {
-    /// A handful: one per sentinel, one subscriber, one server.
+    /// A handful: one per sentinel, one subscriber, the master, its subscriber, a replica.
     conns: Vec<Conn>,
     next_conn: u64,
     next_request: u64,

@@ -17,9 +17,15 @@
 //!   on that node must then say `master` (the promotion is done) before a write goes to it. The
 //!   sentinels are asked again every `check_interval` while writing, at once on a
 //!   `+switch-master` hint, and after a disconnect, a timeout, `-READONLY`, `-LOADING`,
-//!   `-NOREPLICAS`, `-MASTERDOWN`, `-NOSCRIPT`, `-NOAUTH` or a short `WAIT`. A master no quorum
-//!   has confirmed for `master_lease` is dropped. (Redis Sentinel client guidelines,
+//!   `-NOREPLICAS`, `-MASTERDOWN`, `-NOAUTH` or a short `WAIT`. A master no quorum has
+//!   confirmed for `master_lease` is dropped. (Redis Sentinel client guidelines,
 //!   <https://redis.io/docs/reference/sentinel-clients/>.)
+//! - **`-NOSCRIPT` is not a topology error**: the master's script cache was flushed under the
+//!   connection (`SCRIPT FLUSH`). The client loads the scripts again on that connection and
+//!   resends, in order, every write from the one refused on (`Master::epoch`: replies to writes
+//!   sent before the reload are ignored, since those writes are sent again after it; the scripts
+//!   are idempotent). A read is resent once after loading its script. A master that keeps
+//!   answering `-NOSCRIPT` is given up after [`MAX_SCRIPT_RELOADS`].
 //! - **A connection given up is gone**: its id is never reused, every write in flight on it is
 //!   unacknowledged (it goes back to the journal and is replayed elsewhere), and a late reply on
 //!   it is counted and ignored.
@@ -32,6 +38,13 @@
 //!   follows `INFO replication` to the master, refreshes the replica list every `check_interval`,
 //!   and on loss tries the known nodes until one says it is the master. This mode cannot tell a
 //!   restarted empty master from the real one; Sentinel mode can.
+//! - **Reads** ([`HaClient::submit_read`], [`reads`]) go to the verified master, else to a
+//!   replica (`EVALSHA_RO`), learnt from `SENTINEL replicas` (Direct: the master's `INFO
+//!   replication`), never through the journal: answered within `request_timeout` or failed.
+//! - **The data subscription**: on the verified master, a connection of its own subscribes to
+//!   `changes_channel`; each message is reported ([`Change::Published`]), and so is each
+//!   (re)subscription ([`Change::Resync`]), since messages published while it was down are lost.
+//!   It is closed with the master and opened again (with back-off) on the next one.
 //!
 //! # Driving it
 //!
@@ -39,8 +52,10 @@
 //! loop {
 //!     while let Some(cmd) = client.poll_command() { /* Connect, Send, Close */ }
 //!     while let Some(done) = client.poll_completion() { /* answer the shard */ }
+//!     while let Some(change) = client.poll_change() { /* tell the caches */ }
 //!     wait for: a connection event, a write from a shard, or client.poll_timeout();
-//!     client.handle(event, now) | client.submit(write, now) | client.handle_timeout(now);
+//!     client.handle(event, now) | client.submit(write, now) | client.submit_read(read, now)
+//!         | client.handle_timeout(now);
 //! }
 //! ```
 //! Every request has a deadline (`request_timeout`, plus `wait_timeout` for `WAIT`), so nothing
@@ -50,6 +65,7 @@ mod backoff;
 mod config;
 mod conn;
 mod journal;
+mod reads;
 mod tracker;
 mod types;
 
@@ -64,16 +80,19 @@ use std::time::Instant;
 use backoff::{Backoff, SplitMix64};
 use conn::{Conns, Purpose, Role, Unroutable};
 use journal::Journal;
+use reads::{Changes, Reads};
 use tracker::{Candidates, NodeRole, Round, Verdict, Vote};
 
 pub use config::{Credentials, Discovery, HaConfig, HaConfigError};
 pub use types::{
-    Command, Completion, ConnId, ConnKind, Event, RedisCommand, Rejected, Reply, RequestId, Script,
-    ScriptId, Write, WriteId,
+    Change, Command, Completion, ConnId, ConnKind, Event, ReadId, RedisCommand, Rejected, Reply,
+    RequestId, Script, ScriptId, Write, WriteId,
 };
 
 /// The channel whose messages hint that the sentinels switched masters.
 const SWITCH_MASTER: &str = "+switch-master";
+/// Script reloads after `-NOSCRIPT` allowed per verified master before it is given up.
+pub const MAX_SCRIPT_RELOADS: u32 = 3;
 
 /// The Redis HA client. See the module documentation.
 #[derive(Debug)]
@@ -81,8 +100,21 @@ pub struct HaClient {
     config: HaConfig,
     conns: Conns,
     journal: Journal,
-    /// At most one entry per write in the journal, so bounded by `journal_capacity`.
+    reads: Reads,
+    /// At most one entry per write in the journal and per read, so bounded by
+    /// `journal_capacity + max_reads`.
     completions: VecDeque<Completion>,
+    changes: Changes,
+    /// The subscription to `changes_channel`, while a master is verified and a channel is set.
+    data_sub: Option<DataSub>,
+    /// Replicas to read from while no master is known (Sentinel: `SENTINEL replicas`, asked
+    /// every `check_interval`; Direct: the master's `INFO replication`). At most `MAX_KNOWN`.
+    replicas: Vec<Arc<str>>,
+    /// The connection reads use while no master is known (to `replicas`, in turn).
+    replica: Link,
+    next_replica: usize,
+    /// When `SENTINEL replicas` is asked next.
+    next_replicas_at: Instant,
     rng: SplitMix64,
     phase: Phase,
     discovery: DiscoveryState,
@@ -118,6 +150,19 @@ struct Master {
     unconfirmed: VecDeque<(WriteId, Reply, bool)>,
     /// Direct mode: an `INFO replication` is in flight.
     info_in_flight: bool,
+    /// Incremented when the scripts are loaded again after `-NOSCRIPT`: writes carry the epoch
+    /// they were sent in, and a reply to an older one is ignored (the write is sent again).
+    epoch: u32,
+}
+
+/// The data subscription on the verified master (`addr`).
+#[derive(Debug)]
+struct DataSub {
+    conn: Option<ConnId>,
+    /// The `SUBSCRIBE` was confirmed on `conn`.
+    subscribed: bool,
+    retry_at: Instant,
+    backoff: Backoff,
 }
 
 #[derive(Debug)]
@@ -174,6 +219,10 @@ pub struct Health {
     pub journal_len: usize,
     /// The last problem seen since a master was last verified.
     pub last_error: Option<HaError>,
+    /// The data subscription is confirmed on the master (see [`HaConfig::changes_channel`]).
+    pub subscribed: bool,
+    /// Replicas known for reads while no master is known.
+    pub replicas: Vec<Arc<str>>,
     pub counters: Counters,
 }
 
@@ -200,6 +249,16 @@ pub struct Counters {
     pub auth_failures: u64,
     pub no_quorum_rounds: u64,
     pub switch_master_hints: u64,
+    pub reads: u64,
+    pub reads_failed: u64,
+    /// Reads sent to a replica because no master was known.
+    pub replica_reads: u64,
+    /// Messages on the changes channel.
+    pub changes: u64,
+    /// Subscriptions confirmed after a gap, and change queues that overflowed.
+    pub resyncs: u64,
+    /// Scripts loaded again after `-NOSCRIPT` on the master.
+    pub script_reloads: u64,
 }
 
 /// A problem worth a log line; kept in [`Health::last_error`].
@@ -298,8 +357,14 @@ fn is_topology_error(message: &str) -> bool {
     let code = message.split(' ').next().unwrap_or("");
     matches!(
         code,
-        "READONLY" | "LOADING" | "NOREPLICAS" | "MASTERDOWN" | "NOSCRIPT" | "NOAUTH" | "BUSY"
+        "READONLY" | "LOADING" | "NOREPLICAS" | "MASTERDOWN" | "NOAUTH" | "BUSY"
     )
+}
+
+/// `-NOSCRIPT`: the script cache of the node does not hold the script (flushed, or never loaded
+/// there, as on a replica the client reads from).
+fn is_noscript(message: &str) -> bool {
+    message.split(' ').next() == Some("NOSCRIPT")
 }
 
 impl HaClient {
@@ -328,6 +393,13 @@ impl HaClient {
         };
         let mut client = HaClient {
             journal: Journal::new(config.journal_capacity),
+            reads: Reads::new(config.max_reads),
+            changes: Changes::default(),
+            data_sub: None,
+            replicas: Vec::new(),
+            replica: Link::new(Arc::from(""), now),
+            next_replica: 0,
+            next_replicas_at: now,
             rng: SplitMix64::new(config.seed),
             config,
             conns: Conns::default(),
@@ -356,6 +428,29 @@ impl HaClient {
         {
             Ok(id) => {
                 self.counters.submitted += 1;
+                self.drive(now);
+                Ok(id)
+            }
+            Err(e) => {
+                self.counters.rejected += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Accepts a read (a read-only script: `EVALSHA_RO`); its [`Completion::ReadDone`] or
+    /// [`Completion::ReadFailed`] comes within `request_timeout`. It goes to the verified
+    /// master, else to a replica; it is never journaled, held or replayed.
+    pub fn submit_read(&mut self, read: Write, now: Instant) -> Result<ReadId, Rejected> {
+        if usize::from(read.script.0) >= self.config.scripts.len() {
+            return Err(Rejected::UnknownScript(read.script));
+        }
+        match self
+            .reads
+            .push(Arc::new(read), now + self.config.request_timeout)
+        {
+            Ok(id) => {
+                self.counters.reads += 1;
                 self.drive(now);
                 Ok(id)
             }
@@ -407,6 +502,13 @@ impl HaClient {
                 retry_after_s: self.config.retry_after_s,
             });
         }
+        while let Some(read) = self.reads.pop_expired(now) {
+            self.counters.reads_failed += 1;
+            self.completions.push_back(Completion::ReadFailed {
+                read,
+                retry_after_s: self.config.retry_after_s,
+            });
+        }
         if let Phase::Master(m) = &self.phase {
             if m.confirmed_at + self.config.master_lease <= now {
                 let addr = m.addr.clone();
@@ -424,11 +526,17 @@ impl HaClient {
         self.completions.pop_front()
     }
 
+    /// The next report of the data subscription (a message, or a resync).
+    pub fn poll_change(&mut self) -> Option<Change> {
+        self.changes.pop()
+    }
+
     /// When [`HaClient::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut at = [
             self.conns.next_deadline(),
             self.journal.next_deadline(),
+            self.reads.next_deadline(),
             Some(self.next_check_at),
         ]
         .into_iter()
@@ -437,6 +545,15 @@ impl HaClient {
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
         if let Phase::Master(m) = &self.phase {
             consider(m.confirmed_at + self.config.master_lease);
+        } else if self.replica.conn.is_none()
+            && !self.replicas.is_empty()
+            && self.reads.any_waiting()
+        {
+            // Past: `pump_reads` has opened the connection already, so this is not a busy loop.
+            consider(self.replica.retry_at);
+        }
+        if let Some(d) = self.data_sub.as_ref().filter(|d| d.conn.is_none()) {
+            consider(d.retry_at);
         }
         if let DiscoveryState::Sentinel(s) = &self.discovery {
             for link in s.links.iter().chain([&s.pubsub]) {
@@ -461,6 +578,8 @@ impl HaClient {
             replays_pending: self.journal.replay_len(),
             journal_len: self.journal.len(),
             last_error: self.last_error.clone(),
+            subscribed: self.data_sub.as_ref().is_some_and(|d| d.subscribed),
+            replicas: self.replicas.clone(),
             counters: self.counters,
         }
     }
@@ -517,7 +636,72 @@ impl HaClient {
                 DiscoveryState::Direct(_) => self.direct_check(now),
             }
         }
+        if let (Phase::Master(m), Some(d)) = (&self.phase, &mut self.data_sub) {
+            if d.conn.is_none() && d.retry_at <= now {
+                let conn = self.conns.open(
+                    m.addr.clone(),
+                    ConnKind::ServerPubSub,
+                    Role::DataSub,
+                    now,
+                    self.config.request_timeout,
+                );
+                d.conn = Some(conn);
+            }
+        }
         self.pump(now);
+        self.pump_reads(now);
+    }
+
+    /// Sends the reads waiting for a node: to the master, else to a replica (opened here).
+    fn pump_reads(&mut self, now: Instant) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let conns = &self.conns;
+        self.reads.release(|c| conns.get(c).is_none());
+        if !self.reads.any_waiting() {
+            return;
+        }
+        let conn = match &self.phase {
+            Phase::Master(m) => m.conn,
+            _ => match (self.replica.conn, self.replica.connected) {
+                (Some(conn), true) => {
+                    self.counters.replica_reads += self.reads.waiting().count() as u64;
+                    conn
+                }
+                (Some(_), false) => return,
+                (None, _) => {
+                    if self.replicas.is_empty() || now < self.replica.retry_at {
+                        return;
+                    }
+                    let addr = self.replicas[self.next_replica % self.replicas.len()].clone();
+                    self.next_replica = self.next_replica.wrapping_add(1);
+                    let conn = self.conns.open(
+                        addr.clone(),
+                        ConnKind::Server,
+                        Role::Replica,
+                        now,
+                        self.config.request_timeout,
+                    );
+                    self.replica.addr = addr;
+                    self.replica.conn = Some(conn);
+                    return;
+                }
+            },
+        };
+        for r in self.reads.waiting() {
+            let Some(script) = self.config.scripts.get(usize::from(r.read.script.0)) else {
+                continue;
+            };
+            let cmd = RedisCommand::EvalShaRo {
+                sha1: script.sha1.clone(),
+                read: r.read.clone(),
+            };
+            let purpose = Purpose::Read { id: r.id };
+            self.conns
+                .send(conn, cmd, purpose, now, self.config.request_timeout);
+            r.on = Some(conn);
+        }
     }
 
     /// Sends journal writes on the master, up to `max_pipeline` in flight, then a `WAIT`.
@@ -540,6 +724,7 @@ impl HaClient {
             let purpose = Purpose::Write {
                 id: next.id,
                 replay: next.replay,
+                epoch: m.epoch,
             };
             self.conns
                 .send(m.conn, cmd, purpose, now, self.config.request_timeout);
@@ -588,6 +773,21 @@ impl HaClient {
                     self.config.request_timeout,
                 );
             }
+            Role::DataSub => {
+                let Some(channel) = self.config.changes_channel.clone() else {
+                    return;
+                };
+                let credentials = self.config.credentials.clone();
+                self.auth(conn, &credentials, now);
+                let cmd = RedisCommand::Subscribe(vec![channel]);
+                let timeout = self.config.request_timeout;
+                self.conns.send(conn, cmd, Purpose::Subscribe, now, timeout);
+            }
+            Role::Replica => {
+                self.replica.connected = true;
+                let credentials = self.config.credentials.clone();
+                self.auth(conn, &credentials, now);
+            }
             Role::Server => {
                 let credentials = self.config.credentials.clone();
                 self.auth(conn, &credentials, now);
@@ -613,8 +813,20 @@ impl HaClient {
             Purpose::Subscribe => {
                 if let Reply::Error(message) = reply {
                     self.give_up(conn, now, |addr| HaError::ServerError { addr, message });
+                } else if role == Role::DataSub {
+                    if let Some(d) = self.data_sub.as_mut().filter(|d| d.conn == Some(conn)) {
+                        d.subscribed = true;
+                        d.backoff.succeed();
+                        self.changes.resync();
+                        self.counters.resyncs += 1;
+                    }
                 } else if let DiscoveryState::Sentinel(s) = &mut self.discovery {
                     s.pubsub.backoff.succeed();
+                }
+            }
+            Purpose::SentinelReplicas => {
+                if let Some(replicas) = tracker::parse_sentinel_replicas(&reply) {
+                    self.replicas = replicas;
                 }
             }
             Purpose::SentinelQuery { round } => {
@@ -640,12 +852,18 @@ impl HaClient {
             Purpose::Info => self.on_info(conn, addr, &reply, now),
             Purpose::ScriptLoad => {
                 if let Reply::Error(message) = reply {
-                    self.lose_master(now, HaError::ServerError { addr, message });
+                    let error = |addr| HaError::ServerError { addr, message };
+                    match role {
+                        // The read resent after it then fails on its own.
+                        Role::Replica => self.give_up(conn, now, error),
+                        _ => self.lose_master(now, error(addr)),
+                    }
                 }
             }
-            Purpose::Write { id, replay } => {
-                self.on_write_reply(conn, addr, id, replay, reply, now)
+            Purpose::Write { id, replay, epoch } => {
+                self.on_write_reply(conn, addr, id, replay, epoch, reply, now)
             }
+            Purpose::Read { id } => self.on_read_reply(conn, role, addr, id, reply, now),
             Purpose::Wait => {
                 let Phase::Master(m) = &mut self.phase else {
                     return;
@@ -678,12 +896,14 @@ impl HaClient {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_write_reply(
         &mut self,
         conn: ConnId,
         addr: Arc<str>,
         id: WriteId,
         replay: bool,
+        epoch: u32,
         reply: Reply,
         now: Instant,
     ) {
@@ -694,8 +914,21 @@ impl HaClient {
             return;
         }
         m.writes_in_flight = m.writes_in_flight.saturating_sub(1);
+        if epoch != m.epoch {
+            // Sent before the scripts were loaded again: sent again since, in order.
+            return;
+        }
         if let Reply::Error(message) = &reply {
-            if is_topology_error(message) {
+            if is_noscript(message) && m.epoch < MAX_SCRIPT_RELOADS {
+                m.epoch += 1;
+                self.counters.script_reloads += 1;
+                self.load_scripts(conn, now);
+                // As for a new master: nothing counts as in flight, replays are queued again,
+                // and `pump` resends from the oldest unacknowledged write.
+                self.journal.master_verified();
+                return;
+            }
+            if is_topology_error(message) || is_noscript(message) {
                 let message = message.clone();
                 self.lose_master(now, HaError::ServerError { addr, message });
                 return;
@@ -705,6 +938,60 @@ impl HaClient {
             m.unconfirmed.push_back((id, reply, replay));
         } else {
             self.complete(id, reply, replay, now);
+        }
+    }
+
+    fn on_read_reply(
+        &mut self,
+        conn: ConnId,
+        role: Role,
+        addr: Arc<str>,
+        id: ReadId,
+        reply: Reply,
+        now: Instant,
+    ) {
+        if let Reply::Error(message) = &reply {
+            if is_noscript(message) {
+                let Some(r) = self.reads.get_mut(id).filter(|r| !r.reloaded) else {
+                    return self.complete_read(id, reply);
+                };
+                r.reloaded = true;
+                let Some(script) = self.config.scripts.get(usize::from(r.read.script.0)) else {
+                    return;
+                };
+                let timeout = self.config.request_timeout;
+                let load = RedisCommand::ScriptLoad(script.source.clone());
+                self.conns
+                    .send(conn, load, Purpose::ScriptLoad, now, timeout);
+                let again = RedisCommand::EvalShaRo {
+                    sha1: script.sha1.clone(),
+                    read: r.read.clone(),
+                };
+                self.conns
+                    .send(conn, again, Purpose::Read { id }, now, timeout);
+                return;
+            }
+            if is_topology_error(message) {
+                // Not a node to read from now (`-LOADING`..): the read waits for another.
+                let message = message.clone();
+                let error = HaError::ServerError { addr, message };
+                match role {
+                    Role::Replica => self.give_up(conn, now, |_| error),
+                    _ => self.lose_master(now, error),
+                }
+                return;
+            }
+        }
+        if role == Role::Replica {
+            self.replica.backoff.succeed();
+        }
+        self.complete_read(id, reply);
+    }
+
+    fn complete_read(&mut self, id: ReadId, reply: Reply) {
+        if self.reads.take(id).is_some() {
+            self.completions
+                .push_back(Completion::ReadDone { read: id, reply });
         }
     }
 
@@ -720,6 +1007,17 @@ impl HaClient {
     }
 
     fn on_message(&mut self, conn: ConnId, channel: &str, payload: &str, now: Instant) {
+        if self
+            .data_sub
+            .as_ref()
+            .is_some_and(|d| d.conn == Some(conn) && d.subscribed)
+        {
+            if self.config.changes_channel.as_deref() == Some(channel) {
+                self.counters.changes += 1;
+                self.changes.published(payload.to_owned());
+            }
+            return;
+        }
         let DiscoveryState::Sentinel(s) = &self.discovery else {
             return;
         };
@@ -754,6 +1052,26 @@ impl HaClient {
                     .send(conn, cmd, purpose, now, self.config.request_timeout);
                 asked += 1;
             }
+        }
+        // The replicas, for reads while no master is known: one sentinel, in turn, at most
+        // every `check_interval`.
+        let connected: Vec<ConnId> = s
+            .links
+            .iter()
+            .filter(|l| l.connected)
+            .filter_map(|l| l.conn)
+            .collect();
+        if self.next_replicas_at <= now && !connected.is_empty() {
+            self.next_replicas_at = now + self.config.check_interval;
+            let conn = connected[(id as usize) % connected.len()];
+            let cmd = RedisCommand::SentinelReplicas(s.master_name.clone());
+            self.conns.send(
+                conn,
+                cmd,
+                Purpose::SentinelReplicas,
+                now,
+                self.config.request_timeout,
+            );
         }
         let mut round = Round::new(id, s.quorum, asked);
         let verdict = round.verdict();
@@ -852,7 +1170,8 @@ impl HaClient {
         };
     }
 
-    fn become_master(&mut self, conn: ConnId, addr: Arc<str>, now: Instant) {
+    /// Sends `SCRIPT LOAD` of every script on `conn`, ahead of the writes that follow.
+    fn load_scripts(&mut self, conn: ConnId, now: Instant) {
         for script in &self.config.scripts {
             let cmd = RedisCommand::ScriptLoad(script.source.clone());
             self.conns.send(
@@ -863,6 +1182,21 @@ impl HaClient {
                 self.config.request_timeout,
             );
         }
+    }
+
+    fn become_master(&mut self, conn: ConnId, addr: Arc<str>, now: Instant) {
+        self.load_scripts(conn, now);
+        // Reads go to the master now; those in flight on a replica are sent again there.
+        if let Some(replica) = self.replica.conn.take() {
+            self.conns.close(replica);
+        }
+        self.replica.connected = false;
+        self.data_sub = self.config.changes_channel.as_ref().map(|_| DataSub {
+            conn: None,
+            subscribed: false,
+            retry_at: now,
+            backoff: Backoff::default(),
+        });
         self.counters.masters_verified += 1;
         self.server_backoff.succeed();
         self.server_retry = None;
@@ -878,6 +1212,7 @@ impl HaClient {
             writes_in_flight: 0,
             unconfirmed: VecDeque::new(),
             info_in_flight: false,
+            epoch: 0,
         });
         self.next_check_at = now + self.config.check_interval;
     }
@@ -885,6 +1220,9 @@ impl HaClient {
     /// Gives up the master (or the candidate): writes in flight on it are unacknowledged, recent
     /// acknowledgements are marked for replay, and discovery starts again at once.
     fn lose_master(&mut self, now: Instant, error: HaError) {
+        if let Some(conn) = self.data_sub.take().and_then(|d| d.conn) {
+            self.conns.close(conn);
+        }
         match std::mem::replace(&mut self.phase, Phase::Resolving) {
             Phase::Master(m) => {
                 self.conns.close(m.conn);
@@ -958,6 +1296,30 @@ impl HaClient {
                 Phase::Verifying { conn: v, .. } if *v == conn => self.verify_failed(now, error),
                 _ => {}
             },
+            Role::DataSub => {
+                if let Some(d) = self.data_sub.as_mut().filter(|d| d.conn == Some(conn)) {
+                    d.conn = None;
+                    d.subscribed = false;
+                    d.retry_at = d.backoff.fail(
+                        now,
+                        self.config.backoff_min,
+                        self.config.backoff_max,
+                        &mut self.rng,
+                    );
+                }
+            }
+            Role::Replica => {
+                if self.replica.conn == Some(conn) {
+                    self.replica.conn = None;
+                    self.replica.connected = false;
+                    self.replica.retry_at = self.replica.backoff.fail(
+                        now,
+                        self.config.backoff_min,
+                        self.config.backoff_max,
+                        &mut self.rng,
+                    );
+                }
+            }
         }
     }
 
@@ -997,7 +1359,8 @@ impl HaClient {
         match &mut self.phase {
             Phase::Verifying { conn: v, .. } if *v == conn => match info {
                 Some(i) if i.role == NodeRole::Master => {
-                    i.replicas.into_iter().for_each(|r| candidates.learn(r));
+                    i.replicas.iter().for_each(|r| candidates.learn(r.clone()));
+                    self.replicas = i.replicas;
                     self.become_master(conn, addr, now);
                 }
                 Some(i) => {
@@ -1013,7 +1376,8 @@ impl HaClient {
                 match info {
                     Some(i) if i.role == NodeRole::Master => {
                         m.confirmed_at = now;
-                        i.replicas.into_iter().for_each(|r| candidates.learn(r));
+                        i.replicas.iter().for_each(|r| candidates.learn(r.clone()));
+                        self.replicas = i.replicas;
                     }
                     _ => self.lose_master(now, HaError::NotMaster { addr }),
                 }

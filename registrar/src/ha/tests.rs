@@ -45,6 +45,10 @@ struct World {
     sentinel_password: Option<&'static str>,
     wait_acks: i64,
     info: HashMap<&'static str, String>,
+    /// What `SENTINEL replicas` lists.
+    replicas: Vec<&'static str>,
+    /// Servers whose script cache is empty: `-NOSCRIPT` until a `SCRIPT LOAD`.
+    flushed: HashSet<&'static str>,
 }
 
 struct H {
@@ -59,6 +63,11 @@ struct H {
     executed: Vec<(Arc<str>, u8)>,
     auths: Vec<(Arc<str>, Option<String>, String)>,
     done: Vec<Completion>,
+    /// (server, key) of every read a server answered.
+    reads_on: Vec<(Arc<str>, u8)>,
+    /// Connections whose `SUBSCRIBE` was answered and that are still open.
+    subscribed: HashSet<ConnId>,
+    changes: Vec<Change>,
 }
 
 impl H {
@@ -74,6 +83,8 @@ impl H {
             sentinel_password: None,
             wait_acks: 0,
             info: HashMap::new(),
+            replicas: vec![B],
+            flushed: HashSet::new(),
         };
         H {
             c: HaClient::new(config, now).unwrap(),
@@ -85,6 +96,9 @@ impl H {
             executed: Vec::new(),
             auths: Vec::new(),
             done: Vec::new(),
+            reads_on: Vec::new(),
+            subscribed: HashSet::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -125,14 +139,38 @@ impl H {
                 }
                 _ => Reply::Nil,
             },
+            RedisCommand::SentinelReplicas(_) => Reply::Array(
+                self.w
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        let (h, p) = r.split_once(':').unwrap_or((r, ""));
+                        let fields = ["ip", h, "port", p, "flags", "slave"];
+                        Reply::Array(fields.iter().map(|f| Reply::Bulk((*f).into())).collect())
+                    })
+                    .collect(),
+            ),
             RedisCommand::Subscribe(_) => Reply::Array(vec![]),
             RedisCommand::Role => Reply::Array(vec![Reply::Bulk(role.into()), Reply::Int(0)]),
             RedisCommand::InfoReplication => {
                 Reply::Bulk(self.w.info.get(a).cloned().unwrap_or_default().into_bytes())
             }
-            RedisCommand::ScriptLoad(_) => Reply::Bulk(b"sha".to_vec()),
+            RedisCommand::ScriptLoad(_) => {
+                self.w.flushed.remove(a);
+                Reply::Bulk(b"sha".to_vec())
+            }
+            RedisCommand::EvalShaRo { read, .. } => {
+                if self.w.flushed.contains(a) {
+                    Reply::Error("NOSCRIPT No matching script.".into())
+                } else {
+                    self.reads_on.push((addr.into(), read.keys[0][0]));
+                    Reply::Int(i64::from(read.keys[0][0]))
+                }
+            }
             RedisCommand::EvalSha { write, .. } => {
-                if let Some(e) = self.w.write_error.get(a) {
+                if self.w.flushed.contains(a) {
+                    Reply::Error("NOSCRIPT No matching script.".into())
+                } else if let Some(e) = self.w.write_error.get(a) {
                     Reply::Error((*e).into())
                 } else if role != "master" {
                     Reply::Error("READONLY You can't write against a read only replica.".into())
@@ -169,6 +207,7 @@ impl H {
                             .push_back((request, cmd));
                     }
                     Command::Close { conn } => {
+                        self.subscribed.remove(&conn);
                         for (r, cmd) in self.outstanding.remove(&conn).unwrap_or_default() {
                             self.orphans.push((conn, r, cmd));
                         }
@@ -190,6 +229,9 @@ impl H {
                 if let Some(q) = self.outstanding.get_mut(&conn) {
                     q.pop_front();
                 }
+                if matches!(cmd, RedisCommand::Subscribe(_)) {
+                    self.subscribed.insert(conn);
+                }
                 moved = true;
                 self.c.handle(
                     Event::Reply {
@@ -202,6 +244,9 @@ impl H {
             }
             while let Some(d) = self.c.poll_completion() {
                 self.done.push(d);
+            }
+            while let Some(c) = self.c.poll_change() {
+                self.changes.push(c);
             }
             if !moved {
                 return;
@@ -234,6 +279,66 @@ impl H {
         let id = self.c.submit(write(n), self.now).unwrap();
         self.settle();
         id
+    }
+
+    /// `addr` dies: connections to it fail, and so does every connection already open.
+    fn kill(&mut self, addr: &'static str) {
+        self.w.down.insert(addr);
+        let mut open: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(c, (a, _))| &**a == addr && !self.closed(**c))
+            .map(|(c, _)| *c)
+            .collect();
+        open.sort();
+        for conn in open {
+            self.outstanding.remove(&conn);
+            self.subscribed.remove(&conn);
+            self.c.handle(Event::Disconnected { conn }, self.now);
+        }
+        self.settle();
+    }
+
+    fn closed(&self, conn: ConnId) -> bool {
+        self.orphans.iter().any(|(c, _, _)| *c == conn) || self.c.conns.get(conn).is_none()
+    }
+
+    /// The open data subscriptions, as (connection, server).
+    fn data_subs(&self) -> Vec<(ConnId, Arc<str>)> {
+        let mut subs: Vec<(ConnId, Arc<str>)> = self
+            .subscribed
+            .iter()
+            .filter(|c| self.conns[*c].1 == ConnKind::ServerPubSub)
+            .map(|c| (*c, self.conns[c].0.clone()))
+            .collect();
+        subs.sort();
+        subs
+    }
+
+    /// The master publishes `payload` on the changes channel.
+    fn publish(&mut self, payload: &str) {
+        for (conn, _) in self.data_subs() {
+            let ev = Event::Message {
+                conn,
+                channel: crate::redis_data::CHANGES_CHANNEL.into(),
+                payload: payload.into(),
+            };
+            self.c.handle(ev, self.now);
+        }
+        self.settle();
+    }
+
+    fn read(&mut self, n: u8) -> ReadId {
+        let id = self.c.submit_read(write(n), self.now).unwrap();
+        self.settle();
+        id
+    }
+
+    fn read_done(&self, id: ReadId) -> Option<&Reply> {
+        self.done.iter().find_map(|d| match d {
+            Completion::ReadDone { read, reply } if *read == id => Some(reply),
+            _ => None,
+        })
     }
 
     fn acked(&self, id: WriteId) -> bool {
@@ -460,7 +565,6 @@ fn topology_errors_send_the_client_back_to_the_sentinels() {
         "READONLY replica",
         "LOADING loading",
         "NOREPLICAS not enough",
-        "NOSCRIPT x",
     ] {
         let mut h = H::new(sentinel_config());
         h.settle();
@@ -715,8 +819,12 @@ fn auth_on_every_connection_and_a_wrong_password_is_an_error_state() {
         .iter()
         .filter(|(a, _, _)| &**a == A)
         .collect::<Vec<_>>();
-    assert_eq!(to_a.len(), 1);
-    assert_eq!(to_a[0].1.as_deref(), Some("sipshard"));
+    assert_eq!(
+        to_a.len(),
+        2,
+        "the master's connection and its data subscriber"
+    );
+    assert!(to_a.iter().all(|a| a.1.as_deref() == Some("sipshard")));
     let to_sentinels = h
         .auths
         .iter()
@@ -822,4 +930,222 @@ fn direct_mode_follows_info_replication_and_fails_over_to_a_known_replica() {
     assert_eq!(h.master().as_deref(), Some("r2:1"));
     assert!(h.acked(id));
     assert_eq!(h.executed_on("r2:1", 1), 1, "the recent ack was replayed");
+}
+
+#[test]
+fn the_data_subscription_follows_the_master_and_resyncs_after_every_gap() {
+    let mut h = H::new(sentinel_config());
+    h.settle();
+    assert_eq!(h.master().as_deref(), Some(A));
+    assert!(h.c.health().subscribed);
+    let subs = h.data_subs();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(&*subs[0].1, A, "subscribed on the master");
+    assert_eq!(
+        h.changes,
+        [Change::Resync],
+        "the first subscription follows a gap too"
+    );
+    h.publish("sip:alice@example.com");
+    assert_eq!(
+        h.changes[1..],
+        [Change::Published("sip:alice@example.com".into())]
+    );
+    let (sub, _) = subs[0];
+    let other = Event::Message {
+        conn: sub,
+        channel: "another".into(),
+        payload: "x".into(),
+    };
+    h.c.handle(other, h.now);
+    h.settle();
+    assert_eq!(h.changes.len(), 2, "another channel is not a change");
+
+    // The subscriber's connection breaks: the master stays, the subscription comes back, and
+    // what was published meanwhile is covered by a resync.
+    h.changes.clear();
+    h.c.handle(Event::Disconnected { conn: sub }, h.now);
+    h.settle();
+    assert!(!h.c.health().subscribed);
+    assert!(
+        h.changes.is_empty(),
+        "no resync before the subscription is back"
+    );
+    h.advance(ms(100));
+    assert!(h.c.health().subscribed);
+    assert_eq!(h.changes, [Change::Resync]);
+    assert_eq!(h.c.health().counters.masters_lost, 0);
+    let late = Event::Message {
+        conn: sub,
+        channel: crate::redis_data::CHANGES_CHANNEL.into(),
+        payload: "sip:late@example.com".into(),
+    };
+    h.c.handle(late, h.now);
+    h.settle();
+    assert_eq!(
+        h.changes,
+        [Change::Resync],
+        "a closed subscription is ignored"
+    );
+
+    // A fails over to B: the subscription moves to B, with a resync.
+    h.changes.clear();
+    h.kill(A);
+    for s in S {
+        h.w.names.insert(s, Some(B));
+    }
+    h.w.roles.insert(B, "master");
+    h.advance(ms(1500));
+    assert_eq!(h.master().as_deref(), Some(B));
+    let subs = h.data_subs();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(&*subs[0].1, B);
+    assert_eq!(h.changes, [Change::Resync]);
+    assert_eq!(h.c.health().counters.resyncs, 3);
+
+    // No channel configured: no subscription.
+    let mut config = sentinel_config();
+    config.changes_channel = None;
+    let mut h = H::new(config);
+    h.settle();
+    assert_eq!(h.master().as_deref(), Some(A));
+    assert!(h.conns.values().all(|(_, k)| *k != ConnKind::ServerPubSub));
+    assert!(h.changes.is_empty());
+}
+
+#[test]
+fn changes_that_overflow_collapse_into_a_resync() {
+    let mut h = H::new(sentinel_config());
+    h.settle();
+    h.changes.clear();
+    let (sub, _) = h.data_subs()[0];
+    // Without draining: the client's queue is bounded.
+    for n in 0..=reads::MAX_CHANGES {
+        let ev = Event::Message {
+            conn: sub,
+            channel: crate::redis_data::CHANGES_CHANNEL.into(),
+            payload: format!("sip:u{n}@example.com"),
+        };
+        h.c.handle(ev, h.now);
+    }
+    assert_eq!(h.c.poll_change(), Some(Change::Resync));
+    assert_eq!(h.c.poll_change(), None);
+}
+
+#[test]
+fn reads_go_to_the_master_else_to_a_replica_and_are_never_journaled() {
+    let mut h = H::new(sentinel_config());
+    h.settle();
+    let r = h.read(7);
+    assert_eq!(h.read_done(r), Some(&Reply::Int(7)));
+    assert_eq!(h.reads_on, [(Arc::from(A), 7)], "the master serves reads");
+    assert_eq!(h.c.health().journal_len, 0, "a read is not journaled");
+    assert_eq!(h.c.health().replicas, [Arc::from(B)], "SENTINEL replicas");
+
+    // A dies and the sentinels have not elected anyone yet: a replica serves the read, while a
+    // write waits for a master.
+    h.kill(A);
+    assert_ne!(h.c.health().state, HaState::Ready);
+    let w = h.submit(1);
+    let r = h.read(8);
+    assert_eq!(h.read_done(r), Some(&Reply::Int(8)));
+    assert_eq!(h.reads_on.last(), Some(&(Arc::from(B), 8)));
+    assert_eq!(h.c.health().counters.replica_reads, 1);
+    assert!(!h.acked(w));
+
+    // B is elected: reads go to it as the master, and the replica connection is closed.
+    for s in S {
+        h.w.names.insert(s, Some(B));
+    }
+    h.w.roles.insert(B, "master");
+    h.advance(ms(1500));
+    assert_eq!(h.master().as_deref(), Some(B));
+    assert!(h.acked(w));
+    let r = h.read(9);
+    assert_eq!(h.read_done(r), Some(&Reply::Int(9)));
+    let servers: HashSet<ConnId> = h
+        .conns
+        .iter()
+        .filter(|(c, (a, k))| &**a == B && *k == ConnKind::Server && !h.closed(**c))
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(servers.len(), 1, "one connection to B: the master's");
+}
+
+#[test]
+fn a_read_no_node_serves_fails_within_the_request_timeout() {
+    let mut h = H::new(sentinel_config());
+    h.settle();
+    h.w.replicas = vec![];
+    h.advance(ms(1000)); // the sentinels now list no replica
+    h.kill(A);
+    let w = h.submit(1);
+    let r = h.read(1);
+    h.advance(ms(999));
+    assert!(h.done.is_empty());
+    h.advance(ms(2));
+    assert_eq!(
+        h.done,
+        [Completion::ReadFailed {
+            read: r,
+            retry_after_s: 5
+        }]
+    );
+    assert!(!h.acked(w), "the write is still held");
+    assert_eq!(h.c.health().pending_writes, 1);
+
+    // A replica that is down: the read is tried on each known one in turn, then fails.
+    let mut h = H::new(sentinel_config());
+    h.w.replicas = vec!["r1:1", "r2:1"];
+    h.advance(ms(1000));
+    h.kill(A);
+    h.w.down.insert("r1:1");
+    let r = h.read(4);
+    h.advance(ms(200));
+    assert_eq!(h.read_done(r), Some(&Reply::Int(4)));
+    assert_eq!(h.reads_on.last(), Some(&(Arc::from("r2:1"), 4)));
+
+    // Bounded: past max_reads, refused at once.
+    let mut config = sentinel_config();
+    config.max_reads = 1;
+    let mut h = H::new(config);
+    h.w.down.insert(A);
+    h.w.replicas = vec![];
+    h.read(1);
+    assert_eq!(
+        h.c.submit_read(write(2), h.now),
+        Err(Rejected::TooManyReads)
+    );
+}
+
+#[test]
+fn noscript_loads_the_scripts_again_and_resends_in_order() {
+    let mut h = H::new(sentinel_config());
+    h.settle();
+    h.w.flushed.insert(A);
+    let ids: Vec<WriteId> = (0..3)
+        .map(|n| h.c.submit(write(n), h.now).unwrap())
+        .collect();
+    h.settle();
+    assert!(ids.iter().all(|id| h.acked(*id)));
+    let keys: Vec<u8> = h.executed.iter().map(|(_, k)| *k).collect();
+    assert_eq!(keys, [0, 1, 2], "resent in order, each once");
+    let counters = h.c.health().counters;
+    assert_eq!(counters.script_reloads, 1);
+    assert_eq!(counters.masters_lost, 0, "not a topology error");
+
+    // A read (on a replica, whose cache never had the script) loads it and is resent once.
+    h.kill(A);
+    h.w.flushed.insert(B);
+    let r = h.read(5);
+    assert_eq!(h.read_done(r), Some(&Reply::Int(5)));
+
+    // A master that keeps refusing is given up after MAX_SCRIPT_RELOADS.
+    let mut h = H::new(sentinel_config());
+    h.settle();
+    h.w.write_error.insert(A, "NOSCRIPT No matching script.");
+    h.submit(1);
+    let counters = h.c.health().counters;
+    assert_eq!(counters.script_reloads, u64::from(MAX_SCRIPT_RELOADS));
+    assert_eq!(counters.masters_lost, 1);
 }

@@ -190,6 +190,40 @@ pub(super) fn parse_info_replication(text: &str) -> Option<Replication> {
     })
 }
 
+/// The replicas a `SENTINEL replicas <name>` reply lists, left out those the sentinel flags as
+/// down or disconnected (an old master that is gone is listed with `s_down`). Each entry is a
+/// flat list of field names and values (RESP2; a RESP3 map arrives flattened the same way).
+/// `None` for a reply that is not such a list.
+pub(super) fn parse_sentinel_replicas(reply: &Reply) -> Option<Vec<Arc<str>>> {
+    let Reply::Array(entries) = reply else {
+        return None;
+    };
+    let mut replicas = Vec::new();
+    for entry in entries {
+        let Reply::Array(fields) = entry else {
+            return None;
+        };
+        let field = |name: &str| {
+            fields
+                .chunks_exact(2)
+                .find(|kv| kv[0].text() == Some(name))
+                .and_then(|kv| kv[1].text())
+        };
+        let (Some(ip), Some(port)) = (field("ip"), field("port")) else {
+            continue;
+        };
+        let down = field("flags").is_some_and(|flags| {
+            flags
+                .split(',')
+                .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
+        });
+        if !down && !ip.is_empty() && port.parse::<u16>().is_ok() && replicas.len() < MAX_KNOWN {
+            replicas.push(join_host_port(ip, port));
+        }
+    }
+    Some(replicas)
+}
+
 /// Whether a `+switch-master` payload (`<name> <old-ip> <old-port> <new-ip> <new-port>`)
 /// concerns `master_name`.
 pub(super) fn switch_master_concerns(payload: &str, master_name: &str) -> bool {
@@ -355,6 +389,35 @@ mod tests {
                 .unwrap()
                 .replicas
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn sentinel_replicas_leave_out_the_down_ones() {
+        let entry = |ip: &str, port: &str, flags: &str| {
+            Reply::Array(
+                ["name", "x", "ip", ip, "port", port, "flags", flags]
+                    .iter()
+                    .map(|s| Reply::Bulk(s.as_bytes().to_vec()))
+                    .collect(),
+            )
+        };
+        let reply = Reply::Array(vec![
+            entry("10.0.0.2", "6379", "slave"),
+            entry("10.0.0.1", "6379", "s_down,slave,disconnected"),
+            entry("::1", "6380", "slave"),
+            entry("10.0.0.4", "port", "slave"),
+            Reply::Array(vec![Reply::Bulk(b"ip".to_vec())]),
+        ]);
+        assert_eq!(
+            parse_sentinel_replicas(&reply),
+            Some(vec![Arc::from("10.0.0.2:6379"), Arc::from("[::1]:6380")])
+        );
+        assert_eq!(parse_sentinel_replicas(&Reply::Array(vec![])), Some(vec![]));
+        assert_eq!(parse_sentinel_replicas(&Reply::Error("ERR".into())), None);
+        assert_eq!(
+            parse_sentinel_replicas(&Reply::Array(vec![Reply::Int(1)])),
+            None
         );
     }
 

@@ -21,12 +21,18 @@ pub struct RequestId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WriteId(pub u64);
 
+/// One read accepted by [`super::HaClient::submit_read`]. Ids increase with submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReadId(pub u64);
+
 /// Index of a script in [`super::HaConfig::scripts`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ScriptId(pub u16);
 
 /// A Lua script the writes run. The SHA1 is computed by whoever builds the configuration (the
-/// client only passes it to `EVALSHA`); every new master connection loads every script first.
+/// client only passes it to `EVALSHA`); every new master connection loads every script first,
+/// and a `-NOSCRIPT` (a script cache flushed under the connection) loads them again on that
+/// connection before the call is resent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
     pub sha1: Arc<str>,
@@ -35,7 +41,9 @@ pub struct Script {
 
 /// A registrar write: `EVALSHA script keys args`. Opaque to the client, which only requires that
 /// applying it twice is harmless (the scripts enforce the RFC 3261 §10.3 Call-ID/CSeq ordering
-/// on the server), because a write may be replayed after a failover.
+/// on the server), because a write may be replayed after a failover. A read
+/// ([`super::HaClient::submit_read`]) has the same shape and runs a read-only script
+/// (`EVALSHA_RO`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {
     pub script: ScriptId,
@@ -51,8 +59,18 @@ pub enum ConnKind {
     Sentinel,
     /// A sentinel subscribed to `+switch-master`.
     SentinelPubSub,
-    /// A redis-server (the master, or a node being checked).
+    /// A redis-server (the master, a node being checked, or a replica serving reads).
     Server,
+    /// The master subscribed to the data-change channel
+    /// ([`super::HaConfig::changes_channel`]).
+    ServerPubSub,
+}
+
+impl ConnKind {
+    /// Whether the connection is a subscriber, whose pushes are [`Event::Message`]s.
+    pub fn is_subscriber(self) -> bool {
+        matches!(self, ConnKind::SentinelPubSub | ConnKind::ServerPubSub)
+    }
 }
 
 /// A logical Redis command.
@@ -65,6 +83,8 @@ pub enum RedisCommand {
     },
     /// `SENTINEL get-master-addr-by-name <name>`.
     SentinelGetMasterAddrByName(String),
+    /// `SENTINEL replicas <name>`: the replicas a sentinel knows, for reads without a master.
+    SentinelReplicas(String),
     /// `SUBSCRIBE <channels>`; the driver answers it with one [`Event::Reply`] once subscribed.
     Subscribe(Vec<String>),
     /// `ROLE`.
@@ -75,6 +95,8 @@ pub enum RedisCommand {
     ScriptLoad(Arc<str>),
     /// `EVALSHA <sha1> <numkeys> <keys..> <args..>`.
     EvalSha { sha1: Arc<str>, write: Arc<Write> },
+    /// `EVALSHA_RO <sha1> <numkeys> <keys..> <args..>`: a read, which a replica also serves.
+    EvalShaRo { sha1: Arc<str>, read: Arc<Write> },
     /// `WAIT <replicas> <timeout_ms>`.
     Wait { replicas: u32, timeout_ms: u64 },
 }
@@ -139,7 +161,7 @@ pub enum Event {
     Disconnected {
         conn: ConnId,
     },
-    /// A pub/sub message on a [`ConnKind::SentinelPubSub`] connection.
+    /// A pub/sub message on a subscriber connection ([`ConnKind::is_subscriber`]).
     Message {
         conn: ConnId,
         channel: String,
@@ -155,6 +177,22 @@ pub enum Completion {
     Acked { write: WriteId, reply: Reply },
     /// No master could take it within `failover_hold`: answer 503 with this Retry-After.
     Failed { write: WriteId, retry_after_s: u32 },
+    /// A read was served (by the master, or a replica while no master is known): `reply` is the
+    /// script's answer, which may be a script error. Delivered exactly once per [`ReadId`].
+    ReadDone { read: ReadId, reply: Reply },
+    /// No node served the read within `request_timeout` of its submission.
+    ReadFailed { read: ReadId, retry_after_s: u32 },
+}
+
+/// What the data subscription reports, for the caches of the data it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A message on the changes channel: its payload (the layout publishes the AOR).
+    Published(String),
+    /// The subscription was (re)established after a gap (the first one, a new master, a lost
+    /// connection) or changes were too many to queue: messages may have been missed, so every
+    /// cached entry is suspect.
+    Resync,
 }
 
 /// Why [`super::HaClient::submit`] refused a write.
@@ -162,6 +200,8 @@ pub enum Completion {
 pub enum Rejected {
     /// The journal holds `journal_capacity` writes: answer 503 at once.
     JournalFull,
+    /// `max_reads` reads are waiting already: answer 503 at once.
+    TooManyReads,
     /// The write names a script that is not in the configuration (a programming error upstream).
     UnknownScript(ScriptId),
 }
@@ -170,6 +210,7 @@ impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejected::JournalFull => f.write_str("the Redis write journal is full"),
+            Rejected::TooManyReads => f.write_str("too many Redis reads waiting"),
             Rejected::UnknownScript(id) => write!(f, "no script with index {}", id.0),
         }
     }

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::ha::{ConnId, RedisCommand, Reply};
+use crate::ha::{ConnId, RedisCommand, Reply, Write};
 
 /// The most bytes of queued commands written in one system call.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -119,6 +119,10 @@ pub(super) fn pack(cmd: &RedisCommand) -> Vec<u8> {
             c = redis::cmd("SENTINEL");
             c.arg("get-master-addr-by-name").arg(name.as_str());
         }
+        RedisCommand::SentinelReplicas(name) => {
+            c = redis::cmd("SENTINEL");
+            c.arg("replicas").arg(name.as_str());
+        }
         RedisCommand::Subscribe(channels) => {
             c = redis::cmd("SUBSCRIBE");
             for channel in channels {
@@ -136,13 +140,11 @@ pub(super) fn pack(cmd: &RedisCommand) -> Vec<u8> {
         }
         RedisCommand::EvalSha { sha1, write } => {
             c = redis::cmd("EVALSHA");
-            c.arg(&**sha1).arg(write.keys.len());
-            for key in &write.keys {
-                c.arg(key.as_slice());
-            }
-            for arg in &write.args {
-                c.arg(arg.as_slice());
-            }
+            script_call(&mut c, sha1, write);
+        }
+        RedisCommand::EvalShaRo { sha1, read } => {
+            c = redis::cmd("EVALSHA_RO");
+            script_call(&mut c, sha1, read);
         }
         RedisCommand::Wait {
             replicas,
@@ -153,6 +155,17 @@ pub(super) fn pack(cmd: &RedisCommand) -> Vec<u8> {
         }
     }
     c.get_packed_command()
+}
+
+/// `<sha1> <numkeys> <keys..> <args..>`.
+fn script_call(c: &mut redis::Cmd, sha1: &str, call: &Write) {
+    c.arg(sha1).arg(call.keys.len());
+    for key in &call.keys {
+        c.arg(key.as_slice());
+    }
+    for arg in &call.args {
+        c.arg(arg.as_slice());
+    }
 }
 
 /// A redis-rs value as the client's [`Reply`]. The connections speak RESP2 (no `HELLO 3`), so
@@ -218,7 +231,7 @@ pub(super) fn is_subscribe_confirmation(value: &redis::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ha::{ScriptId, Write};
+    use crate::ha::ScriptId;
 
     fn parse(bytes: &[u8]) -> redis::Value {
         redis::parse_redis_value(bytes).expect("valid RESP")
@@ -243,6 +256,21 @@ mod tests {
         assert_eq!(
             pack(&eval),
             b"*6\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n1\r\n$1\r\nk\r\n$1\r\na\r\n$1\r\nb\r\n"
+        );
+        let RedisCommand::EvalSha { write, .. } = eval else {
+            unreachable!()
+        };
+        let read = RedisCommand::EvalShaRo {
+            sha1: "abc".into(),
+            read: write,
+        };
+        assert_eq!(
+            pack(&read),
+            b"*6\r\n$10\r\nEVALSHA_RO\r\n$3\r\nabc\r\n$1\r\n1\r\n$1\r\nk\r\n$1\r\na\r\n$1\r\nb\r\n"
+        );
+        assert_eq!(
+            pack(&RedisCommand::SentinelReplicas("m".into())),
+            b"*3\r\n$8\r\nSENTINEL\r\n$8\r\nreplicas\r\n$1\r\nm\r\n"
         );
         let wait = RedisCommand::Wait {
             replicas: 1,

@@ -1,5 +1,6 @@
 //! The loop on the Redis thread: executes the client's commands, feeds it connection events,
-//! submissions and timeouts, and routes its completions to the shards.
+//! submissions and timeouts, routes its completions to the shards, and the data subscription's
+//! changes to the shards that own them.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write as _};
@@ -13,9 +14,10 @@ use tokio::task::AbortHandle;
 use super::conn::{self, ConnEvent};
 use super::{Outcome, ShardSide, Shared, Submission};
 use crate::ha::{
-    Command, Completion, ConnId, ConnKind, Event, HaClient, HaError, HaState, RedisCommand,
-    RequestId, WriteId,
+    Change, Command, Completion, ConnId, ConnKind, Event, HaClient, HaError, HaState, ReadId,
+    RedisCommand, RequestId, WriteId,
 };
+use crate::{Aor, owner_shard};
 
 /// Events or submissions handled per turn of the loop, so that neither starves the other (nor
 /// the completions, which are delivered between turns).
@@ -59,6 +61,8 @@ pub(super) struct Driver {
     to_wake: Vec<bool>,
     /// Who submitted each write the client holds; bounded by its journal capacity.
     writes: HashMap<WriteId, (usize, u64)>,
+    /// Who submitted each read the client holds; bounded by its `max_reads`.
+    reads: HashMap<ReadId, (usize, u64)>,
     conns: HashMap<ConnId, Conn>,
     events_tx: mpsc::Sender<(ConnId, ConnEvent)>,
     events_rx: mpsc::Receiver<(ConnId, ConnEvent)>,
@@ -86,6 +90,7 @@ impl Driver {
             to_wake: vec![false; shards.len()],
             shards,
             writes: HashMap::new(),
+            reads: HashMap::new(),
             conns: HashMap::new(),
             events_tx,
             events_rx,
@@ -134,27 +139,74 @@ impl Driver {
         self.finish();
     }
 
-    /// Executes what the client asked for, delivers what it completed, wakes the shards that
-    /// got completions, and publishes its health.
+    /// Executes what the client asked for, delivers what it completed and the changes it
+    /// reported, wakes the shards that got any, and publishes its health.
     fn turn(&mut self) {
         while let Some(cmd) = self.client.poll_command() {
             self.execute(cmd);
         }
         while let Some(done) = self.client.poll_completion() {
-            let (write, outcome) = match done {
-                Completion::Acked { write, reply } => (write, Outcome::Acked(reply)),
+            let (submitter, outcome) = match done {
+                Completion::Acked { write, reply } => {
+                    (self.writes.remove(&write), Outcome::Acked(reply))
+                }
                 Completion::Failed {
                     write,
                     retry_after_s,
-                } => (write, Outcome::Failed { retry_after_s }),
+                } => (
+                    self.writes.remove(&write),
+                    Outcome::Failed { retry_after_s },
+                ),
+                Completion::ReadDone { read, reply } => {
+                    (self.reads.remove(&read), Outcome::Acked(reply))
+                }
+                Completion::ReadFailed {
+                    read,
+                    retry_after_s,
+                } => (self.reads.remove(&read), Outcome::Failed { retry_after_s }),
             };
-            match self.writes.remove(&write) {
+            match submitter {
                 Some((shard, token)) => self.deliver(shard, token, outcome),
-                None => tracing::error!(write = write.0, "completion of an unknown write"),
+                None => tracing::error!("completion of an unknown write or read"),
             }
+        }
+        while let Some(change) = self.client.poll_change() {
+            self.route_change(change);
         }
         self.wake_shards();
         self.publish_health();
+    }
+
+    /// A changed AOR goes to its owner shard; a resync, or a payload that is not an AOR, to
+    /// every shard. A full change queue turns into a resync of that shard.
+    fn route_change(&mut self, change: Change) {
+        let payload = match change {
+            Change::Resync => {
+                tracing::debug!("data subscription (re)established: every shard resyncs");
+                return (0..self.shards.len()).for_each(|shard| self.resync(shard));
+            }
+            Change::Published(payload) => payload,
+        };
+        let Ok(aor) = Aor::parse(&payload) else {
+            tracing::warn!(%payload, "not an AOR on the changes channel; every shard resyncs");
+            return (0..self.shards.len()).for_each(|shard| self.resync(shard));
+        };
+        let shard = owner_shard(&aor, self.shards.len());
+        let Some(side) = self.shards.get(shard) else {
+            return;
+        };
+        match side.changes.try_send(aor) {
+            Ok(()) => self.to_wake[shard] = true,
+            Err(crossbeam_channel::TrySendError::Full(_)) => self.resync(shard),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn resync(&mut self, shard: usize) {
+        if let Some(side) = self.shards.get(shard) {
+            side.resync.store(true, Ordering::Release);
+            self.to_wake[shard] = true;
+        }
     }
 
     fn execute(&mut self, cmd: Command) {
@@ -237,18 +289,23 @@ impl Driver {
                 shard,
                 token,
                 write,
+                read,
             }) = self.submissions.try_recv()
             else {
                 return;
             };
-            match self.client.submit(write, now) {
-                Ok(id) => {
-                    self.writes.insert(id, (shard, token));
-                }
-                Err(rejected) => {
-                    tracing::debug!(shard, "write rejected: {rejected}");
-                    self.deliver(shard, token, Outcome::Rejected(rejected));
-                }
+            let accepted = if read {
+                self.client
+                    .submit_read(write, now)
+                    .map(|id| self.reads.insert(id, (shard, token)))
+            } else {
+                self.client
+                    .submit(write, now)
+                    .map(|id| self.writes.insert(id, (shard, token)))
+            };
+            if let Err(rejected) = accepted {
+                tracing::debug!(shard, read, "refused: {rejected}");
+                self.deliver(shard, token, Outcome::Rejected(rejected));
             }
         }
         // More may be waiting: come back after this turn.
@@ -322,7 +379,10 @@ impl Driver {
     fn finish(&mut self) {
         let mut failed = 0usize;
         let retry_after_s = self.retry_after_s;
-        for (_, (shard, token)) in std::mem::take(&mut self.writes) {
+        let held = std::mem::take(&mut self.writes)
+            .into_values()
+            .chain(std::mem::take(&mut self.reads).into_values());
+        for (shard, token) in held.collect::<Vec<_>>() {
             self.deliver(shard, token, Outcome::Failed { retry_after_s });
             failed += 1;
         }
@@ -334,7 +394,7 @@ impl Driver {
         self.conns.clear();
         tracing::info!(
             failed,
-            "redis thread stopping; writes still held were failed"
+            "redis thread stopping; writes and reads still held were failed"
         );
     }
 }
@@ -342,7 +402,7 @@ impl Driver {
 /// Turns a value read on `c` into the client's event: a pub/sub message, or the reply to the
 /// oldest request. `None` while a multi-channel subscription is not complete.
 fn route(c: &mut Conn, conn: ConnId, value: redis::Value) -> Option<Event> {
-    if c.kind == ConnKind::SentinelPubSub {
+    if c.kind.is_subscriber() {
         if let Some((channel, payload)) = conn::as_message(&value) {
             return Some(Event::Message {
                 conn,

@@ -11,15 +11,27 @@
 //! shards talk to it through bounded queues:
 //!
 //! ```text
-//!  shard i ──ShardLink::submit──▶ [bounded queue, all shards] ──▶ Redis thread ──▶ HaClient
-//!          ◀─try_completion────── [bounded queue of shard i] ◀──         │
-//!          ◀─one byte (wake-up)── [UnixStream pair of shard i] ◀──────────┘
+//!  shard i ──submit, submit_read──▶ [bounded queue, all shards] ──▶ Redis thread ──▶ HaClient
+//!          ◀─try_completion──────── [bounded queue of shard i] ◀──         │
+//!          ◀─try_change──────────── [bounded queue of shard i] ◀──         │
+//!          ◀─one byte (wake-up)──── [UnixStream pair of shard i] ◀─────────┘
 //! ```
 //!
 //! The thread is a thin shell: [`HaClient`] decides what to connect to, what to send, when to
 //! give up, and when a write is acknowledged; the thread executes its [`Command`]s, turns socket
 //! events and replies into [`Event`]s, calls [`HaClient::handle_timeout`] at
 //! [`HaClient::poll_timeout`], and routes each [`Completion`] to the shard that submitted it.
+//!
+//! # Cache coherence
+//!
+//! In Redis mode each shard caches the AORs it owns. The client subscribes to the layout's
+//! changes channel on the master; the thread routes each AOR published there to its owner shard
+//! ([`crate::owner_shard`]) as [`CacheChange::Changed`], and a gap in the subscription (or a
+//! payload that is not an AOR) to every shard as [`CacheChange::Resync`]: drop the whole cache,
+//! which refills from Redis on a miss. A shard's change queue is bounded; when it is full the
+//! change becomes a resync of that shard (a flag, so it needs no room): nothing blocks, and no
+//! change is dropped without a resync that covers it. The node's own writes come back too (a
+//! reload of an AOR it just wrote).
 //!
 //! # Never blocking, never hanging
 //!
@@ -51,6 +63,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::TrySendError;
 use tokio::sync::Notify;
 
+use crate::Aor;
 #[cfg(doc)]
 use crate::ha::{Command, Completion, Event};
 use crate::ha::{HaClient, HaConfig, HaConfigError, Health, Rejected, Reply, Write};
@@ -59,17 +72,28 @@ use crate::ha::{HaClient, HaConfig, HaConfigError, Health, Rejected, Reply, Writ
 /// name resolution in progress runs on tokio's blocking pool and is not waited for longer).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
-/// What became of a write submitted through [`ShardLink::submit`].
+/// What became of a write submitted through [`ShardLink::submit`] (or a read, through
+/// [`ShardLink::submit_read`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A verified master executed the write: `reply` is the script's answer (which may be a
-    /// script error, [`Reply::Error`]). The 200 OK may go out.
+    /// script error, [`Reply::Error`]). The 200 OK may go out. For a read: the master or,
+    /// while no master is known, a replica answered it.
     Acked(Reply),
     /// No master took the write within the failover hold, or the thread stopped: answer 503
-    /// with this Retry-After.
+    /// with this Retry-After. For a read: no node answered within the request timeout.
     Failed { retry_after_s: u32 },
     /// Refused at once: the journal is full (503), or the write names an unknown script.
     Rejected(Rejected),
+}
+
+/// What the data subscription tells a shard about its cache ([`ShardLink::try_change`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheChange {
+    /// This AOR (owned by the shard) changed in Redis: drop (or reload) its cached bindings.
+    Changed(Aor),
+    /// Changes may have been missed: drop every cached AOR.
+    Resync,
 }
 
 /// Why [`ShardLink::submit`] refused a write; the shard answers 503 at once.
@@ -133,17 +157,21 @@ impl Shared {
     }
 }
 
-/// A write on its way to the thread.
+/// A write (or a read) on its way to the thread.
 struct Submission {
     shard: usize,
     token: u64,
     write: Write,
+    read: bool,
 }
 
 /// The thread's end of one shard's link.
 struct ShardSide {
     completions: crossbeam_channel::Sender<(u64, Outcome)>,
-    /// Non-blocking; one byte after each batch of completions.
+    changes: crossbeam_channel::Sender<Aor>,
+    /// Set when the shard must drop its whole cache; taken by [`ShardLink::try_change`].
+    resync: Arc<AtomicBool>,
+    /// Non-blocking; one byte after each batch of completions or changes.
     wakeup: UnixStream,
 }
 
@@ -164,9 +192,10 @@ impl fmt::Debug for RedisThread {
 impl RedisThread {
     /// Starts the thread and returns one [`ShardLink`] per shard, in shard order.
     ///
-    /// `queue_capacity` is the most writes a shard may have in flight (submitted, outcome not
-    /// yet taken with [`ShardLink::try_completion`]); it sizes the shard's completion queue, and
-    /// `shards × queue_capacity` sizes the submission queue. The configuration is checked here
+    /// `queue_capacity` is the most writes and reads a shard may have in flight (submitted,
+    /// outcome not yet taken with [`ShardLink::try_completion`]); it sizes the shard's
+    /// completion queue and its change queue, and `shards × queue_capacity` sizes the
+    /// submission queue. The configuration is checked here
     /// (`HaConfig::validate`); connecting happens on the thread, and failures there are retried
     /// with back-off and reported in [`RedisThread::health`], never fatal.
     pub fn start(
@@ -205,14 +234,20 @@ impl RedisThread {
             let (thread_end, shard_end) = UnixStream::pair().map_err(io)?;
             thread_end.set_nonblocking(true).map_err(io)?;
             let (completions_tx, completions_rx) = crossbeam_channel::bounded(queue_capacity);
+            let (changes_tx, changes_rx) = crossbeam_channel::bounded(queue_capacity);
+            let resync = Arc::new(AtomicBool::new(false));
             sides.push(ShardSide {
                 completions: completions_tx,
+                changes: changes_tx,
+                resync: resync.clone(),
                 wakeup: thread_end,
             });
             links.push(ShardLink {
                 shard,
                 submissions: submit_tx.clone(),
                 completions: completions_rx,
+                changes: changes_rx,
+                resync,
                 in_flight: Cell::new(0),
                 capacity: queue_capacity,
                 wakeup: Some(shard_end),
@@ -285,8 +320,18 @@ impl Drop for RedisThread {
 /// (glommio: `set_nonblocking(true)`, then `glommio::net::UnixStream::from_raw_fd` of its
 /// `into_raw_fd()`, which hands over ownership of the socket, then `read`). Whenever it is,
 /// read what is there (any number of bytes: wake-ups coalesce), then call
-/// [`ShardLink::try_completion`] until it returns `None`. The thread queues completions before
-/// it writes the byte, so a wake-up never arrives ahead of its completions.
+/// [`ShardLink::try_change`] and [`ShardLink::try_completion`] until each returns `None`. The
+/// thread queues completions and changes before it writes the byte, so a wake-up never arrives
+/// ahead of them.
+///
+/// # Cache changes
+///
+/// Apply every [`CacheChange`] to the shard's cache: `Changed(aor)` drops that AOR's cached
+/// bindings, `Resync` drops them all. Both only ever remove, so their order does not matter and
+/// a spurious one costs a read from Redis. A read that was submitted before a change of its AOR
+/// (or a resync) and completes after it may carry what the change replaced: do not cache such a
+/// result (keep a per-AOR or per-shard generation, bumped by each change, and cache a read's
+/// result only if the generation it was submitted under is still current).
 ///
 /// End of stream on the wake-up means the thread has stopped: take the completions still
 /// queued; a write still in flight after that will never complete (answer it 503).
@@ -294,7 +339,9 @@ pub struct ShardLink {
     shard: usize,
     submissions: crossbeam_channel::Sender<Submission>,
     completions: crossbeam_channel::Receiver<(u64, Outcome)>,
-    /// Writes submitted whose outcome this shard has not taken yet. At most `capacity`, and
+    changes: crossbeam_channel::Receiver<Aor>,
+    resync: Arc<AtomicBool>,
+    /// Writes and reads submitted whose outcome this shard has not taken yet. At most `capacity`, and
     /// every outcome in `completions` is one of them: so `completions` (capacity `capacity`)
     /// always has room for the thread's next outcome for this shard.
     in_flight: Cell<usize>,
@@ -318,6 +365,19 @@ impl ShardLink {
     /// [`ShardLink::try_completion`]. Never blocks: [`SubmitError::Full`] when this shard already
     /// has `queue_capacity` writes in flight, [`SubmitError::Gone`] when the thread has stopped.
     pub fn submit(&self, token: u64, write: Write) -> Result<(), SubmitError> {
+        self.send(token, write, false)
+    }
+
+    /// Hands a read (a read-only script, the layout's lookup) to the thread; its [`Outcome`]
+    /// comes back with `token` through [`ShardLink::try_completion`], like a write's, and counts
+    /// against the same `queue_capacity`. It goes to the verified master, or to a replica while
+    /// no master is known; it is never held or replayed: [`Outcome::Acked`] with the script's
+    /// reply, or [`Outcome::Failed`] within about the request timeout.
+    pub fn submit_read(&self, token: u64, read: Write) -> Result<(), SubmitError> {
+        self.send(token, read, true)
+    }
+
+    fn send(&self, token: u64, write: Write, read: bool) -> Result<(), SubmitError> {
         if self.in_flight.get() >= self.capacity {
             return Err(SubmitError::Full);
         }
@@ -325,6 +385,7 @@ impl ShardLink {
             shard: self.shard,
             token,
             write,
+            read,
         };
         match self.submissions.try_send(submission) {
             Ok(()) => {
@@ -346,7 +407,16 @@ impl ShardLink {
         Some(done)
     }
 
-    /// Writes submitted whose outcome has not been taken yet.
+    /// The next change to this shard's cache, if any (see the type's documentation). Never
+    /// blocks. A pending resync comes first: it covers every change queued before it.
+    pub fn try_change(&self) -> Option<CacheChange> {
+        if self.resync.swap(false, Ordering::AcqRel) {
+            return Some(CacheChange::Resync);
+        }
+        self.changes.try_recv().ok().map(CacheChange::Changed)
+    }
+
+    /// Writes and reads submitted whose outcome has not been taken yet.
     pub fn in_flight(&self) -> usize {
         self.in_flight.get()
     }
