@@ -12,7 +12,10 @@
 //! The client's writes are idempotent "set key to version if newer" operations. Invariants:
 //! - every write that got `Completion::Acked` is on the final master (same or newer version);
 //! - every write completes exactly once, within `failover_hold` of its submission;
-//! - once the faults are over, a new write is acknowledged (the client recovers).
+//! - once the faults are over, a new write is acknowledged (the client recovers);
+//! - every read (one with each write, `EVALSHA_RO`, served by any node: the sentinels list the
+//!   replicas) completes exactly once within `request_timeout` of its submission, master or
+//!   not.
 //!
 //! `HA_SIM_SEED=n` replays one seed; `HA_SIM_SEEDS=n` runs n seeds (default 1500).
 
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sipshard_registrar::ha::{
-    Command, Completion, ConnId, ConnKind, Event, HaClient, HaConfig, RedisCommand, Reply,
+    Command, Completion, ConnId, ConnKind, Event, HaClient, HaConfig, ReadId, RedisCommand, Reply,
     RequestId, Script, ScriptId, Write, WriteId,
 };
 
@@ -211,6 +214,9 @@ struct Stats {
     masters_lost: u64,
     elections: u64,
     stale_writes: u64,
+    reads_served: u64,
+    reads_failed: u64,
+    replica_reads: u64,
 }
 
 struct Sim {
@@ -233,6 +239,9 @@ struct Sim {
     versions: BTreeMap<u8, u64>,
     writes: BTreeMap<WriteId, (u8, u64, u64)>,
     outcomes: BTreeMap<WriteId, (bool, u64)>,
+    /// Reads submitted (when) and their outcomes (served, when).
+    reads: BTreeMap<ReadId, u64>,
+    read_outcomes: BTreeMap<ReadId, (bool, u64)>,
     probe: Option<WriteId>,
     stats: Stats,
     /// `HA_SIM_TRACE=1`: print what happens (with `HA_SIM_SEED`).
@@ -296,6 +305,8 @@ impl Sim {
             versions: BTreeMap::new(),
             writes: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            read_outcomes: BTreeMap::new(),
             probe: None,
             stats: Stats::default(),
             trace: std::env::var_os("HA_SIM_TRACE").is_some(),
@@ -410,6 +421,12 @@ impl Sim {
             let (id, acked) = match done {
                 Completion::Acked { write, .. } => (write, true),
                 Completion::Failed { write, .. } => (write, false),
+                Completion::ReadDone { read, .. } | Completion::ReadFailed { read, .. } => {
+                    let served = matches!(done, Completion::ReadDone { .. });
+                    let previous = self.read_outcomes.insert(read, (served, self.now_ms));
+                    assert!(previous.is_none(), "{read:?} completed twice");
+                    continue;
+                }
             };
             if self.trace {
                 eprintln!(
@@ -533,6 +550,11 @@ impl Sim {
                 Reply::Array(vec![Reply::Bulk(role.into()), Reply::Int(0)])
             }
             RedisCommand::ScriptLoad(_) => Reply::Bulk(b"setifnewer".to_vec()),
+            // Any node serves a read, a replica with what it has.
+            RedisCommand::EvalShaRo { read, .. } => match read.keys.first() {
+                Some(key) => Reply::Int(n.data.get(&key[0]).map_or(0, |v| *v as i64)),
+                None => Reply::Error("ERR bad read".into()),
+            },
             RedisCommand::EvalSha { write, .. } => {
                 if n.role != NodeRole::Master {
                     return Reply::Error(
@@ -601,6 +623,23 @@ impl Sim {
                     Reply::Bulk(format!("n{m}").into()),
                     Reply::Bulk(b"6379".to_vec()),
                 ])
+            }
+            RedisCommand::SentinelReplicas(_) => {
+                let m = self.sentinels[s].belief;
+                let entry = |n: usize| {
+                    let fields = [format!("n{n}"), "6379".into(), "slave".into()];
+                    let names = ["ip", "port", "flags"];
+                    Reply::Array(
+                        names
+                            .iter()
+                            .zip(fields)
+                            .flat_map(|(k, v)| {
+                                [Reply::Bulk(k.as_bytes().into()), Reply::Bulk(v.into())]
+                            })
+                            .collect(),
+                    )
+                };
+                Reply::Array((0..NODES).filter(|&n| n != m).map(entry).collect())
             }
             other => Reply::Error(format!("ERR unknown sentinel command {other:?}")),
         };
@@ -838,6 +877,16 @@ impl Sim {
             .submit(write, self.instant(self.now_ms))
             .expect("the journal is large enough for the model's load");
         self.writes.insert(id, (key, version, self.now_ms));
+        let read = Write {
+            script: ScriptId(0),
+            keys: vec![vec![key]],
+            args: Vec::new(),
+        };
+        let read_id = self
+            .client
+            .submit_read(read, self.instant(self.now_ms))
+            .expect("max_reads is large enough for the model's load");
+        self.reads.insert(read_id, self.now_ms);
         if self.now_ms == PROBE_AT_MS {
             self.probe = Some(id);
         }
@@ -969,6 +1018,24 @@ impl Sim {
                 self.stats.failed += 1;
             }
         }
+        let timeout_ms = 1_000;
+        for (id, submitted_ms) in &self.reads {
+            let Some((served, done_ms)) = self.read_outcomes.get(id) else {
+                return Err(format!("{id:?} never completed: {health:?}"));
+            };
+            if done_ms - submitted_ms > timeout_ms + 1 {
+                return Err(format!(
+                    "{id:?} completed after {} ms, more than the request timeout",
+                    done_ms - submitted_ms
+                ));
+            }
+            if *served {
+                self.stats.reads_served += 1;
+            } else {
+                self.stats.reads_failed += 1;
+            }
+        }
+        self.stats.replica_reads = health.counters.replica_reads;
         match self.probe.and_then(|id| self.outcomes.get(&id)) {
             Some((true, _)) => {}
             other => {
@@ -1018,6 +1085,9 @@ fn no_acknowledged_write_is_lost_and_nothing_hangs() {
                 total.masters_lost += s.masters_lost;
                 total.elections += s.elections;
                 total.stale_writes += s.stale_writes;
+                total.reads_served += s.reads_served;
+                total.reads_failed += s.reads_failed;
+                total.replica_reads += s.replica_reads;
             }
             Err(e) => panic!("seed {seed}: {e}\nreplay with HA_SIM_SEED={seed}"),
         }
@@ -1035,6 +1105,10 @@ fn no_acknowledged_write_is_lost_and_nothing_hangs() {
         assert!(
             total.stale_writes > 0,
             "stale masters accept writes in the model: {total:?}"
+        );
+        assert!(
+            total.replica_reads > 0,
+            "replicas serve reads while no master is known: {total:?}"
         );
     }
 }
