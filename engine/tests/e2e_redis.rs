@@ -665,6 +665,32 @@ fn one_server_register_fetch_restart_and_wrong_password() {
     );
 }
 
+/// The master once the cluster has settled: every running sentinel names the same server, it
+/// says `ROLE master`, and every other running server replicates it in sync. Usually the one
+/// `wait_for_failover` returned, but on a loaded machine the sentinels (1 s down-after) may
+/// fail over a second time from a just-promoted master; the checks must look at the last one.
+fn settled_master(lab: &RedisLab) -> usize {
+    let mut last = Vec::new();
+    let master = redis_lab::wait_until(Duration::from_secs(30), || {
+        last = lab.current_master_per_sentinels();
+        let named: Vec<SocketAddr> = last.iter().flatten().copied().collect();
+        let first = *named.first()?;
+        if named.len() != last.len() || named.iter().any(|&a| a != first) {
+            return None;
+        }
+        let node = lab.node_at(first)?;
+        (lab.role(node).as_deref() == Some("master")).then_some(node)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the sentinels do not agree on a master within 30 s: {last:?}\n{}",
+            lab.logs()
+        )
+    });
+    lab.wait_replicas_in_sync(master, Duration::from_secs(20));
+    master
+}
+
 /// Users and rate of the failover scenarios' load: 150 REGISTERs/s for 10 s, one per user.
 const LOAD_USERS: usize = 1500;
 const LOAD_RATE: u32 = 150;
@@ -743,15 +769,17 @@ fn master_sigkilled_under_load_loses_nothing_acknowledged() {
     thread::sleep(Duration::from_secs(3));
     let killed_at = Instant::now();
     lab.kill(0);
-    let master = lab.wait_for_failover(old, Duration::from_secs(20));
+    let elected_node = lab.wait_for_failover(old, Duration::from_secs(20));
     let elected = killed_at.elapsed();
     let (phones, report) = join(load);
     node.process.assert_running();
+    let master = settled_master(&lab);
     let window = unavailability(&report, killed_at);
     let unavailable = report.with_status(503).len();
     eprintln!(
-        "SIGKILL of the master: sentinels agreed on redis-{master} after {elected:?}; first 200 \
-         of a REGISTER sent after the kill {window:?} after it; {unavailable} × 503; {}",
+        "SIGKILL of the master: sentinels agreed on redis-{elected_node} after {elected:?} \
+         (final master redis-{master}); first 200 of a REGISTER sent after the kill {window:?} \
+         after it; {unavailable} × 503; {}",
         report.summary()
     );
     assert_all_ok(&report, &phones, "SIGKILL of the master", &node, &lab);
@@ -773,7 +801,7 @@ fn master_sigstopped_then_resumed_loses_nothing_acknowledged() {
     thread::sleep(Duration::from_secs(2));
     let paused_at = Instant::now();
     lab.pause(0);
-    let master = lab.wait_for_failover(old, Duration::from_secs(20));
+    let elected_node = lab.wait_for_failover(old, Duration::from_secs(20));
     let elected = paused_at.elapsed();
     lab.resume(0);
     let resumed_at = Instant::now();
@@ -787,13 +815,13 @@ fn master_sigstopped_then_resumed_loses_nothing_acknowledged() {
             lab.logs()
         )
     });
-    lab.wait_replicas_in_sync(master, Duration::from_secs(20));
     let (phones, report) = join(load);
     node.process.assert_running();
+    let master = settled_master(&lab);
     let window = unavailability(&report, paused_at);
     eprintln!(
-        "SIGSTOP of the master: sentinels agreed on redis-{master} after {elected:?}; old master \
-         demoted {:?} after SIGCONT; first 200 of a REGISTER sent after the pause {window:?} \
+        "SIGSTOP of the master: sentinels agreed on redis-{elected_node} after {elected:?} \
+         (final master redis-{master}); old master demoted {:?} after SIGCONT; first 200 of a REGISTER sent after the pause {window:?} \
          after it; {} × 503; {}",
         demoted - resumed_at,
         report.with_status(503).len(),
@@ -808,4 +836,316 @@ fn master_sigstopped_then_resumed_loses_nothing_acknowledged() {
         missing.len()
     );
     eprintln!("SIGSTOP scenario: {:?} in all", began.elapsed());
+}
+
+/// A redis-sentinel started by the test on a port the lab's sentinel had (the lab cannot start
+/// again a sentinel it killed), monitoring the lab's master with the lab's settings. Killed and
+/// reaped on drop.
+struct Sentinel {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: support::TempDir,
+}
+
+impl Sentinel {
+    /// Starts it and waits (10 s) until it names `master`.
+    fn start(lab: &RedisLab, port: u16, master: SocketAddr) -> Sentinel {
+        let dir = support::TempDir::new("sentinel");
+        let o = lab.options();
+        let name = &o.master_name;
+        let mut conf = format!(
+            "bind 127.0.0.1\nport {port}\ndaemonize no\ndir {}\n\
+             sentinel resolve-hostnames no\n\
+             sentinel monitor {name} {} {} {}\n\
+             sentinel down-after-milliseconds {name} {}\n\
+             sentinel failover-timeout {name} {}\n\
+             sentinel parallel-syncs {name} 1\n",
+            dir.path().display(),
+            master.ip(),
+            master.port(),
+            o.quorum,
+            o.down_after_ms,
+            o.failover_timeout_ms,
+        );
+        if let Some(password) = lab.password() {
+            conf.push_str(&format!("sentinel auth-pass {name} {password}\n"));
+        }
+        let conf_path = dir.join("sentinel.conf");
+        std::fs::write(&conf_path, conf)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", conf_path.display()));
+        let log = dir.join("sentinel.log");
+        let out = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let err = out.try_clone().expect("a second handle on the log");
+        let child = std::process::Command::new("redis-sentinel")
+            .arg(&conf_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-sentinel: {e}"));
+        let sentinel = Sentinel {
+            child,
+            log,
+            _dir: dir,
+        };
+        let named = redis_lab::wait_until(Duration::from_secs(10), || {
+            let mut con = redis_lab::connect(port, None).ok()?;
+            let (ip, p): (String, u16) = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(name)
+                .query(&mut con)
+                .ok()?;
+            (format!("{ip}:{p}").parse::<SocketAddr>().ok()? == master).then_some(())
+        });
+        if named.is_none() {
+            panic!(
+                "the restarted sentinel on {port} does not name {master} within 10 s:\n{}",
+                std::fs::read_to_string(&sentinel.log).unwrap_or_default()
+            );
+        }
+        sentinel
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Registers user `first`, `first + 1`, … one at a time (each waits up to the hold) until one
+/// gets 200; returns how long it took from `since`, or panics after `timeout`.
+fn wait_for_recovery(
+    phones: &mut Phones,
+    target: SocketAddr,
+    first: usize,
+    since: Instant,
+    timeout: Duration,
+    node: &Node,
+) -> (Duration, usize) {
+    let mut user = first;
+    let mut last = None;
+    while since.elapsed() < timeout {
+        let r = phones.register_one(target, user, Kind::Bind);
+        user += 1;
+        if r.status == Some(200) {
+            return (r.answered_at.unwrap_or_else(Instant::now) - since, user);
+        }
+        last = Some(r);
+    }
+    panic!("no 200 within {timeout:?} of the recovery; last: {last:?}\n{node:?}")
+}
+
+/// Two of the three sentinels killed, the master alive: no quorum names a master, so once the
+/// node's master lease runs out writes are held for the hold (2 s) and answered 503 with
+/// Retry-After; no failover happens; the node keeps answering. Sentinels started again on the
+/// same ports restore the quorum, and REGISTERs succeed again.
+#[test]
+fn no_sentinel_quorum_holds_then_refuses_and_recovers() {
+    let _serial = serial();
+    let began = Instant::now();
+    let (mut lab, mut node, target, mut phones) = ha_lab_and_node("2s", "quorum");
+    let master = lab.redis_addr(0);
+    let ports = [lab.sentinel_addr(1).port(), lab.sentinel_addr(2).port()];
+    lab.kill_sentinel(1);
+    lab.kill_sentinel(2);
+    let killed_at = Instant::now();
+    // 8 s of REGISTERs, 10/s: past the master lease (3 s) and the hold (2 s).
+    let report = phones.register(target, 0..80, 10, Kind::Bind);
+    node.process.assert_running();
+    let refused = report.with_status(503);
+    let first_503 = refused.first().map(|r| r.sent_at - killed_at);
+    let held: Vec<Duration> = refused.iter().filter_map(|r| r.latency()).collect();
+    eprintln!(
+        "no sentinel quorum: {}; first REGISTER answered 503 was sent {first_503:?} after the \
+         kill; 503s answered after {:?} to {:?}",
+        report.summary(),
+        held.iter().min(),
+        held.iter().max()
+    );
+    let other: Vec<&Record> = report
+        .records
+        .iter()
+        .filter(|r| !matches!(r.status, Some(200 | 503)))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "every REGISTER gets 200 or 503: {other:?}\n{node:?}"
+    );
+    assert!(
+        refused.iter().all(|r| r.retry_after.is_some()),
+        "503 without Retry-After: {:?}",
+        refused.iter().find(|r| r.retry_after.is_none())
+    );
+    // Writes sent 6 s after the kill (lease 3 s, check interval 1 s, a margin) are refused.
+    let late: Vec<&Record> = report
+        .records
+        .iter()
+        .filter(|r| r.sent_at >= killed_at + Duration::from_secs(6))
+        .collect();
+    assert!(
+        !late.is_empty() && late.iter().all(|r| r.status == Some(503)),
+        "REGISTERs 6 s after the quorum was lost should be 503: {}\n{}\n{node:?}",
+        report.summary(),
+        report.failures()
+    );
+    // Held, not refused at once: each 503 came at the hold (2 s), give or take a timer tick.
+    assert!(
+        held.iter()
+            .all(|&d| d >= Duration::from_millis(1800) && d <= Duration::from_secs(4)),
+        "503s should come at the 2 s hold: {held:?}"
+    );
+    let stored: Vec<usize> = refused
+        .iter()
+        .map(|r| r.user)
+        .filter(|&u| !hgetall(&lab, 0, u).is_empty())
+        .collect();
+    assert!(
+        stored.is_empty(),
+        "users answered 503 whose binding is in Redis all the same: {stored:?}"
+    );
+    assert_eq!(
+        lab.role(0).as_deref(),
+        Some("master"),
+        "no failover without a quorum"
+    );
+    assert_eq!(
+        phones.options(target),
+        Some(200),
+        "OPTIONS without a quorum\n{node:?}"
+    );
+
+    // The two sentinels back on their ports: the quorum names the master again.
+    let restarted_at = Instant::now();
+    let _sentinels: Vec<Sentinel> = ports
+        .iter()
+        .map(|&port| Sentinel::start(&lab, port, master))
+        .collect();
+    let (recovery, next) = wait_for_recovery(
+        &mut phones,
+        target,
+        100,
+        restarted_at,
+        Duration::from_secs(20),
+        &node,
+    );
+    let after = phones.register(target, next..next + 20, 20, Kind::Bind);
+    assert_all_ok(&after, &phones, "after the sentinels' restart", &node, &lab);
+    node.process.assert_running();
+    eprintln!(
+        "no sentinel quorum: first 200 {recovery:?} after the sentinels were started again; \
+         {:?} in all",
+        began.elapsed()
+    );
+}
+
+/// Redis down when the node starts (its only server killed first): REGISTERs get 503 with
+/// Retry-After at the hold (2 s) and the node answers OPTIONS; once the server is started
+/// again on its port, REGISTERs succeed and are stored.
+#[test]
+fn redis_down_at_start_refuses_then_recovers() {
+    let _serial = serial();
+    let began = Instant::now();
+    let mut lab = RedisLab::start(LabOptions {
+        password: Some("down-Complicated-Pass-9".into()),
+        ..LabOptions::default()
+    });
+    let server = lab.redis_addr(0);
+    let password = lab.password().expect("a password").to_string();
+    lab.kill(0);
+    let port = support::free_port();
+    let target = loopback(port);
+    let mut node = start_node(port, &direct_settings(server, &password, "2s"));
+    let mut phones = Phones::new("down");
+    let report = phones.register(target, 0..5, 5, Kind::Bind);
+    let latency: Vec<Duration> = report.records.iter().filter_map(Record::latency).collect();
+    assert!(
+        report
+            .records
+            .iter()
+            .all(|r| r.status == Some(503) && r.retry_after.is_some())
+            && latency.iter().all(|&d| d <= Duration::from_secs(4)),
+        "REGISTERs with Redis down: 503 with Retry-After within the 2 s hold and a margin: \
+         {report:?}\n{node:?}"
+    );
+    assert_eq!(
+        phones.options(target),
+        Some(200),
+        "OPTIONS with Redis down\n{node:?}"
+    );
+    node.process.assert_running();
+
+    lab.restart(0);
+    let restarted_at = Instant::now();
+    let (recovery, next) = wait_for_recovery(
+        &mut phones,
+        target,
+        10,
+        restarted_at,
+        Duration::from_secs(20),
+        &node,
+    );
+    let after = phones.register(target, next..next + 20, 20, Kind::Bind);
+    assert_all_ok(&after, &phones, "after Redis started", &node, &lab);
+    let missing = missing_in_redis(&lab, 0, &phones, &after.ok_users());
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in Redis: {missing:?}"
+    );
+    node.process.assert_running();
+    eprintln!(
+        "Redis down at start: 503 after {:?}..{:?}; first 200 {recovery:?} after Redis started; \
+         {:?} in all",
+        latency.iter().min(),
+        latency.iter().max(),
+        began.elapsed()
+    );
+}
+
+/// The old master SIGKILLed, a replica elected, then the old master started again: with no
+/// persistence it comes back empty and writable, and Sentinel makes it a replica only about
+/// 10 s later. REGISTERs at 150/s through that window: all 200, every one on the final master
+/// and (after its resync) on the old one — the node never wrote to the returning server.
+#[test]
+fn old_master_restarted_empty_gets_no_writes() {
+    let _serial = serial();
+    let began = Instant::now();
+    let (mut lab, mut node, target, phones) = ha_lab_and_node("20s", "rejoin");
+    let old = lab.redis_addr(0);
+    lab.kill(0);
+    lab.wait_for_failover(old, Duration::from_secs(20));
+    lab.restart(0);
+    let restarted_at = Instant::now();
+    let load = start_load(phones, target);
+    let demoted = redis_lab::wait_until(Duration::from_secs(30), || {
+        (lab.role(0).as_deref() == Some("slave")).then(Instant::now)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "redis-0 was not made a replica within 30 s of its restart\n{}",
+            lab.logs()
+        )
+    });
+    let (phones, report) = join(load);
+    node.process.assert_running();
+    let master = settled_master(&lab);
+    eprintln!(
+        "old master restarted: a replica {:?} after its restart (final master redis-{master}); {}",
+        demoted - restarted_at,
+        report.summary()
+    );
+    assert_all_ok(&report, &phones, "old master restarted", &node, &lab);
+    assert_nothing_acknowledged_lost(&lab, master, &node, target, &phones, &report);
+    let missing = missing_in_redis(&lab, 0, &phones, &report.ok_users());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged registrations missing on redis-0 after it rejoined as a replica",
+        missing.len()
+    );
+    eprintln!(
+        "restarted old master scenario: {:?} in all",
+        began.elapsed()
+    );
 }
