@@ -633,7 +633,7 @@ static KEYS: &[Key] = &[
         section: GLOBAL,
         name: "transaction-table-capacity",
         default: "262144",
-        doc: "Transactions each shard holds; beyond it new requests are answered 503. A UDP transaction lives 32 s (64*T1) after its answer, so a shard sustains about capacity/32 new requests a second.",
+        doc: "Transactions each shard holds. A UDP non-INVITE transaction stays 32 s (64*T1) after its answer to absorb retransmissions; when the table is full the oldest such one makes room, and only when none is left are new requests answered 503.",
         kind: Kind::Count {
             min: 1,
             max: 1 << 24,

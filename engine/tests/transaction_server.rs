@@ -555,3 +555,59 @@ fn requests_without_a_usable_top_via_are_refused() {
     assert_eq!(table.server_count(), 0);
     assert!(drain(&mut table).is_empty());
 }
+
+#[test]
+fn a_full_table_reclaims_the_oldest_answered_non_invite_for_a_new_request() {
+    let t0 = Instant::now();
+    let mut table = TransactionTable::new(TimerConfig::default(), 2, 2);
+    let first = request("OPTIONS", Some("z9hG4bK1"), None);
+    let first_id = new_server(&mut table, &first, peer(Transport::Udp), t0);
+    let second = request("OPTIONS", Some("z9hG4bK2"), None);
+    let second_id = new_server(&mut table, &second, peer(Transport::Udp), t0);
+    table
+        .respond(first_id, 200, response(&first, 200, "OK"), t0)
+        .unwrap();
+    table
+        .respond(second_id, 200, response(&second, 200, "OK"), t0 + T1)
+        .unwrap();
+    drain(&mut table);
+    assert_eq!(
+        table.state(TransactionId::Server(first_id)),
+        Some(State::Completed)
+    );
+
+    // Both wait out Timer J (32 s over UDP); a new request takes the older one's place.
+    let third = request("OPTIONS", Some("z9hG4bK3"), None);
+    let third = receive(&mut table, &third, peer(Transport::Udp), t0 + T1 * 2);
+    assert!(matches!(third, Ok(RequestMatch::New(_))), "{third:?}");
+    assert_eq!(table.reclaimed(), 1);
+    assert_eq!(
+        table.state(TransactionId::Server(first_id)),
+        None,
+        "the oldest went"
+    );
+    assert_eq!(
+        table.state(TransactionId::Server(second_id)),
+        Some(State::Completed)
+    );
+    assert!(
+        drain(&mut table)
+            .iter()
+            .any(|a| matches!(a, Action::Terminated(id) if *id == TransactionId::Server(first_id))),
+        "the shard hears that it ended"
+    );
+
+    // The table is full of transactions still waiting for an answer or fresher: once the
+    // second is reclaimed too, nothing else can be.
+    let fourth = request("OPTIONS", Some("z9hG4bK4"), None);
+    assert!(matches!(
+        receive(&mut table, &fourth, peer(Transport::Udp), t0 + T1 * 2),
+        Ok(RequestMatch::New(_))
+    ));
+    let fifth = request("OPTIONS", Some("z9hG4bK5"), None);
+    assert_eq!(
+        receive(&mut table, &fifth, peer(Transport::Udp), t0 + T1 * 2),
+        Err(TransactionError::TableFull)
+    );
+    assert_eq!(table.reclaimed(), 2);
+}

@@ -156,6 +156,15 @@ pub struct TransactionTable {
     server_keys: HashMap<ServerKey, ServerId, RandomState>,
     client_keys: HashMap<ClientKey, ClientId, RandomState>,
     timers: TimerTable,
+    /// Completed non-INVITE server transactions with their Timer J, in the order it runs out
+    /// (J is the same for every one). They only absorb retransmissions of a request already
+    /// answered, so when the table is full the oldest is reclaimed for a new request instead
+    /// of answering it 503: over UDP each stays 64*T1 (32 s), so a full table would otherwise
+    /// cap a shard at capacity/32 new requests a second. Entries whose transaction ended
+    /// otherwise are skipped when met; expired ones are dropped by `handle_timeouts`.
+    completed: VecDeque<(TimerToken, ServerId)>,
+    /// Transactions reclaimed that way.
+    reclaimed: u64,
     /// Drained by the shard after every call, so it holds only what one input produced.
     actions: VecDeque<Action>,
     /// The effects of the event being handled (kept to reuse its allocation).
@@ -184,6 +193,8 @@ impl TransactionTable {
                 RandomState::new(),
             ),
             timers: TimerTable::new(),
+            completed: VecDeque::new(),
+            reclaimed: 0,
             actions: VecDeque::new(),
             effects: Vec::new(),
         }
@@ -215,7 +226,7 @@ impl TransactionTable {
         if is_ack {
             return Ok(RequestMatch::EndToEndAck);
         }
-        if self.servers.is_full() {
+        if self.servers.is_full() && !self.reclaim_completed() {
             return Err(TransactionError::TableFull);
         }
         let reliable = source.is_reliable();
@@ -501,6 +512,35 @@ impl TransactionTable {
             }
             self.apply(id, now);
         }
+        while self
+            .completed
+            .front()
+            .is_some_and(|(token, _)| token.deadline() <= now)
+        {
+            self.completed.pop_front();
+        }
+    }
+
+    /// Ends the completed non-INVITE server transaction whose Timer J runs out first, if there
+    /// is one: a retransmission of its request arriving later starts a new transaction.
+    fn reclaim_completed(&mut self) -> bool {
+        while let Some((token, id)) = self.completed.pop_front() {
+            let waiting_for_j = self
+                .servers
+                .get(id.0)
+                .is_some_and(|e| e.timers.lifetime == Some((TimerKind::J, token)));
+            if waiting_for_j {
+                self.remove(TransactionId::Server(id));
+                self.reclaimed += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Completed non-INVITE server transactions ended early to make room for new requests.
+    pub fn reclaimed(&self) -> u64 {
+        self.reclaimed
     }
 
     /// When [`Self::handle_timeouts`] is next due.
@@ -566,6 +606,13 @@ impl TransactionTable {
                         continue;
                     };
                     let token = self.timers.schedule(deadline, id, kind);
+                    // Over a reliable transport J is zero: nothing to reclaim, and the queue
+                    // stays in deadline order.
+                    if let (TimerKind::J, TransactionId::Server(server)) = (kind, id) {
+                        if !after.is_zero() {
+                            self.completed.push_back((token, server));
+                        }
+                    }
                     let replaced = self.armed_timers(id).and_then(|t| t.arm(kind, token));
                     if let Some(replaced) = replaced {
                         self.timers.cancel(replaced);
