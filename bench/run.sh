@@ -28,6 +28,11 @@
 #      search, CPU at 90 %, latency (every relayed message, in -> out; and INVITE in -> 200
 #      out, which includes the UAS).
 #   3. Cross-shard hop: REGISTER CPU per 1,000 at $HOP_RATE/s, --threads 1 vs --threads 2.
+#   6. REGISTER with the bindings in Redis (one redis-server on 127.0.0.1:$REDIS_PORT, no
+#      persistence, emptied before each server's runs): Kamailio with bench/kamailio-redis.cfg
+#      (db_redis, usrloc write-through, :5071) vs sipshard --threads 2 with
+#      db-implementation=redis (:25063): search, CPU at 90 % (the server's CPU plus
+#      redis-server's), latency at 90 %.
 #   4. sipshard's default settings under a sustained REGISTER load (transaction table bound).
 #   5. Latency of every server at one common rate ($SAME_REG REGISTER/s, $SAME_CALL calls/s),
 #      twice.
@@ -61,6 +66,9 @@ RESP_PORT=25069
 REG_SIPP_PORT=27001
 LIMIT=1200               # upper bound on any server's life (s)
 SS_CAP=4194304
+REDIS_PORT=26399
+KAMR_PORT=5071
+SSR_PORT=25063
 
 exec > >(tee "$OUT/run.log") 2>&1
 BG=()                    # `timeout` pids of everything started in the background
@@ -131,11 +139,48 @@ start_kamailio() {
 	[ -n "$KAM_PID" ] || { log "kamailio did not start"; cat "$WORK/kamailio.log"; exit 1; }
 }
 
+# A redis-server for phase 6 (no persistence; the version row db_redis needs is written by
+# redis_reset).
+start_redis() {
+	timeout "$LIMIT" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+		--appendonly no > "$WORK/redis.log" 2>&1 &
+	local t=$!
+	BG+=("$t")
+	for _ in $(seq 50); do
+		redis-cli -p "$REDIS_PORT" ping > /dev/null 2>&1 && break
+		sleep 0.1
+	done
+	REDIS_PID=$(pgrep -P "$t" -x redis-server | head -1)
+	[ -n "$REDIS_PID" ] || { log "redis-server did not start"; cat "$WORK/redis.log"; exit 1; }
+	redis_reset
+}
+redis_reset() {
+	redis-cli -p "$REDIS_PORT" flushall > /dev/null
+	redis-cli -p "$REDIS_PORT" hset version:entry::location table_name location table_version 9 > /dev/null
+}
+
+start_kamailio_redis() {
+	timeout "$LIMIT" kamailio -f "$ROOT/bench/kamailio-redis.cfg" -DD -E -m 4096 -M 32 -x tlsf -X tlsf \
+		> "$WORK/kamailio-redis.log" 2>&1 &
+	local t=$!
+	BG+=("$t")
+	for _ in $(seq 50); do
+		ss -Hlun "sport = :$KAMR_PORT" | grep -q . && break
+		sleep 0.1
+	done
+	sleep 1
+	KAMR_PID=$(pgrep -P "$t" -x kamailio | head -1)
+	[ -n "$KAMR_PID" ] || { log "kamailio (redis) did not start"; cat "$WORK/kamailio-redis.log"; exit 1; }
+}
+
 # pids whose CPU counts as the server's: kamailio's main process and its children; a
-# sipshard process (its threads are counted through /proc/PID/task).
+# sipshard process (its threads are counted through /proc/PID/task); in phase 6, the
+# redis-server as well.
 server_pids() {
 	case $1 in
 	kam) echo "$KAM_PID $(pgrep -P "$KAM_PID" | xargs)" ;;
+	kamr) echo "$KAMR_PID $(pgrep -P "$KAMR_PID" | xargs) $REDIS_PID" ;;
+	SSR_PID) echo "$SSR_PID $REDIS_PID" ;;
 	*) echo "${!1}" ;;
 	esac
 }
@@ -143,6 +188,7 @@ server_port() {
 	case $1 in
 	kam) echo $KAM_PORT ;; SS_PID) echo $SS_PORT ;; SS1_PID) echo $SS1_PORT ;;
 	SSDEF_PID) echo $SSDEF_PORT ;; RESP_PID) echo $RESP_PORT ;;
+	kamr) echo $KAMR_PORT ;; SSR_PID) echo $SSR_PORT ;;
 	esac
 }
 cpu_ns() { $TOOL cpu $(server_pids "$1") | sed 's/.*sched_ns=\([0-9]*\).*/\1/'; }
@@ -573,4 +619,29 @@ fi
 cp "$WORK/kamailio.log" "$OUT/kamailio.log" 2> /dev/null
 for f in "$WORK"/sipshard-*.log; do cp "$f" "$OUT/"; done
 top -bn1 | head -15 > "$OUT/top-end.txt"
+# ---- phase 6: the bindings in Redis ----------------------------------------------------------------
+if has_phase 6; then
+log "phase 6: REGISTER with the bindings in Redis: Kamailio db_redis (usrloc write-through) vs sipshard db-implementation=redis"
+start_redis
+start_kamailio_redis
+start_sipshard SSR_PID $SSR_PORT 2 --set global/transaction-table-capacity=$SS_CAP \
+	--set module::Registrar/db-implementation=redis \
+	--set module::Registrar/redis-server-domain=127.0.0.1 \
+	--set "module::Registrar/redis-server-port=$REDIS_PORT"
+log "redis-server pid: $REDIS_PID; kamailio (redis) pids: $(server_pids kamr); sipshard (redis) pid: $SSR_PID"
+search reg_step kamr "${REDIS_REG_START:-1000}" "$REG_MAX" kamailio-redis
+KAMR_REG=$BEST
+redis_reset
+sleep 2
+search reg_step SSR_PID "${REDIS_REG_START:-1000}" "$REG_MAX" sipshard-redis
+SSR_REG=$BEST
+echo "max_register redis: kamailio=$KAMR_REG sipshard=$SSR_REG" >> "$OUT/summary.txt"
+for i in 1 2; do
+	redis_reset; sleep 2; cpu_run reg kamr $((KAMR_REG * 9 / 10)) "redis-reg90-kamailio-$i"
+	redis_reset; sleep 2; cpu_run reg SSR_PID $((SSR_REG * 9 / 10)) "redis-reg90-sipshard-$i"
+done
+redis_reset; sleep 2; lat_run reg kamr $((KAMR_REG * 9 / 10)) lat-redis-reg90-kamailio
+redis_reset; sleep 2; lat_run reg SSR_PID $((SSR_REG * 9 / 10)) lat-redis-reg90-sipshard
+fi
+
 log "done; results in $OUT"
