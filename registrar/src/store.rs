@@ -425,6 +425,34 @@ impl BindingStore {
         Ok(granted_s)
     }
 
+    /// Drops what the store holds for `aor` (another node changed it in Redis): the next lookup
+    /// reads it again. True if something was dropped.
+    pub fn forget(&mut self, aor: &Aor) -> bool {
+        let Some(slot) = self.slots.get(aor).copied() else {
+            return false;
+        };
+        let bindings = self
+            .record_mut(slot)
+            .map(|r| std::mem::take(&mut r.bindings))
+            .unwrap_or_default();
+        for b in &bindings {
+            self.by_expiry.remove(&(b.expires_at, b.id, slot));
+        }
+        self.len -= bindings.len();
+        self.release(slot);
+        true
+    }
+
+    /// Drops everything (the database's change notifications were interrupted, so any entry may
+    /// be stale). Keeps the index's allocation.
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.records.clear();
+        self.free_slots.clear();
+        self.by_expiry.clear();
+        self.len = 0;
+    }
+
     /// Whether the store holds bindings of `aor` (some may have expired since). In Redis mode a
     /// miss means "read Redis", not "not registered".
     pub fn holds(&self, aor: &Aor) -> bool {

@@ -203,6 +203,31 @@ fn loading_what_the_database_holds_replaces_the_cached_bindings() {
     s.check_invariants().unwrap();
 }
 
+#[test]
+fn forgetting_an_aor_or_everything_leaves_a_consistent_store() {
+    let mut s = BindingStore::new(config());
+    let alice = aor("sip:alice@example.com");
+    let bob = aor("sip:bob@example.com");
+    for (who, host) in [(&alice, "192.0.2.1"), (&bob, "192.0.2.2")] {
+        let c = contact(&format!("sip:x@{host}"), Some(600));
+        s.register(request(who, "c", 1, vec![c]), t(0)).unwrap();
+    }
+    assert!(s.forget(&alice));
+    assert!(!s.forget(&alice), "nothing left to forget");
+    assert!(!s.holds(&alice) && s.holds(&bob));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.next_expiry(), Some(t(600)));
+    s.check_invariants().unwrap();
+    s.clear();
+    assert_eq!((s.len(), s.next_expiry(), s.holds(&bob)), (0, None, false));
+    s.check_invariants().unwrap();
+    // Still usable afterwards.
+    let c = contact("sip:x@192.0.2.3", Some(600));
+    s.register(request(&alice, "d", 1, vec![c]), t(1)).unwrap();
+    assert!(s.holds(&alice));
+    s.check_invariants().unwrap();
+}
+
 #[derive(Debug, Clone)]
 struct ContactSpec {
     user: u8,
