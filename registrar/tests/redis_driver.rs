@@ -1,5 +1,7 @@
 //! The Redis thread against real Redis processes (the lab): writes acknowledged and stored, a
-//! master SIGKILLed under a steady stream of writes, Redis unreachable and a wrong password.
+//! master SIGKILLed under a steady stream of writes, Redis unreachable and a wrong password;
+//! the data subscription (a write reaches its owner shard as a change, a gap or a full queue as
+//! a resync, also across a failover) and reads served by a replica while no master is known.
 //!
 //! Each test plays one or two shards on its own threads: it submits through a [`ShardLink`],
 //! waits on the link's wake-up stream (as a glommio shard awaits readability) and drains the
@@ -19,23 +21,17 @@ use std::time::{Duration, Instant};
 
 use redis_lab::{LabOptions, RedisLab};
 use sipshard_registrar::ha::{
-    Credentials, Discovery, HaConfig, HaError, HaState, Rejected, Reply, Script, ScriptId, Write,
+    Credentials, Discovery, HaConfig, HaError, HaState, Rejected, Reply, ScriptId, Write,
 };
-use sipshard_registrar::redis_data::{self, ContactOutcome, REGISTER_SCRIPT};
-use sipshard_registrar::redis_thread::{Outcome, RedisThread, ShardLink, SubmitError};
+use sipshard_registrar::redis_data::{self, CHANGES_CHANNEL, ContactOutcome};
+use sipshard_registrar::redis_thread::{CacheChange, Outcome, RedisThread, ShardLink, SubmitError};
 use sipshard_registrar::{
-    Aor, RegisterRequest, RegistrarConfig, RequestContact, Source, Transport,
+    Aor, RegisterRequest, RegistrarConfig, RequestContact, Source, Transport, owner_shard,
+    redis_bridge,
 };
 
 /// The most a test waits for anything the thread should do promptly.
 const PROMPT: Duration = Duration::from_secs(5);
-
-fn script() -> Script {
-    Script {
-        sha1: REGISTER_SCRIPT.sha1.into(),
-        source: REGISTER_SCRIPT.source.into(),
-    }
-}
 
 fn aor(user: u64) -> Aor {
     Aor::parse(&format!("sip:u{user}@example.com")).expect("valid AOR")
@@ -79,6 +75,21 @@ fn register_write(user: u64) -> Write {
     }
 }
 
+/// The lookup script's read of user `user`'s bindings.
+fn lookup_read(user: u64) -> Write {
+    redis_bridge::to_write(redis_data::lookup_call(&aor(user))).expect("a layout script")
+}
+
+/// The lookup found user `user`'s one binding.
+fn assert_found(user: u64, outcome: &Outcome) {
+    let Outcome::Acked(reply) = outcome else {
+        panic!("user {user}: read {outcome:?}");
+    };
+    let found = redis_data::decode_lookup(reply, Instant::now())
+        .unwrap_or_else(|e| panic!("user {user}: {e} in {reply:?}"));
+    assert_eq!(found.bindings.len(), 1, "user {user}");
+}
+
 /// The register script added the contact.
 fn assert_added(user: u64, reply: &Reply) {
     let decoded = redis_data::decode_register(reply, Instant::now())
@@ -114,7 +125,8 @@ fn base_config(discovery: Discovery) -> HaConfig {
             ..
         } => HaConfig::sentinel(sentinels, master_name),
     };
-    config.scripts = vec![script()];
+    // The layout's scripts in their fixed order: register (ScriptId(0)), lookup.
+    config.scripts = redis_bridge::ha_scripts();
     config
 }
 
@@ -134,6 +146,8 @@ struct Shard {
     link: ShardLink,
     wakeup: UnixStream,
     outcomes: HashMap<u64, (Outcome, Instant)>,
+    /// Cache changes, in the order taken.
+    changes: Vec<CacheChange>,
     /// The wake-up stream reached its end: the thread has stopped.
     ended: bool,
 }
@@ -146,11 +160,12 @@ impl Shard {
             link,
             wakeup,
             outcomes: HashMap::new(),
+            changes: Vec::new(),
             ended: false,
         }
     }
 
-    /// Waits up to `wait` for a wake-up, then takes every completion queued.
+    /// Waits up to `wait` for a wake-up, then takes every change and completion queued.
     fn pump(&mut self, wait: Duration) {
         if !self.ended {
             let wait = wait.max(Duration::from_millis(1));
@@ -165,10 +180,48 @@ impl Shard {
                 Err(e) => panic!("wake-up stream: {e}"),
             }
         }
+        while let Some(change) = self.link.try_change() {
+            self.changes.push(change);
+        }
         while let Some((token, outcome)) = self.link.try_completion() {
             let previous = self.outcomes.insert(token, (outcome, Instant::now()));
             assert!(previous.is_none(), "two outcomes for write {token}");
         }
+    }
+
+    /// Pumps until `done` says the changes taken so far are what was expected.
+    fn wait_changes(&mut self, what: &str, done: impl Fn(&[CacheChange]) -> bool) {
+        let deadline = Instant::now() + PROMPT;
+        while !done(&self.changes) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {PROMPT:?}; changes {:?}",
+                self.changes
+            );
+            self.pump(Duration::from_millis(50));
+        }
+    }
+
+    /// Submits one write and waits for its outcome.
+    fn write(&mut self, user: u64) -> Outcome {
+        self.link
+            .submit(user, register_write(user))
+            .expect("submit");
+        self.settle(PROMPT);
+        self.outcomes[&user].0.clone()
+    }
+
+    /// Submits one read (token `token`) and waits for its outcome.
+    fn read(&mut self, token: u64, user: u64) -> (Outcome, Duration) {
+        let started = Instant::now();
+        self.link
+            .submit_read(token, lookup_read(user))
+            .expect("submit a read");
+        while !self.outcomes.contains_key(&token) {
+            assert!(started.elapsed() < PROMPT, "read {token}: no outcome");
+            self.pump(Duration::from_millis(50));
+        }
+        (self.outcomes[&token].0.clone(), started.elapsed())
     }
 
     /// Pumps until every write submitted has its outcome; panics after `timeout`.
@@ -183,6 +236,23 @@ impl Shard {
             self.pump(Duration::from_millis(50));
         }
     }
+}
+
+fn changed(aor: &Aor) -> CacheChange {
+    CacheChange::Changed(aor.clone())
+}
+
+/// Waits until the thread reports its data subscription confirmed on `master`.
+fn wait_subscribed(thread: &RedisThread, master: &str) {
+    let ok = redis_lab::wait_until(PROMPT, || {
+        let h = thread.health();
+        (h.subscribed && h.master.as_deref() == Some(master)).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "not subscribed on {master}: {:?}",
+        thread.health()
+    );
 }
 
 /// Writes through two shards are acknowledged with the script's reply and are in Redis, and the
@@ -500,4 +570,212 @@ fn unreachable_redis_and_wrong_password_fail_writes_within_the_hold() {
             "{case}"
         );
     }
+}
+
+/// A write through one shard reaches the AOR's owner shard, and only it, as a change (the
+/// register script publishes it on the changes channel, the thread routes it by
+/// `owner_shard`). Every shard gets a resync when the subscription starts, when a payload is
+/// not an AOR, and when its change queue is full.
+#[test]
+fn a_write_reaches_its_owner_shard_as_a_change() {
+    let lab = RedisLab::start(LabOptions {
+        password: Some("changes-Pass-1".into()),
+        ..LabOptions::default()
+    });
+    let shards = 4;
+    let capacity = 8;
+    let (thread, links) =
+        RedisThread::start(direct(lab.redis_addr(0), lab.password()), shards, capacity)
+            .expect("start");
+    let mut shards_: Vec<Shard> = links.into_iter().map(Shard::new).collect();
+    wait_subscribed(&thread, &lab.redis_addr(0).to_string());
+    for shard in &mut shards_ {
+        shard.wait_changes("the first resync", |c| c == [CacheChange::Resync]);
+        shard.changes.clear();
+    }
+
+    let started = Instant::now();
+    let users: Vec<u64> = (0..12).collect();
+    for &user in &users {
+        match shards_[0].write(user) {
+            Outcome::Acked(reply) => assert_added(user, &reply),
+            other => panic!("user {user}: {other:?}"),
+        }
+    }
+    for (i, shard) in shards_.iter_mut().enumerate() {
+        let mine: Vec<CacheChange> = users
+            .iter()
+            .map(|&u| aor(u))
+            .filter(|a| owner_shard(a, shards) == i)
+            .map(|a| changed(&a))
+            .collect();
+        shard.wait_changes("the owned AORs", |c| c.len() >= mine.len());
+        thread::sleep(Duration::from_millis(100));
+        shard.pump(Duration::from_millis(1));
+        assert_eq!(
+            shard.changes, mine,
+            "shard {i}: its AORs, in order, and no other"
+        );
+        shard.changes.clear();
+    }
+    eprintln!(
+        "{} writes acknowledged and their changes routed in {:?}",
+        users.len(),
+        started.elapsed()
+    );
+
+    // A payload that is not an AOR: every shard resyncs.
+    let mut publisher = lab.client(0);
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(CHANGES_CHANNEL)
+        .arg("tel:+15551234")
+        .query(&mut publisher)
+        .expect("PUBLISH");
+    for shard in &mut shards_ {
+        shard.wait_changes("a resync after a payload that is no AOR", |c| {
+            c == [CacheChange::Resync]
+        });
+        shard.changes.clear();
+    }
+
+    // More changes for shard 1 than its queue holds, not taken: a resync covers them.
+    let owned: Vec<Aor> = (100..)
+        .map(aor)
+        .filter(|a| owner_shard(a, shards) == 1)
+        .take(3 * capacity)
+        .collect();
+    let mut pipe = redis::pipe();
+    for a in &owned {
+        pipe.cmd("PUBLISH").arg(CHANGES_CHANNEL).arg(a.as_str());
+    }
+    let _: Vec<i64> = pipe.query(&mut publisher).expect("PUBLISH");
+    let full = redis_lab::wait_until(PROMPT, || {
+        (thread.health().counters.changes >= u64::try_from(users.len() + 1 + owned.len()).ok()?)
+            .then_some(())
+    });
+    assert!(
+        full.is_some(),
+        "changes not received: {:?}",
+        thread.health()
+    );
+    thread::sleep(Duration::from_millis(100));
+    let shard = &mut shards_[1];
+    shard.pump(Duration::from_millis(1));
+    assert_eq!(
+        shard.changes.first(),
+        Some(&CacheChange::Resync),
+        "the resync first: {:?}",
+        shard.changes
+    );
+    let queued: Vec<CacheChange> = owned[..capacity].iter().map(changed).collect();
+    assert_eq!(shard.changes[1..], queued, "what fitted, kept in order");
+    for (i, shard) in shards_.iter_mut().enumerate().filter(|(i, _)| *i != 1) {
+        shard.pump(Duration::from_millis(1));
+        assert!(shard.changes.is_empty(), "shard {i}: {:?}", shard.changes);
+    }
+    thread.shutdown();
+}
+
+/// After a failover the data subscription is on the new master: every shard got a resync for
+/// the gap, and a write through the new master reaches its owner shard as a change.
+#[test]
+fn after_a_failover_the_subscription_is_back_with_a_resync() {
+    let mut lab = RedisLab::start(LabOptions::ha());
+    let (thread, links) = RedisThread::start(ha_config(&lab), 2, 64).expect("start");
+    let mut shards: Vec<Shard> = links.into_iter().map(Shard::new).collect();
+    wait_subscribed(&thread, &lab.redis_addr(0).to_string());
+    for shard in &mut shards {
+        shard.wait_changes("the first resync", |c| c == [CacheChange::Resync]);
+        shard.changes.clear();
+    }
+    let old = lab.redis_addr(0);
+    let killed = Instant::now();
+    lab.kill(0);
+    let new = lab.wait_for_failover(old, Duration::from_secs(20));
+    wait_subscribed(&thread, &lab.redis_addr(new).to_string());
+    let back = killed.elapsed();
+    for shard in &mut shards {
+        shard.wait_changes("a resync after the failover", |c| {
+            c.contains(&CacheChange::Resync)
+        });
+        shard.changes.clear();
+    }
+    let user = 7;
+    let owner = owner_shard(&aor(user), shards.len());
+    match shards[1 - owner].write(user) {
+        Outcome::Acked(reply) => assert_added(user, &reply),
+        other => panic!("{other:?}"),
+    }
+    shards[owner].wait_changes("the change from the new master", |c| !c.is_empty());
+    assert_eq!(shards[owner].changes, [changed(&aor(user))]);
+    eprintln!("subscribed on redis-{new} {back:?} after the kill");
+    let health = thread.health();
+    assert!(health.counters.resyncs >= 2, "{health:?}");
+    thread.shutdown();
+}
+
+/// With the master SIGKILLed and too few sentinels for a failover, a read of an AOR written
+/// before is served by a replica (the sentinels listed it), within the request timeout, while
+/// writes are held.
+#[test]
+fn a_read_is_served_by_a_replica_while_no_master_is_known() {
+    let mut lab = RedisLab::start(LabOptions::ha());
+    let (thread, mut links) = RedisThread::start(ha_config(&lab), 1, 64).expect("start");
+    let mut shard = Shard::new(links.pop().expect("one link"));
+    let user = 42;
+    match shard.write(user) {
+        Outcome::Acked(reply) => assert_added(user, &reply),
+        other => panic!("{other:?}"),
+    }
+    let (outcome, _) = shard.read(1000, user);
+    assert_found(user, &outcome);
+    lab.wait_replicas_in_sync(0, Duration::from_secs(10));
+    let known = redis_lab::wait_until(PROMPT, || {
+        (thread.health().replicas.len() == 2).then_some(())
+    });
+    assert!(
+        known.is_some(),
+        "replicas not learnt: {:?}",
+        thread.health()
+    );
+
+    lab.kill_sentinel(1);
+    lab.kill_sentinel(2);
+    lab.kill(0);
+    let lost = redis_lab::wait_until(PROMPT, || {
+        (thread.health().state != HaState::Ready).then_some(())
+    });
+    assert!(lost.is_some(), "master not given up: {:?}", thread.health());
+    shard
+        .link
+        .submit(user + 1, register_write(user + 1))
+        .expect("submit");
+    let (outcome, took) = shard.read(1001, user);
+    assert_found(user, &outcome);
+    assert!(took < Duration::from_secs(1), "read took {took:?}");
+    let health = thread.health();
+    assert!(health.counters.replica_reads >= 1, "{health:?}");
+    assert_ne!(health.state, HaState::Ready);
+    assert!(
+        !shard.outcomes.contains_key(&(user + 1)),
+        "the write is held, not answered"
+    );
+    eprintln!("a replica served the read in {took:?} with no master known");
+    thread.shutdown();
+}
+
+/// Sentinel discovery of the lab's master, with its password and a 500 ms request timeout.
+fn ha_config(lab: &RedisLab) -> HaConfig {
+    let sentinels = (0..3)
+        .map(|i| Arc::from(lab.sentinel_addr(i).to_string()))
+        .collect();
+    let mut config = base_config(Discovery::Sentinel {
+        sentinels,
+        master_name: lab.options().master_name.clone(),
+        quorum: 2,
+        credentials: Credentials::default(),
+    });
+    config.credentials.password = lab.password().map(str::to_owned);
+    config.request_timeout = Duration::from_millis(500);
+    config
 }
