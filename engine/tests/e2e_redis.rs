@@ -7,13 +7,15 @@
 //! - 3 servers, 3 sentinels: the master SIGKILLed under load (every 200 found afterwards by a
 //!   fetch and on the new master; the 503s counted; the unavailability window printed); the
 //!   master SIGSTOPped past down-after and SIGCONTed after the election (nothing acknowledged is
-//!   lost with the stale master's writes); two sentinels killed (no quorum: held, then 503);
+//!   lost with the stale master's writes); the old master started again, empty and writable
+//!   until Sentinel demotes it (the node writes nothing there); two sentinels killed (no
+//!   quorum: held, then 503) and started again (service resumes);
 //! - Redis down when the node starts: 503 at the hold, then recovery once Redis is up.
 //!
 //! The scenarios are heavy (up to eight processes each, a 2-core machine), so they hold one
 //! lock and run one at a time whatever `--test-threads` says:
 //! `cargo test -p sipshard-engine --test e2e_redis -- --test-threads 1 --nocapture` prints the
-//! figures (503 count, unavailability window) on stderr.
+//! figures (503 count, unavailability window) on stderr. About 70 s in all.
 
 #[path = "../../registrar/tests/support/redis_lab.rs"]
 mod redis_lab;
