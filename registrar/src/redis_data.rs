@@ -29,7 +29,8 @@
 //!   same millisecond). Absent optional values are left out (a JSON `null` is not `nil` in Lua).
 //!   Integers that may exceed 2^53 (connection ids) are strings: Lua numbers are doubles.
 //! - Channel: every call that changes a hash publishes the AOR on [`CHANGES_CHANNEL`], so other
-//!   nodes drop or refresh their cached copy.
+//!   nodes drop or refresh their cached copy (the HA client subscribes to it on the master, see
+//!   [`crate::redis_thread::CacheChange`]).
 //!
 //! # Calls
 //!
@@ -56,8 +57,10 @@ pub const KEY_PREFIX: &str = "sipshard:reg:";
 /// The channel the register script publishes a changed AOR on.
 pub const CHANGES_CHANNEL: &str = "sipshard:reg-changes";
 
-/// A Lua script of the layout: `EVALSHA` with `sha1`, or `EVAL` with `source` after `NOSCRIPT`
-/// (a promoted replica or a restarted server has an empty script cache).
+/// A Lua script of the layout, run with `EVALSHA` (`EVALSHA_RO` if read-only) and `sha1`. A
+/// promoted replica or a restarted server has an empty script cache: the HA client loads every
+/// script (`SCRIPT LOAD`) on each new master connection before its first call, and on `NOSCRIPT`
+/// loads them again on that connection and resends the call (see [`crate::ha`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Script {
     pub name: &'static str,
@@ -86,7 +89,8 @@ pub static LOOKUP_SCRIPT: Script = Script {
 };
 
 /// One script invocation: the HA client carries it as an opaque write (or read) and sends
-/// [`ScriptCall::evalsha`], falling back to [`ScriptCall::eval`] on `NOSCRIPT`.
+/// what [`ScriptCall::evalsha`] spells; [`ScriptCall::eval`], with the source, is for tools and
+/// tests (the client never falls back to it: it reloads the script on `NOSCRIPT`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptCall {
     pub script: &'static Script,
