@@ -582,14 +582,13 @@ fn a_write_reaches_its_owner_shard_as_a_change() {
         password: Some("changes-Pass-1".into()),
         ..LabOptions::default()
     });
-    let shards = 4;
+    let n = 4;
     let capacity = 8;
     let (thread, links) =
-        RedisThread::start(direct(lab.redis_addr(0), lab.password()), shards, capacity)
-            .expect("start");
-    let mut shards_: Vec<Shard> = links.into_iter().map(Shard::new).collect();
+        RedisThread::start(direct(lab.redis_addr(0), lab.password()), n, capacity).expect("start");
+    let mut shards: Vec<Shard> = links.into_iter().map(Shard::new).collect();
     wait_subscribed(&thread, &lab.redis_addr(0).to_string());
-    for shard in &mut shards_ {
+    for shard in &mut shards {
         shard.wait_changes("the first resync", |c| c == [CacheChange::Resync]);
         shard.changes.clear();
     }
@@ -597,32 +596,39 @@ fn a_write_reaches_its_owner_shard_as_a_change() {
     let started = Instant::now();
     let users: Vec<u64> = (0..12).collect();
     for &user in &users {
-        match shards_[0].write(user) {
+        match shards[0].write(user) {
             Outcome::Acked(reply) => assert_added(user, &reply),
             other => panic!("user {user}: {other:?}"),
         }
     }
-    for (i, shard) in shards_.iter_mut().enumerate() {
-        let mine: Vec<CacheChange> = users
+    let owned = |i: usize| -> Vec<CacheChange> {
+        users
             .iter()
             .map(|&u| aor(u))
-            .filter(|a| owner_shard(a, shards) == i)
+            .filter(|a| owner_shard(a, n) == i)
             .map(|a| changed(&a))
-            .collect();
-        shard.wait_changes("the owned AORs", |c| c.len() >= mine.len());
-        thread::sleep(Duration::from_millis(100));
-        shard.pump(Duration::from_millis(1));
-        assert_eq!(
-            shard.changes, mine,
-            "shard {i}: its AORs, in order, and no other"
-        );
-        shard.changes.clear();
+            .collect()
+    };
+    for (i, shard) in shards.iter_mut().enumerate() {
+        let mine = owned(i).len();
+        shard.wait_changes("the owned AORs", |c| c.len() >= mine);
     }
     eprintln!(
         "{} writes acknowledged and their changes routed in {:?}",
         users.len(),
         started.elapsed()
     );
+    // Nothing else comes.
+    thread::sleep(Duration::from_millis(100));
+    for (i, shard) in shards.iter_mut().enumerate() {
+        shard.pump(Duration::from_millis(1));
+        assert_eq!(
+            shard.changes,
+            owned(i),
+            "shard {i}: its AORs, in order, and no other"
+        );
+        shard.changes.clear();
+    }
 
     // A payload that is not an AOR: every shard resyncs.
     let mut publisher = lab.client(0);
@@ -631,7 +637,7 @@ fn a_write_reaches_its_owner_shard_as_a_change() {
         .arg("tel:+15551234")
         .query(&mut publisher)
         .expect("PUBLISH");
-    for shard in &mut shards_ {
+    for shard in &mut shards {
         shard.wait_changes("a resync after a payload that is no AOR", |c| {
             c == [CacheChange::Resync]
         });
@@ -641,7 +647,7 @@ fn a_write_reaches_its_owner_shard_as_a_change() {
     // More changes for shard 1 than its queue holds, not taken: a resync covers them.
     let owned: Vec<Aor> = (100..)
         .map(aor)
-        .filter(|a| owner_shard(a, shards) == 1)
+        .filter(|a| owner_shard(a, n) == 1)
         .take(3 * capacity)
         .collect();
     let mut pipe = redis::pipe();
@@ -659,7 +665,7 @@ fn a_write_reaches_its_owner_shard_as_a_change() {
         thread.health()
     );
     thread::sleep(Duration::from_millis(100));
-    let shard = &mut shards_[1];
+    let shard = &mut shards[1];
     shard.pump(Duration::from_millis(1));
     assert_eq!(
         shard.changes.first(),
@@ -669,7 +675,7 @@ fn a_write_reaches_its_owner_shard_as_a_change() {
     );
     let queued: Vec<CacheChange> = owned[..capacity].iter().map(changed).collect();
     assert_eq!(shard.changes[1..], queued, "what fitted, kept in order");
-    for (i, shard) in shards_.iter_mut().enumerate().filter(|(i, _)| *i != 1) {
+    for (i, shard) in shards.iter_mut().enumerate().filter(|(i, _)| *i != 1) {
         shard.pump(Duration::from_millis(1));
         assert!(shard.changes.is_empty(), "shard {i}: {:?}", shard.changes);
     }
