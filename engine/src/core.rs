@@ -251,15 +251,31 @@ enum LookupReplyTo {
     Shard { shard: usize, token: u64 },
 }
 
-/// A request waiting for the bindings database.
+/// A request waiting for the bindings database, with the shard's cache generation when it
+/// was sent: an answer that comes back after a change notification may predate the change, so
+/// it is used for this request but not cached.
 #[derive(Debug)]
 enum DatabaseWait {
     Register {
         request: RegisterRequest,
         reply_to: ReplyTo,
+        generation: u64,
     },
     /// An AOR the cache does not hold: its bindings are read from Redis.
-    Lookup { aor: Aor, reply_to: LookupReplyTo },
+    Lookup {
+        aor: Aor,
+        reply_to: LookupReplyTo,
+        generation: u64,
+    },
+}
+
+/// What Redis says changed, for the owner shard's cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheChange {
+    /// A node (perhaps this one) changed this AOR's bindings.
+    Changed(Aor),
+    /// Change notifications were interrupted: any cached AOR may be stale.
+    Resync,
 }
 
 /// The response context of one forwarded request (§16.7).
@@ -302,6 +318,8 @@ pub struct ShardCore {
     database_waits: HashMap<u64, DatabaseWait, RandomState>,
     /// Their deadlines, oldest first.
     database_deadlines: VecDeque<(Instant, u64)>,
+    /// Bumped by every [`CacheChange`]: see [`DatabaseWait`].
+    cache_generation: u64,
     next_token: u64,
     calls: HashMap<ServerId, ProxyCall, RandomState>,
     /// Timer C deadlines of forwarded INVITEs, earliest first.
@@ -341,6 +359,7 @@ impl ShardCore {
             waiting_deadlines: VecDeque::new(),
             database_waits: HashMap::with_capacity_and_hasher(max_waiting, RandomState::new()),
             database_deadlines: VecDeque::new(),
+            cache_generation: 0,
             next_token: 0,
             calls: HashMap::with_capacity_and_hasher(capacity, RandomState::new()),
             timer_c: BTreeSet::new(),
@@ -891,8 +910,15 @@ impl ShardCore {
         };
         self.next_token += 1;
         let token = self.next_token;
-        self.database_waits
-            .insert(token, DatabaseWait::Register { request, reply_to });
+        let generation = self.cache_generation;
+        self.database_waits.insert(
+            token,
+            DatabaseWait::Register {
+                request,
+                reply_to,
+                generation,
+            },
+        );
         self.database_deadlines.push_back((now + wait_limit, token));
         out.push(Output::ToDatabase { token, call });
     }
@@ -907,10 +933,15 @@ impl ShardCore {
         out: &mut Vec<Output>,
     ) {
         match self.database_waits.remove(&token) {
-            Some(DatabaseWait::Register { request, reply_to }) => {
+            Some(DatabaseWait::Register {
+                request,
+                reply_to,
+                generation,
+            }) => {
+                let cache = generation == self.cache_generation;
                 let result = match result {
                     DatabaseResult::Reply(reply) => {
-                        self.apply_database_reply(&request, &reply, now)
+                        self.apply_database_reply(&request, &reply, cache, now)
                     }
                     DatabaseResult::Unavailable { retry_after_s } => {
                         Err(RegisterError::DatabaseUnavailable { retry_after_s })
@@ -921,9 +952,16 @@ impl ShardCore {
                 }
                 self.deliver_registered(reply_to, result, now, out);
             }
-            Some(DatabaseWait::Lookup { aor, reply_to }) => {
+            Some(DatabaseWait::Lookup {
+                aor,
+                reply_to,
+                generation,
+            }) => {
+                let cache = generation == self.cache_generation;
                 let targets = match result {
-                    DatabaseResult::Reply(reply) => self.apply_database_lookup(&aor, &reply, now),
+                    DatabaseResult::Reply(reply) => {
+                        self.apply_database_lookup(&aor, &reply, cache, now)
+                    }
                     DatabaseResult::Unavailable { retry_after_s } => Err(retry_after_s),
                 };
                 if targets.is_err() {
@@ -936,11 +974,13 @@ impl ShardCore {
         self.drain_actions(now, out);
     }
 
-    /// Caches what the lookup script returned for `aor` and lists its targets.
+    /// Lists the targets of what the lookup script returned for `aor`, and caches it when
+    /// `cache` (no change notification came in meanwhile).
     fn apply_database_lookup(
         &mut self,
         aor: &Aor,
         reply: &redis_data::Reply,
+        cache: bool,
         now: Instant,
     ) -> Result<Vec<Target>, u32> {
         let lookup = redis_data::decode_lookup(reply, now).map_err(|e| {
@@ -948,10 +988,10 @@ impl ShardCore {
             DATABASE_RETRY_AFTER_S
         })?;
         let bindings = self.only_our_connections(lookup.bindings);
-        if self.bindings.load(aor, &bindings, now).is_ok() {
+        if cache && self.bindings.load(aor, &bindings, now).is_ok() {
             return Ok(self.targets(aor, now));
         }
-        // The cache is full: route from what was read, without keeping it.
+        // Not to be cached, or the cache is full: route from what was read, without keeping it.
         let mut scratch = BindingStore::new(RegistrarConfig {
             max_aors_per_shard: 1,
             ..self.settings.registrar.clone()
@@ -969,6 +1009,18 @@ impl ShardCore {
             }
         }
         bindings
+    }
+
+    /// Redis says an AOR changed (or that changes were missed): the cache forgets it (or
+    /// everything), and answers still on their way are not cached.
+    pub fn on_cache_change(&mut self, change: CacheChange) {
+        self.cache_generation += 1;
+        match change {
+            CacheChange::Changed(aor) => {
+                self.bindings.forget(&aor);
+            }
+            CacheChange::Resync => self.bindings.clear(),
+        }
     }
 
     fn deliver_targets(
@@ -996,6 +1048,7 @@ impl ShardCore {
         &mut self,
         req: &RegisterRequest,
         reply: &redis_data::Reply,
+        cache: bool,
         now: Instant,
     ) -> Result<RegisterOutcome, RegisterError> {
         let decoded = if req.is_fetch() {
@@ -1010,7 +1063,11 @@ impl ShardCore {
             }
         })?;
         let bindings = self.only_our_connections(bindings);
-        if self.bindings.load(&req.aor, &bindings, now).is_err() {
+        if !cache {
+            // A change notification came in while the write was out: what it returned may
+            // predate that change, so the next lookup reads Redis.
+            self.bindings.forget(&req.aor);
+        } else if self.bindings.load(&req.aor, &bindings, now).is_err() {
             // The cache is full; Redis holds the bindings all the same.
             debug!(aor = %req.aor, "binding cache full");
         }
@@ -1167,8 +1224,15 @@ impl ShardCore {
         self.next_token += 1;
         let token = self.next_token;
         let call = redis_data::lookup_call(&aor);
-        self.database_waits
-            .insert(token, DatabaseWait::Lookup { aor, reply_to });
+        let generation = self.cache_generation;
+        self.database_waits.insert(
+            token,
+            DatabaseWait::Lookup {
+                aor,
+                reply_to,
+                generation,
+            },
+        );
         self.database_deadlines.push_back((now + wait_limit, token));
         out.push(Output::ToDatabase { token, call });
     }

@@ -31,9 +31,11 @@ use sipshard_net::{Frame, StreamFramer, Transport};
 use tracing::{debug, info, warn};
 
 use sipshard_registrar::redis_bridge;
-use sipshard_registrar::redis_thread::{Outcome, ShardLink};
+use sipshard_registrar::redis_thread::{self, Outcome, ShardLink};
 
-use crate::core::{ConnId, Counters, DatabaseResult, Inbound, Output, ShardCore, ShardMsg};
+use crate::core::{
+    CacheChange, ConnId, Counters, DatabaseResult, Inbound, Output, ShardCore, ShardMsg,
+};
 use crate::transaction::TransactionId;
 
 /// How often the shard looks at its timer table. SIP timers are hundreds of milliseconds and
@@ -376,6 +378,14 @@ async fn database_loop(shell: Rc<Shell>, wakeup: std::os::unix::net::UnixStream)
         let mut out = Vec::new();
         if let Some(link) = &shell.database {
             let mut core = shell.core.borrow_mut();
+            // Changes first: a completion queued after a change must find the cache already
+            // invalidated (the core then does not cache what it carries).
+            while let Some(change) = link.try_change() {
+                core.on_cache_change(match change {
+                    redis_thread::CacheChange::Changed(aor) => CacheChange::Changed(aor),
+                    redis_thread::CacheChange::Resync => CacheChange::Resync,
+                });
+            }
             while let Some((token, outcome)) = link.try_completion() {
                 let result = match outcome {
                     Outcome::Acked(reply) => DatabaseResult::Reply(reply),
@@ -479,13 +489,16 @@ async fn perform(shell: &Rc<Shell>, outputs: Vec<Output>) {
                 None => shell.core.borrow_mut().count_send_failure(),
             },
             Output::ToDatabase { token, call } => {
+                // A read-only script (a lookup) is a read: it is served by a replica while no
+                // master is known, and never journaled.
+                let read = call.script.read_only;
                 let submitted = match (&shell.database, redis_bridge::to_write(call)) {
-                    (Some(link), Some(write)) => link
-                        .submit(token, write)
-                        .map_err(|e| debug!("registrar write not queued: {e}"))
-                        .is_ok(),
-                    _ => false,
-                };
+                    (Some(link), Some(write)) if read => link.submit_read(token, write),
+                    (Some(link), Some(write)) => link.submit(token, write),
+                    _ => Err(redis_thread::SubmitError::Gone),
+                }
+                .map_err(|e| debug!("registrar database request not queued: {e}"))
+                .is_ok();
                 if !submitted {
                     let unavailable = DatabaseResult::Unavailable {
                         retry_after_s: DATABASE_RETRY_AFTER_S,

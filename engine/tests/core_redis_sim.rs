@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sipshard_engine::core::{
-    CoreSettings, DatabaseResult, Inbound, Output, RegistrarDb, ShardCore,
+    CacheChange, CoreSettings, DatabaseResult, Inbound, Output, RegistrarDb, ShardCore,
 };
 use sipshard_engine::routing::LocalIdentity;
 use sipshard_engine::transaction::TimerConfig;
@@ -379,4 +379,60 @@ fn a_callee_registered_here_is_routed_from_the_cache() {
     let call_out = sim.receive(&invite("i4"));
     assert!(call_out.database.is_empty(), "no read for a cached AOR");
     assert_eq!(invite_sent_to(&call_out), [addr(ALICE)]);
+}
+
+#[test]
+fn a_change_notification_makes_the_next_lookup_read_redis_again() {
+    let mut sim = Sim::new();
+    let out = sim.receive(&invite("c1"));
+    let (token, _) = out.database.into_iter().next().unwrap();
+    sim.database(
+        token,
+        DatabaseResult::Reply(lookup_reply("127.0.0.4:5080", "other-node")),
+    );
+    // Another node re-registered alice: the cached copy goes.
+    let alice = sipshard_registrar::Aor::parse("sip:alice@example.org").unwrap();
+    sim.core.on_cache_change(CacheChange::Changed(alice));
+    let out = sim.receive(&invite("c2"));
+    let [(token, call)] = <[_; 1]>::try_from(out.database).unwrap();
+    assert_eq!(call.script.sha1, LOOKUP_SCRIPT.sha1);
+    let done = sim.database(
+        token,
+        DatabaseResult::Reply(lookup_reply("127.0.0.5:5080", "other-node")),
+    );
+    assert_eq!(invite_sent_to(&done), [addr("127.0.0.5:5080")]);
+
+    // A resync drops everything.
+    sim.core.on_cache_change(CacheChange::Resync);
+    assert_eq!(sim.receive(&invite("c3")).database.len(), 1);
+}
+
+#[test]
+fn an_answer_overtaken_by_a_change_is_used_but_not_cached() {
+    let mut sim = Sim::new();
+    let out = sim.receive(&invite("o1"));
+    let (token, _) = out.database.into_iter().next().unwrap();
+    // The change arrives while the read is out: what the read returns may be older.
+    sim.core.on_cache_change(CacheChange::Resync);
+    let done = sim.database(
+        token,
+        DatabaseResult::Reply(lookup_reply("127.0.0.4:5080", "other-node")),
+    );
+    assert_eq!(invite_sent_to(&done), [addr("127.0.0.4:5080")]);
+    assert_eq!(
+        sim.receive(&invite("o2")).database.len(),
+        1,
+        "not cached: read again"
+    );
+
+    // The same for a REGISTER's write.
+    let out = sim.receive(&register("o3", 1, Some("sip:alice@127.0.0.2:5070")));
+    let (token, call) = out.database.into_iter().next().unwrap();
+    sim.core.on_cache_change(CacheChange::Resync);
+    assert_eq!(
+        sim.database(token, DatabaseResult::Reply(script_reply(&call)))
+            .statuses(),
+        [200]
+    );
+    assert_eq!(sim.receive(&invite("o4")).database.len(), 1);
 }
