@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod dos;
 pub mod fork;
 pub mod node;
 pub mod routing;

@@ -45,7 +45,7 @@
 //! - Stale and replayed nonces are answered with a challenge, not counted as failures: neither
 //!   tells a guesser anything about the password.
 
-mod bounded;
+pub(crate) mod bounded;
 pub mod challenge;
 pub mod digest;
 pub mod nonce;
