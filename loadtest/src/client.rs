@@ -65,6 +65,20 @@ impl Counts {
         self.late += other.late;
         self.unexpected += other.unexpected;
     }
+
+    /// What was counted since `earlier` (a snapshot of the same counts).
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            sent: self.sent - earlier.sent,
+            ok: self.ok - earlier.ok,
+            failed: self.failed - earlier.failed,
+            timed_out: self.timed_out - earlier.timed_out,
+            retransmissions: self.retransmissions - earlier.retransmissions,
+            provisional: self.provisional - earlier.provisional,
+            late: self.late - earlier.late,
+            unexpected: self.unexpected - earlier.unexpected,
+        }
+    }
 }
 
 /// A transaction that ended with a final response.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -162,6 +162,9 @@ struct ShardResult {
     /// Final responses by status.
     statuses: BTreeMap<u16, u64>,
 }
+
+/// One second of one shard: its index, what was counted in it, the latencies that ended in it.
+type SecondReport = (u64, Counts, Histogram<u32>);
 
 /// Live counters a shard publishes for the progress line.
 struct Progress {
@@ -326,11 +329,14 @@ fn measure(options: &Options) -> Result<Measured, String> {
     }
     let progress: Arc<Vec<Progress>> =
         Arc::new((0..options.threads).map(|_| Progress::new()).collect());
+    let (seconds_tx, seconds) = mpsc::channel::<SecondReport>();
+    let mut timeline = report::Timeline::new(options.threads);
     let start = Instant::now();
     let mut handles = Vec::new();
     for (k, socket) in sockets.into_iter().enumerate() {
         let options = options.clone();
         let progress = Arc::clone(&progress);
+        let seconds_tx = seconds_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("load-{k}"))
             .spawn(move || {
@@ -351,17 +357,22 @@ fn measure(options: &Options) -> Result<Measured, String> {
                     socket,
                     start,
                     &progress[k],
+                    &seconds_tx,
                 )
             })
             .map_err(|e| e.to_string())?;
         handles.push(handle);
     }
+    drop(seconds_tx);
 
     // One progress line a second until every shard is done.
     let mut last = (0u64, 0u64);
     let mut tick = 1u64;
     let mut so_far = report::new_histogram();
     while !progress.iter().all(|p| p.done.load(Ordering::Acquire)) {
+        for (index, counts, latency) in seconds.try_iter() {
+            timeline.add(index, &counts, &latency);
+        }
         let next = start + Duration::from_secs(tick);
         let now = Instant::now();
         if next > now {
@@ -414,6 +425,10 @@ fn measure(options: &Options) -> Result<Measured, String> {
         }
     }
     let elapsed = start.elapsed();
+    // Every shard has ended: its sender is gone and what it sent is waiting.
+    for (index, counts, latency) in seconds.try_iter() {
+        timeline.add(index, &counts, &latency);
+    }
 
     // Rates are counts over the time from the start to the last event plus one period (so n
     // requests exactly on a schedule of rate r give r). Offered: the schedule's requests over its
@@ -506,6 +521,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
             "uncorrected": report::percentiles_json(&uncorrected),
         },
         "elapsed_s": elapsed.as_secs_f64(),
+        "timeline": timeline.finish(elapsed.as_secs_f64()),
         "cpu_s": cpu_seconds(),
         "settings": {
             "rate": options.rate,
@@ -598,6 +614,7 @@ fn shard(
     socket: UdpSocket,
     start: Instant,
     progress: &Progress,
+    seconds: &mpsc::Sender<SecondReport>,
 ) -> Result<ShardResult, String> {
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     // Wake-ups for the schedule as precise as the kernel allows (the default slack is 50 µs).
@@ -626,7 +643,18 @@ fn shard(
     let mut recent = report::new_histogram();
     let mut latency_published = Instant::now();
     let mut published = Instant::now();
+    // The second being counted, the counts when it began and its latencies.
+    let mut second = (0u64, Counts::default(), report::new_second_histogram());
     loop {
+        // Hand in the seconds that have ended (each one, even an idle one: the timeline has no
+        // gaps). A closed channel means the run is being torn down: nothing to report to.
+        let now_second = now_ns(start) / 1_000_000_000;
+        while second.0 < now_second {
+            let counts = *client.counts();
+            let latency = std::mem::replace(&mut second.2, report::new_second_histogram());
+            let _ = seconds.send((second.0, counts.since(&second.1), latency));
+            second = (second.0 + 1, counts, second.2);
+        }
         let mut busy = false;
         // Send what is due, a bounded batch at a time so that receiving keeps up.
         for _ in 0..64 {
@@ -656,6 +684,7 @@ fn shard(
                         report::record(&mut corrected, done.latency);
                         report::record(&mut recent, done.latency);
                         report::record(&mut uncorrected, done.service_time);
+                        second.2.saturating_record(done.latency.max(1));
                         last_final = now;
                         *statuses.entry(done.status).or_insert(0) += 1;
                     }
@@ -699,6 +728,7 @@ fn shard(
         }
     }
     progress.publish(client.counts());
+    let _ = seconds.send((second.0, client.counts().since(&second.1), second.2));
     Ok(ShardResult {
         counts: *client.counts(),
         corrected,

@@ -3,7 +3,8 @@
 //! `sipshard-load options|register` sends SIP requests over UDP on an exact open-loop schedule
 //! and reports latency percentiles from HdrHistogram (`generate`). `sipshard-load responder` is a
 //! stateless UDP server that answers every request with one status, used to calibrate a load
-//! generator (SIPp, or ours) against a server that costs next to nothing.
+//! generator (SIPp, or ours) against a server that costs next to nothing. `sipshard-load plot`
+//! draws runs' JSON summaries as SVG (`plot`).
 //!
 //! Protocol parts are sans-IO and take `now`: `schedule` (when each request is due), `client`
 //! (non-INVITE client transactions: Timer E/F, matching by branch, counts), `scenario` (the
@@ -11,6 +12,7 @@
 
 mod client;
 mod generate;
+mod plot;
 mod report;
 mod responder;
 mod scenario;
@@ -25,7 +27,8 @@ usage: sipshard-load responder [--listen ADDR:PORT] [--status CODE] [--pause-aft
   Default address 127.0.0.1:5060; port 0 picks a free port. Prints the bound address, then runs
   until stopped. Malformed requests get the error status the parser chooses; malformed responses
   and junk are dropped and counted. --pause-after N --pause-ms MS: stall once for MS ms after
-  answering N requests (requests arriving meanwhile wait in the socket buffer).";
+  answering N requests (requests arriving meanwhile wait in the socket buffer).
+usage: sipshard-load plot --latency RUN.json... -o OUT.svg | --timeline RUN.json -o OUT.svg";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +46,19 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some("plot") => {
+            if args.iter().any(|a| a == "--help" || a == "-h") {
+                println!("{}", plot::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            match plot::run(&args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sipshard-load plot: {e}\n{}", plot::USAGE);
+                    ExitCode::from(2)
+                }
+            }
+        }
         Some(command @ ("options" | "register")) => {
             if args.iter().any(|a| a == "--help" || a == "-h") {
                 println!("{}", generate::USAGE);

@@ -1,9 +1,13 @@
 //! Latency histograms (HdrHistogram, nanoseconds) and the reports made from them: the percentile
-//! table, the `.hgrm` percentile distribution and the JSON summary's percentiles.
+//! table, the `.hgrm` percentile distribution, the JSON summary's percentiles and its per-second
+//! timeline.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
+
+use crate::client::Counts;
 
 /// Three significant digits from 1 ns to one hour.
 pub fn new_histogram() -> Histogram<u64> {
@@ -121,11 +125,177 @@ pub fn percentiles_json(h: &Histogram<u64>) -> serde_json::Value {
         serde_json::json!(if h.is_empty() { 0.0 } else { h.mean() / 1e6 }),
     );
     map.insert("count".into(), serde_json::json!(h.len()));
+    map.insert("percentiles".into(), distribution_json(h));
     serde_json::Value::Object(map)
 }
 
+/// The percentile distribution as `[percentile, value in ms]` pairs: the `.hgrm` file's rows (5
+/// ticks per half distance to 100%), which is what `plot --latency` draws.
+pub fn distribution_json(h: &Histogram<u64>) -> serde_json::Value {
+    if h.is_empty() {
+        return serde_json::json!([]);
+    }
+    h.iter_quantiles(5)
+        .map(|v| serde_json::json!([v.quantile_iterated_to(), v.value_iterated_to() as f64 / 1e6]))
+        .collect()
+}
+
+/// A histogram for one second of a run: two significant digits (1%) from 1 µs to one hour, a
+/// tenth of the memory of the run's histograms, so a long run can keep one per second.
+pub fn new_second_histogram() -> Histogram<u32> {
+    // The bounds are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1000, 3_600_000_000_000, 2).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// The run's time series, one entry a second (by when things happened, counted from the start):
+/// first transmissions, final responses, timeouts and retransmissions, and the percentiles of the
+/// latencies (corrected) of the transactions that ended in that second. Each shard hands in its
+/// seconds in order; a second is summarised once every shard has handed it in (or at the end), so
+/// only the seconds in flight keep a histogram.
+pub struct Timeline {
+    shards: u64,
+    pending: BTreeMap<u64, (u64, Counts, Histogram<u32>)>,
+    done: BTreeMap<u64, (Counts, [Option<f64>; 3])>,
+}
+
+impl Timeline {
+    pub fn new(shards: u64) -> Timeline {
+        Timeline {
+            shards,
+            pending: BTreeMap::new(),
+            done: BTreeMap::new(),
+        }
+    }
+
+    /// One shard's second `index`: what it counted then, and its latencies.
+    pub fn add(&mut self, index: u64, counts: &Counts, latency: &Histogram<u32>) {
+        let entry = self
+            .pending
+            .entry(index)
+            .or_insert_with(|| (0, Counts::default(), new_second_histogram()));
+        entry.0 += 1;
+        entry.1.add(counts);
+        // Same bounds: adding cannot fail.
+        let _ = entry.2.add(latency);
+        if entry.0 >= self.shards {
+            if let Some((_, counts, h)) = self.pending.remove(&index) {
+                self.done.insert(index, (counts, second_percentiles(&h)));
+            }
+        }
+    }
+
+    /// The series as JSON; `elapsed_s` (the run's length) gives the last second's span.
+    pub fn finish(mut self, elapsed_s: f64) -> serde_json::Value {
+        for (index, (_, counts, h)) in std::mem::take(&mut self.pending) {
+            self.done.insert(index, (counts, second_percentiles(&h)));
+        }
+        self.done
+            .iter()
+            .map(|(&index, (c, [p50, p99, max]))| {
+                let span = (elapsed_s - index as f64).clamp(0.001, 1.0);
+                serde_json::json!({
+                    "t_s": index,
+                    "span_s": span,
+                    "sent": c.sent,
+                    "ok": c.ok,
+                    "failed": c.failed,
+                    "timed_out": c.timed_out,
+                    "retransmissions": c.retransmissions,
+                    "p50_ms": p50,
+                    "p99_ms": p99,
+                    "max_ms": max,
+                })
+            })
+            .collect()
+    }
+}
+
+/// p50, p99 and max in ms (`None` when nothing ended in that second).
+fn second_percentiles(h: &Histogram<u32>) -> [Option<f64>; 3] {
+    if h.is_empty() {
+        return [None; 3];
+    }
+    [
+        Some(h.value_at_quantile(0.5) as f64 / 1e6),
+        Some(h.value_at_quantile(0.99) as f64 / 1e6),
+        Some(h.max() as f64 / 1e6),
+    ]
+}
+
+/// A parsed `.hgrm` file: rows (value, percentile, total count) and the footer's numbers.
+pub struct Hgrm {
+    pub rows: Vec<(f64, f64, u64)>,
+    pub mean: f64,
+    pub max: f64,
+    pub total: u64,
+}
+
+/// Parses HdrHistogram's percentile-distribution format strictly (ours, and other tools' `.hgrm`
+/// files, which `plot --latency` draws).
+pub fn parse_hgrm(text: &str) -> Result<Hgrm, String> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().ok_or("empty")?.split_whitespace().collect();
+    if header != ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"] {
+        return Err(format!("header {header:?}"));
+    }
+    if lines.next() != Some("") {
+        return Err("no blank line after the header".into());
+    }
+    let mut rows = Vec::new();
+    let mut footer = Vec::new();
+    for line in lines {
+        if let Some(f) = line.strip_prefix("#[") {
+            footer.push(f.strip_suffix(']').ok_or("footer not closed")?.to_owned());
+            continue;
+        }
+        if !footer.is_empty() {
+            return Err(format!("row after the footer: {line}"));
+        }
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let bad = || format!("row {line:?}");
+        let value: f64 = cols.first().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        let pct: f64 = cols.get(1).ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        let count: u64 = cols.get(2).ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        match cols.get(3) {
+            Some(inv) => {
+                let inv: f64 = inv.parse().map_err(|_| bad())?;
+                if (inv - 1.0 / (1.0 - pct)).abs() > 0.01 * inv.max(1.0) {
+                    return Err(bad());
+                }
+            }
+            None if pct == 1.0 => {}
+            None => return Err(bad()),
+        }
+        rows.push((value, pct, count));
+    }
+    let field = |i: usize, name: &str| -> Result<String, String> {
+        let f = footer.get(i).ok_or(format!("no footer line {i}"))?;
+        f.split(',')
+            .find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k.trim() == name).then(|| v.trim().to_owned())
+            })
+            .ok_or(format!("no {name} in {f:?}"))
+    };
+    let num = |i, name| -> Result<f64, String> {
+        field(i, name)?.parse().map_err(|e| format!("{name}: {e}"))
+    };
+    let int = |i, name| -> Result<u64, String> {
+        field(i, name)?.parse().map_err(|e| format!("{name}: {e}"))
+    };
+    num(0, "StdDeviation")?;
+    int(2, "Buckets")?;
+    int(2, "SubBuckets")?;
+    Ok(Hgrm {
+        rows,
+        mean: num(0, "Mean")?,
+        max: num(1, "Max")?,
+        total: int(1, "Total count")?,
+    })
+}
+
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
 
     /// The sample at rank ceil(q * n) of the sorted samples (the nearest-rank percentile).
@@ -170,79 +340,6 @@ pub mod tests {
         assert_eq!(percentiles(&new_histogram()), [0; 5]);
     }
 
-    /// A parsed `.hgrm` file: rows (value, percentile, total count) and the footer's numbers.
-    pub struct Hgrm {
-        pub rows: Vec<(f64, f64, u64)>,
-        pub mean: f64,
-        pub max: f64,
-        pub total: u64,
-        pub buckets: u64,
-        pub sub_buckets: u64,
-    }
-
-    /// Parses HdrHistogram's percentile-distribution format strictly.
-    pub fn parse_hgrm(text: &str) -> Result<Hgrm, String> {
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().ok_or("empty")?.split_whitespace().collect();
-        if header != ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"] {
-            return Err(format!("header {header:?}"));
-        }
-        if lines.next() != Some("") {
-            return Err("no blank line after the header".into());
-        }
-        let mut rows = Vec::new();
-        let mut footer = Vec::new();
-        for line in lines {
-            if let Some(f) = line.strip_prefix("#[") {
-                footer.push(f.strip_suffix(']').ok_or("footer not closed")?.to_owned());
-                continue;
-            }
-            if !footer.is_empty() {
-                return Err(format!("row after the footer: {line}"));
-            }
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let bad = || format!("row {line:?}");
-            let value: f64 = cols.first().ok_or_else(bad)?.parse().map_err(|_| bad())?;
-            let pct: f64 = cols.get(1).ok_or_else(bad)?.parse().map_err(|_| bad())?;
-            let count: u64 = cols.get(2).ok_or_else(bad)?.parse().map_err(|_| bad())?;
-            match cols.get(3) {
-                Some(inv) => {
-                    let inv: f64 = inv.parse().map_err(|_| bad())?;
-                    if (inv - 1.0 / (1.0 - pct)).abs() > 0.01 * inv.max(1.0) {
-                        return Err(bad());
-                    }
-                }
-                None if pct == 1.0 => {}
-                None => return Err(bad()),
-            }
-            rows.push((value, pct, count));
-        }
-        let field = |i: usize, name: &str| -> Result<String, String> {
-            let f = footer.get(i).ok_or(format!("no footer line {i}"))?;
-            f.split(',')
-                .find_map(|kv| {
-                    let (k, v) = kv.split_once('=')?;
-                    (k.trim() == name).then(|| v.trim().to_owned())
-                })
-                .ok_or(format!("no {name} in {f:?}"))
-        };
-        let num = |i, name| -> Result<f64, String> {
-            field(i, name)?.parse().map_err(|e| format!("{name}: {e}"))
-        };
-        let int = |i, name| -> Result<u64, String> {
-            field(i, name)?.parse().map_err(|e| format!("{name}: {e}"))
-        };
-        num(0, "StdDeviation")?;
-        Ok(Hgrm {
-            rows,
-            mean: num(0, "Mean")?,
-            max: num(1, "Max")?,
-            total: int(1, "Total count")?,
-            buckets: int(2, "Buckets")?,
-            sub_buckets: int(2, "SubBuckets")?,
-        })
-    }
-
     #[test]
     fn hgrm_parses_back() {
         let mut h = new_histogram();
@@ -252,8 +349,11 @@ pub mod tests {
         let text = hgrm(&h, 1e6);
         let parsed = parse_hgrm(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(parsed.total, 20_000);
-        assert_eq!(parsed.sub_buckets, 2048);
-        assert_eq!(parsed.buckets, u64::from(h.buckets()));
+        assert!(text.contains("SubBuckets     =         2048]"), "{text}");
+        assert!(
+            text.contains(&format!("Buckets = {:>12},", h.buckets())),
+            "{text}"
+        );
         assert!((parsed.max - h.max() as f64 / 1e6).abs() < 0.001);
         assert!((parsed.mean - h.mean() / 1e6).abs() < 0.001);
         let last = *parsed.rows.last().unwrap();
