@@ -24,8 +24,8 @@
 //! - Booleans: `true`/`false`, `1`/`0`, `yes`/`no`.
 //! - Durations: a whole number with an optional unit `ms`, `s`, `min`, `h` or `d` (`500ms`,
 //!   `10min`, `1d`). A bare number counts the key's own unit, as Flexisip's `ConfigDuration` does:
-//!   seconds for expiries, milliseconds for the SIP timers (the doc of each key says which). `m` is
-//!   refused: Flexisip reads it as months, most people as minutes.
+//!   seconds for expiries, milliseconds for the SIP timers, minutes for `ban-time` (the doc of
+//!   each key says which). `m` is refused: Flexisip reads it as months, most people as minutes.
 //! - A key set twice in one file is an error (one of the two lines was edited in vain); `--set`
 //!   overrides apply after the file and the last one wins.
 //! - Flexisip sections, keys and `transports` URI parameters (`maddr`, `tls-*`) that sipshard does
@@ -56,6 +56,7 @@ pub struct Config {
     pub registrar: Registrar,
     pub forward: Forward,
     pub authentication: Authentication,
+    pub dos_protection: DosProtection,
     pub cluster: Cluster,
 }
 
@@ -80,6 +81,12 @@ pub struct Global {
     pub shard_queue_capacity: usize,
     /// `transaction-table-capacity`: transactions per shard; beyond it requests get 503.
     pub transaction_table_capacity: usize,
+    /// `max-connections-per-shard`: stream connections one shard holds; beyond it new ones are
+    /// closed at once.
+    pub max_connections_per_shard: usize,
+    /// `max-connections-per-address`: stream connections one shard accepts from one address
+    /// (trusted addresses excepted).
+    pub max_connections_per_address: usize,
     /// `log-level`.
     pub log_level: LogLevel,
 }
@@ -155,6 +162,21 @@ pub struct Authentication {
     pub nonce_secret: Secret,
     /// `trusted-hosts`: addresses whose requests are never challenged.
     pub trusted_hosts: Vec<IpAddr>,
+}
+
+/// `[module::DoSProtection]`: Flexisip's flood protection, per source address (see `dos.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DosProtection {
+    /// `enabled`.
+    pub enabled: bool,
+    /// `time-period`: the window the packet rate is averaged over.
+    pub time_period: Duration,
+    /// `packet-rate-limit`: packets per second a source may send on average.
+    pub packet_rate_limit: usize,
+    /// `ban-time`: how long a source over the limit is ignored.
+    pub ban_time: Duration,
+    /// `white-list`: addresses never limited (besides `[cluster] nodes`, 127.0.0.1 and ::1).
+    pub white_list: Vec<IpAddr>,
 }
 
 /// `[module::Authentication] db-implementation`: where the passwords are.
@@ -442,6 +464,7 @@ const GLOBAL: &str = "global";
 const REGISTRAR: &str = "module::Registrar";
 const FORWARD: &str = "module::Forward";
 const AUTHENTICATION: &str = "module::Authentication";
+const DOS_PROTECTION: &str = "module::DoSProtection";
 const CLUSTER: &str = "cluster";
 
 struct Section {
@@ -466,6 +489,10 @@ static SECTIONS: &[Section] = &[
     Section {
         name: AUTHENTICATION,
         doc: "Digest authentication of REGISTER (401) and of requests from local users (407).",
+    },
+    Section {
+        name: DOS_PROTECTION,
+        doc: "Flood protection: a packet-rate limit per source address, with temporary bans.",
     },
     Section {
         name: CLUSTER,
@@ -528,6 +555,7 @@ enum Kind {
 enum Unit {
     Millis,
     Seconds,
+    Minutes,
 }
 
 struct Key {
@@ -638,6 +666,28 @@ static KEYS: &[Key] = &[
             min: 1,
             max: 1 << 24,
             field: |c| &mut c.global.transaction_table_capacity,
+        },
+    },
+    Key {
+        section: GLOBAL,
+        name: "max-connections-per-shard",
+        default: "8192",
+        doc: "Stream connections each shard holds; a new one beyond it is closed at once. The open-file limit must cover threads times this.",
+        kind: Kind::Count {
+            min: 1,
+            max: 1 << 20,
+            field: |c| &mut c.global.max_connections_per_shard,
+        },
+    },
+    Key {
+        section: GLOBAL,
+        name: "max-connections-per-address",
+        default: "128",
+        doc: "Stream connections each shard accepts from one IP address; one more is closed at once. Trusted addresses ([module::DoSProtection] white-list, [cluster] nodes) are exempt.",
+        kind: Kind::Count {
+            min: 1,
+            max: 1 << 20,
+            field: |c| &mut c.global.max_connections_per_address,
         },
     },
     Key {
@@ -893,6 +943,55 @@ static KEYS: &[Key] = &[
         kind: Kind::Addresses(|c| &mut c.authentication.trusted_hosts),
     },
     Key {
+        section: DOS_PROTECTION,
+        name: "enabled",
+        default: "true",
+        doc: "Limit the packet rate of each source address and ban the sources that go over it.",
+        kind: Kind::Bool(|c| &mut c.dos_protection.enabled),
+    },
+    Key {
+        section: DOS_PROTECTION,
+        name: "time-period",
+        default: "3000",
+        doc: "Window the packet rate is averaged over: a source may send a burst of packet-rate-limit times this. A bare number counts milliseconds.",
+        kind: Kind::Duration {
+            bare: Unit::Millis,
+            min: Duration::from_millis(1),
+            max: Duration::from_secs(3600),
+            field: |c| &mut c.dos_protection.time_period,
+        },
+    },
+    Key {
+        section: DOS_PROTECTION,
+        name: "packet-rate-limit",
+        default: "20",
+        doc: "Packets per second (datagrams, stream messages and new connections) a source address may send on average, per shard; over it, it is banned.",
+        kind: Kind::Count {
+            min: 1,
+            max: 1_000_000,
+            field: |c| &mut c.dos_protection.packet_rate_limit,
+        },
+    },
+    Key {
+        section: DOS_PROTECTION,
+        name: "ban-time",
+        default: "2",
+        doc: "How long everything from a banned source is dropped. A bare number counts minutes.",
+        kind: Kind::Duration {
+            bare: Unit::Minutes,
+            min: Duration::from_secs(60),
+            max: Duration::from_secs(86_400),
+            field: |c| &mut c.dos_protection.ban_time,
+        },
+    },
+    Key {
+        section: DOS_PROTECTION,
+        name: "white-list",
+        default: "",
+        doc: "IP addresses never limited (gateways, trunks); the nodes of [cluster], 127.0.0.1 and ::1 always are.",
+        kind: Kind::Addresses(|c| &mut c.dos_protection.white_list),
+    },
+    Key {
         section: CLUSTER,
         name: "enabled",
         default: "false",
@@ -996,6 +1095,8 @@ impl Config {
                 max_message_size_bytes: 0,
                 shard_queue_capacity: 0,
                 transaction_table_capacity: 0,
+                max_connections_per_shard: 0,
+                max_connections_per_address: 0,
                 log_level: LogLevel::Info,
             },
             registrar: Registrar {
@@ -1030,6 +1131,13 @@ impl Config {
                 nonce_expires: Duration::ZERO,
                 nonce_secret: Secret::default(),
                 trusted_hosts: Vec::new(),
+            },
+            dos_protection: DosProtection {
+                enabled: false,
+                time_period: Duration::ZERO,
+                packet_rate_limit: 0,
+                ban_time: Duration::ZERO,
+                white_list: Vec::new(),
             },
             cluster: Cluster {
                 enabled: false,
@@ -1481,6 +1589,7 @@ impl Unit {
         match self {
             Unit::Millis => 1,
             Unit::Seconds => 1000,
+            Unit::Minutes => 60_000,
         }
     }
 
@@ -1488,6 +1597,7 @@ impl Unit {
         match self {
             Unit::Millis => "milliseconds",
             Unit::Seconds => "seconds",
+            Unit::Minutes => "minutes",
         }
     }
 }
@@ -1822,6 +1932,8 @@ mod tests {
                 max_message_size_bytes: 65536,
                 shard_queue_capacity: 1024,
                 transaction_table_capacity: 262_144,
+                max_connections_per_shard: 8192,
+                max_connections_per_address: 128,
                 log_level: LogLevel::Info,
             },
             registrar: Registrar {
@@ -1856,6 +1968,13 @@ mod tests {
                 nonce_expires: Duration::from_secs(300),
                 nonce_secret: Secret::default(),
                 trusted_hosts: vec![],
+            },
+            dos_protection: DosProtection {
+                enabled: true,
+                time_period: Duration::from_secs(3),
+                packet_rate_limit: 20,
+                ban_time: Duration::from_secs(120),
+                white_list: vec![],
             },
             cluster: Cluster {
                 enabled: false,
@@ -1895,6 +2014,11 @@ mod tests {
             assert!(s(bad).unwrap_err().contains("expected a duration"), "{bad}");
         }
         assert!(s("10m").unwrap_err().contains("write min for minutes"));
+        // Flexisip's ban-time counts minutes when bare.
+        let min = |v| parse_duration(v, Unit::Minutes, Duration::ZERO, Duration::MAX);
+        assert_eq!(min("2"), Ok(Duration::from_secs(120)));
+        assert_eq!(min("1h"), Ok(Duration::from_secs(3600)));
+        assert!(min("90s").unwrap_err().contains("whole number of minutes"));
         assert!(s("1500ms").unwrap_err().contains("whole number of seconds"));
         assert!(s("4294967296").unwrap_err().contains("from 0s to"));
         assert!(s("99999999999999999999d").is_err());

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use ahash::RandomState;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,6 +33,7 @@ use tracing::{debug, warn};
 use crate::auth::{
     AuthCounters, AuthDomains, AuthOutcome, AuthSettings, Authenticator, PasswordDb,
 };
+use crate::dos::{self, FloodCounters, FloodGuard};
 use crate::fork::{self, Fork, Verdict};
 use crate::routing::{self, Decision, LocalIdentity, RouteEdits};
 use crate::transaction::{
@@ -50,6 +51,11 @@ const REGISTRAR_EXTENSIONS: [&str; 2] = ["path", "outbound"];
 /// How long a request may wait for another shard's answer. Answers are never lost while the
 /// shards are healthy; this bounds what a full channel (an answer dropped) could leave behind.
 const WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Most Vias a message may carry. Every hop adds one and takes one from Max-Forwards, which
+/// starts at 70 (RFC 3261 §8.1.1.6): more is no real path, only work (each Via is parsed, and
+/// copied into every response).
+pub const MAX_VIAS: usize = 70;
 
 /// Retry-After of a 503 for a REGISTER whose database write failed in a way a retry may fix (a
 /// reply the registrar cannot read, the queue to the Redis thread full).
@@ -199,6 +205,19 @@ pub struct Counters {
     pub auth_forbidden: u64,
     /// REGISTERs answered 503 because the bindings database did not take or confirm the write.
     pub database_unavailable: u64,
+    /// Packets (datagrams, stream messages, new connections) dropped unparsed by the flood
+    /// guard: from a banned source, or the one that got it banned.
+    pub flood_dropped: u64,
+    /// Sources banned for going over `packet-rate-limit`.
+    pub flood_bans: u64,
+    /// Stream connections closed at once: over the per-shard or per-address limit, or from a
+    /// banned source.
+    pub connections_refused: u64,
+    /// Messages with more Vias than [`MAX_VIAS`]: requests answered 400, responses dropped.
+    pub too_many_vias: u64,
+    /// Challenges to UDP requests that offered fewer algorithms to stay within the
+    /// amplification limit (`dos::headers_within_budget`).
+    pub challenges_trimmed: u64,
 }
 
 /// A shard's authenticator and the domains whose users it challenges.
@@ -331,6 +350,8 @@ pub struct ShardCore {
     /// The wall clock as the shell last set it: nonces are dated with it.
     wall_clock: SystemTime,
     auth: Option<ShardAuth>,
+    /// `[module::DoSProtection]`; `None` when disabled.
+    flood: Option<FloodGuard>,
 }
 
 impl ShardCore {
@@ -369,7 +390,49 @@ impl ShardCore {
             date: http_date(wall_clock),
             wall_clock,
             auth,
+            flood: None,
         }
+    }
+
+    /// Installs the shard's flood guard (`[module::DoSProtection]`); `None` disables it.
+    pub fn set_flood_guard(&mut self, guard: Option<FloodGuard>) {
+        self.flood = guard;
+    }
+
+    /// The flood guard's counters, when it is enabled.
+    pub fn flood_counters(&self) -> Option<&FloodCounters> {
+        self.flood.as_ref().map(FloodGuard::counters)
+    }
+
+    /// Whether a packet from `source` — a datagram, a stream message or a new connection — may
+    /// be handled. The shell asks before parsing anything: a source over `packet-rate-limit` is
+    /// banned (logged once) and what it sends is dropped, counted, until the ban ends.
+    pub fn admit(&mut self, source: IpAddr, now: Instant) -> bool {
+        let Some(guard) = self.flood.as_mut() else {
+            return true;
+        };
+        match guard.check(source, now) {
+            dos::Verdict::Pass => true,
+            dos::Verdict::Banned => {
+                self.counters.flood_dropped += 1;
+                false
+            }
+            dos::Verdict::NewBan => {
+                self.counters.flood_dropped += 1;
+                self.counters.flood_bans += 1;
+                warn!(
+                    %source,
+                    ban_time = ?guard.ban_time(),
+                    "over [module::DoSProtection] packet-rate-limit: banned"
+                );
+                false
+            }
+        }
+    }
+
+    /// A stream connection the shell closed at once (a connection limit).
+    pub fn count_connection_refused(&mut self) {
+        self.counters.connections_refused += 1;
     }
 
     pub fn counters(&self) -> &Counters {
@@ -529,6 +592,9 @@ impl ShardCore {
             Ok(msg) => msg,
             Err(error) => return self.on_malformed(bytes, error, from, out),
         };
+        if msg.vias().nth(MAX_VIAS).is_some() {
+            return self.on_too_many_vias(&msg, from, out);
+        }
         if msg.is_request() {
             self.counters.requests += 1;
             self.on_request(&msg, from, now, out);
@@ -598,6 +664,23 @@ impl ShardCore {
             self.counters.dropped += 1;
             debug!(remote = %from.remote, "dropped: {error}");
         }
+    }
+
+    /// A message with more than [`MAX_VIAS`] Vias: a request is answered 400 statelessly (the
+    /// response copies the Vias, so it is no larger than the request), a response dropped.
+    fn on_too_many_vias(&mut self, msg: &Message<'_>, from: Inbound, out: &mut Vec<Output>) {
+        self.counters.too_many_vias += 1;
+        debug!(remote = %from.remote, "more than {MAX_VIAS} Vias");
+        if !msg.is_request() || msg.method() == Some(Method::Ack) {
+            self.counters.dropped += 1;
+            return;
+        }
+        let stamp = ViaStamp::for_request(msg, from.remote);
+        let mut response = Vec::new();
+        stamped_response_to(&mut response, msg, &stamp, 400, "Too Many Vias", None)
+            .finish(None, b"");
+        let to = ViaStamp::response_destination(msg, from.remote);
+        self.send_stateless(from, to, response, out);
     }
 
     fn send_stateless(
@@ -759,10 +842,19 @@ impl ShardCore {
                 status, headers, ..
             } => {
                 self.counters.auth_challenged += 1;
-                let extra: Vec<(&str, String)> = headers
+                let mut extra: Vec<(&str, String)> = headers
                     .into_iter()
                     .filter_map(|(name, value)| Some((name.canonical()?, value)))
                     .collect();
+                // Over UDP the source may be forged: a short request gets fewer challenges
+                // (strongest first) rather than a response many times its size.
+                if from.transport == Transport::Udp {
+                    let kept = dos::headers_within_budget(msg.as_bytes().len(), &extra);
+                    if kept < extra.len() {
+                        extra.truncate(kept);
+                        self.counters.challenges_trimmed += 1;
+                    }
+                }
                 self.reply(
                     server,
                     msg,

@@ -140,7 +140,8 @@ impl FloodGuard {
         &self.counters
     }
 
-    pub fn is_trusted(&self, source: IpAddr) -> bool {
+    #[cfg(test)]
+    fn is_trusted(&self, source: IpAddr) -> bool {
         self.trusted.contains(&source.to_canonical())
     }
 
@@ -182,14 +183,16 @@ impl FloodGuard {
     }
 
     /// Whether `source` is banned now (without counting a packet).
-    pub fn is_banned(&self, source: IpAddr, now: Instant) -> bool {
+    #[cfg(test)]
+    fn is_banned(&self, source: IpAddr, now: Instant) -> bool {
         self.bans
             .get(&source.to_canonical())
             .is_some_and(|&until| until > now)
     }
 
-    /// Sources tracked and banned, for tests and reports.
-    pub fn sizes(&self) -> (usize, usize) {
+    /// Sources tracked and banned.
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize) {
         (self.buckets.len(), self.bans.len())
     }
 

@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,6 +36,7 @@ use sipshard_registrar::redis_thread::{self, Outcome, ShardLink};
 use crate::core::{
     CacheChange, ConnId, Counters, DatabaseResult, Inbound, Output, ShardCore, ShardMsg,
 };
+use crate::dos::{FloodGuard, FloodSettings};
 use crate::transaction::TransactionId;
 
 /// How often the shard looks at its timer table. SIP timers are hundreds of milliseconds and
@@ -59,6 +60,14 @@ pub struct RuntimeSettings {
     pub max_message_bytes: usize,
     /// Read size for stream sockets.
     pub read_chunk_bytes: usize,
+    /// `[module::DoSProtection]`; `None` when disabled.
+    pub flood: Option<FloodSettings>,
+    /// Addresses exempt from `max_connections_per_address` (white-list, cluster nodes, loopback).
+    pub trusted: Vec<IpAddr>,
+    /// Stream connections one shard holds at most.
+    pub max_connections: usize,
+    /// Stream connections one shard accepts from one address.
+    pub max_connections_per_address: usize,
 }
 
 /// The per-shard I/O state shared by the shard's tasks (all on one thread).
@@ -91,6 +100,8 @@ struct Connections {
     next_id: u64,
     by_id: HashMap<ConnId, (SocketAddr, Rc<Outbox>)>,
     by_remote: HashMap<SocketAddr, ConnId>,
+    /// Connections per remote address.
+    per_address: HashMap<IpAddr, usize>,
 }
 
 /// Runs one shard until the process ends. Binds every listen address; a bind failure is
@@ -103,6 +114,8 @@ pub async fn run(
     mut database: Option<ShardLink>,
     bound: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
+    let mut core = core;
+    core.set_flood_guard(settings.flood.clone().map(FloodGuard::new));
     let database_wakeup = database.as_mut().and_then(ShardLink::take_wakeup);
     let (senders, mut receivers) = match mesh.join().await {
         Ok(joined) => joined,
@@ -253,10 +266,14 @@ async fn on_datagram(shell: &Rc<Shell>, local: SocketAddr, bytes: &[u8], remote:
         conn: None,
     };
     let mut out = Vec::new();
-    shell
-        .core
-        .borrow_mut()
-        .on_datagram(bytes, from, Instant::now(), &mut out);
+    {
+        let mut core = shell.core.borrow_mut();
+        let now = Instant::now();
+        if !core.admit(remote.ip(), now) {
+            return;
+        }
+        core.on_datagram(bytes, from, now, &mut out);
+    }
     perform(shell, out).await;
 }
 
@@ -269,6 +286,10 @@ async fn accept_loop(shell: Rc<Shell>, local: SocketAddr, listener: TcpListener)
                     Ok(remote) => remote,
                     Err(_) => continue,
                 };
+                if !admit_connection(&shell, remote) {
+                    // Dropping the stream closes it.
+                    continue;
+                }
                 let (conn, rx) = shell.connections.borrow_mut().add(remote);
                 spawn_local(serve_connection(
                     shell.clone(),
@@ -283,6 +304,24 @@ async fn accept_loop(shell: Rc<Shell>, local: SocketAddr, listener: TcpListener)
             Err(e) => warn!(%local, "accept failed: {e}"),
         }
     }
+}
+
+/// Whether to keep a connection just accepted from `remote`: within the shard's limits (in
+/// total, and per address unless trusted) and admitted by the flood guard. A refused one is
+/// closed at once, counted.
+fn admit_connection(shell: &Shell, remote: SocketAddr) -> bool {
+    let settings = &shell.settings;
+    let ip = remote.ip().to_canonical();
+    let (total, from_address) = shell.connections.borrow().counts(ip);
+    let within = total < settings.max_connections
+        && (from_address < settings.max_connections_per_address || settings.trusted.contains(&ip));
+    let mut core = shell.core.borrow_mut();
+    if within && core.admit(ip, Instant::now()) {
+        return true;
+    }
+    core.count_connection_refused();
+    debug!(%remote, total, from_address, "connection refused");
+    false
 }
 
 /// Reads SIP messages from one connection and writes what the shard queues for it.
@@ -337,12 +376,21 @@ async fn serve_connection(
                     buf.drain(..len);
                 }
                 Ok(Frame::Message { len }) => {
-                    shell.core.borrow_mut().on_stream_message(
-                        &buf[..len],
-                        from,
-                        Instant::now(),
-                        &mut out,
-                    );
+                    let admitted = {
+                        let mut core = shell.core.borrow_mut();
+                        let now = Instant::now();
+                        let admitted = core.admit(remote.ip(), now);
+                        if admitted {
+                            core.on_stream_message(&buf[..len], from, now, &mut out);
+                        }
+                        admitted
+                    };
+                    if !admitted {
+                        // Banned: what it sent before is answered, then the connection closes.
+                        perform(&shell, std::mem::take(&mut out)).await;
+                        flush_batches(&shell).await;
+                        break 'read;
+                    }
                     buf.drain(..len);
                 }
                 Err(e) => {
@@ -440,13 +488,18 @@ async fn timer_loop(shell: Rc<Shell>) {
             let counters = shell.core.borrow().counters().clone();
             let troubled = counters.overloaded != reported.overloaded
                 || counters.malformed != reported.malformed
-                || counters.send_failures != reported.send_failures;
+                || counters.send_failures != reported.send_failures
+                || counters.flood_dropped != reported.flood_dropped
+                || counters.connections_refused != reported.connections_refused;
             if troubled {
                 warn!(
                     shard = shell.id,
                     overloaded = counters.overloaded - reported.overloaded,
                     malformed = counters.malformed - reported.malformed,
                     send_failures = counters.send_failures - reported.send_failures,
+                    flood_dropped = counters.flood_dropped - reported.flood_dropped,
+                    connections_refused =
+                        counters.connections_refused - reported.connections_refused,
                     "in the last minute"
                 );
             }
@@ -623,7 +676,14 @@ impl Connections {
             next_id: 0,
             by_id: HashMap::new(),
             by_remote: HashMap::new(),
+            per_address: HashMap::new(),
         }
+    }
+
+    /// Connections in all, and from `ip`.
+    fn counts(&self, ip: IpAddr) -> (usize, usize) {
+        let from_ip = self.per_address.get(&ip).copied().unwrap_or(0);
+        (self.by_id.len(), from_ip)
     }
 
     /// Registers a connection and its bounded outbound queue. Ids carry the shard number in
@@ -634,6 +694,10 @@ impl Connections {
         let id = ((self.shard as u64) << 48) | self.next_id;
         self.by_id.insert(id, (remote, Rc::new(tx)));
         self.by_remote.insert(remote, id);
+        *self
+            .per_address
+            .entry(remote.ip().to_canonical())
+            .or_default() += 1;
         (id, rx)
     }
 
@@ -648,6 +712,13 @@ impl Connections {
         if let Some((remote, _)) = self.by_id.remove(&id) {
             if self.by_remote.get(&remote) == Some(&id) {
                 self.by_remote.remove(&remote);
+            }
+            let ip = remote.ip().to_canonical();
+            if let Some(count) = self.per_address.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_address.remove(&ip);
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 //! any shard starts.
 
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use sipshard_registrar::{Domains, RegistrarConfig, redis_bridge};
 use crate::auth::{AuthSettings, Authenticator, PasswordDb};
 use crate::config::{Config, DbImplementation, ListenHost};
 use crate::core::{CoreSettings, RegistrarDb, ShardAuthSettings};
+use crate::dos::FloodSettings;
 use crate::node::NodeOptions;
 use crate::routing::LocalIdentity;
 use crate::shard::RuntimeSettings;
@@ -111,6 +112,7 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
         allow_foreign_domains: config.forward.allow_foreign_domains,
     };
     let redis = redis_settings(config)?;
+    let trusted = dos_trusted(config);
     let registrar_db = match &redis {
         None => RegistrarDb::Memory,
         Some(ha) => RegistrarDb::Redis {
@@ -132,6 +134,16 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
             listens,
             max_message_bytes: config.global.max_message_size_bytes,
             read_chunk_bytes: 16 * 1024,
+            flood: config.dos_protection.enabled.then(|| FloodSettings {
+                packet_rate_limit: u32::try_from(config.dos_protection.packet_rate_limit)
+                    .unwrap_or(u32::MAX),
+                time_period: config.dos_protection.time_period,
+                ban_time: config.dos_protection.ban_time,
+                trusted: trusted.clone(),
+            }),
+            trusted,
+            max_connections: config.global.max_connections_per_shard,
+            max_connections_per_address: config.global.max_connections_per_address,
         },
         core: CoreSettings {
             identity,
@@ -149,6 +161,24 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
             registrar_db,
         },
     })
+}
+
+/// The addresses `[module::DoSProtection]` never limits: its `white-list`, the `[cluster]
+/// nodes, 127.0.0.1 and ::1 (as Flexisip adds them).
+fn dos_trusted(config: &Config) -> Vec<IpAddr> {
+    let always = [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ];
+    let mut trusted: Vec<IpAddr> = Vec::new();
+    let listed = config.dos_protection.white_list.iter();
+    for ip in listed.chain(&config.cluster.nodes).chain(&always) {
+        let ip = ip.to_canonical();
+        if !trusted.contains(&ip) {
+            trusted.push(ip);
+        }
+    }
+    trusted
 }
 
 /// `db-implementation=redis`: the Redis HA client's settings from the `redis-*` keys (with

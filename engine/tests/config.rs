@@ -199,8 +199,36 @@ fn unknown_section() {
     let e = refusal("[module::Router]\n");
     assert_eq!(
         e,
-        "test.conf:1: unknown section [module::Router] (sections are [global], [module::Registrar], [module::Forward], [module::Authentication], [cluster])"
+        "test.conf:1: unknown section [module::Router] (sections are [global], [module::Registrar], [module::Forward], [module::Authentication], [module::DoSProtection], [cluster])"
     );
+}
+
+#[test]
+fn dos_protection_reads_flexisips_keys_and_units() {
+    let c = parse(
+        "[module::DoSProtection]\nenabled=true\npacket-rate-limit=50\ntime-period=1000\n\
+         ban-time=5\nwhite-list=192.0.2.1 2001:db8::1\n",
+    )
+    .unwrap();
+    let d = &c.dos_protection;
+    assert!(d.enabled);
+    assert_eq!(d.packet_rate_limit, 50);
+    // Bare numbers: milliseconds for time-period, minutes for ban-time, as in Flexisip.
+    assert_eq!(d.time_period, Duration::from_secs(1));
+    assert_eq!(d.ban_time, Duration::from_secs(300));
+    assert_eq!(d.white_list.len(), 2);
+    assert!(refusal("[module::DoSProtection]\nban-time=30s\n").contains("whole number of minutes"));
+    assert!(
+        refusal("[module::DoSProtection]\npacket-rate-limit=0\n").contains("packet-rate-limit")
+    );
+    assert!(
+        refusal("[module::DoSProtection]\nwhite-list=sip.example.org\n")
+            .contains("not an IP address")
+    );
+    let c =
+        parse("[global]\nmax-connections-per-address=4\nmax-connections-per-shard=100\n").unwrap();
+    assert_eq!(c.global.max_connections_per_address, 4);
+    assert_eq!(c.global.max_connections_per_shard, 100);
 }
 
 #[test]
