@@ -4,13 +4,15 @@
 //! and reports latency percentiles from HdrHistogram (`generate`). `sipshard-load responder` is a
 //! stateless UDP server that answers every request with one status, used to calibrate a load
 //! generator (SIPp, or ours) against a server that costs next to nothing. `sipshard-load plot`
-//! draws runs' JSON summaries as SVG (`plot`).
+//! draws runs' JSON summaries as SVG (`plot`); `sipshard-load compare` puts two side by side
+//! (`compare`).
 //!
 //! Protocol parts are sans-IO and take `now`: `schedule` (when each request is due), `client`
 //! (non-INVITE client transactions: Timer E/F, matching by branch, counts), `scenario` (the
 //! requests), `report` (histograms and report formats). `generate` is the I/O shell.
 
 mod client;
+mod compare;
 mod generate;
 mod plot;
 mod report;
@@ -28,7 +30,8 @@ usage: sipshard-load responder [--listen ADDR:PORT] [--status CODE] [--pause-aft
   until stopped. Malformed requests get the error status the parser chooses; malformed responses
   and junk are dropped and counted. --pause-after N --pause-ms MS: stall once for MS ms after
   answering N requests (requests arriving meanwhile wait in the socket buffer).
-usage: sipshard-load plot --latency RUN.json... -o OUT.svg | --timeline RUN.json -o OUT.svg";
+usage: sipshard-load plot --latency RUN.json... -o OUT.svg | --timeline RUN.json -o OUT.svg
+usage: sipshard-load compare A.json B.json";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +58,19 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sipshard-load plot: {e}\n{}", plot::USAGE);
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some("compare") => {
+            if args.iter().any(|a| a == "--help" || a == "-h") {
+                println!("{}", compare::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            match compare::run(&args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sipshard-load compare: {e}\n{}", compare::USAGE);
                     ExitCode::from(2)
                 }
             }

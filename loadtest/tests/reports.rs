@@ -116,3 +116,44 @@ fn the_xml_check_rejects_what_is_not_well_formed() {
         assert!(support::well_formed(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn compare_prints_the_ratios_of_two_runs() {
+    let responder = server("responder", &[]);
+    let a = options_run("compare-a", &responder.addr, "1000", "300");
+    let b = options_run("compare-b", &responder.addr, "2000", "600");
+    let out = Command::new(LOAD)
+        .arg("compare")
+        .args([&a, &b])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (ja, jb) = (read_json(&a), read_json(&b));
+    let row = |title: &str| -> Vec<String> {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(title))
+            .unwrap_or_else(|| panic!("no {title} in\n{table}"));
+        line[22..].split_whitespace().map(str::to_owned).collect()
+    };
+    assert_eq!(row("sent"), ["300", "600", "2.000"]);
+    assert_eq!(row("offered/s"), ["1000.0", "2000.0", "2.000"]);
+    // The p99 ratio is the ratio of the files' p99s.
+    let p99 = |j: &serde_json::Value| j["latency_ms"]["corrected"]["p99_ms"].as_f64().unwrap();
+    let cells = row("p99 ms ");
+    assert_eq!(cells[0], format!("{:.3}", p99(&ja)));
+    assert_eq!(cells[1], format!("{:.3}", p99(&jb)));
+    assert_eq!(cells[2], format!("{:.3}", p99(&jb) / p99(&ja)));
+    assert!(row("generator CPU s").len() == 3, "{table}");
+    // One file is a usage error.
+    let out = Command::new(LOAD).arg("compare").arg(&a).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    for path in [a, b] {
+        let _ = std::fs::remove_file(path);
+    }
+}
