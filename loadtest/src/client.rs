@@ -1,8 +1,10 @@
-//! The client side of non-INVITE transactions (RFC 3261 §17.1.2) over UDP, sans-IO: the shell
+//! The client side of transactions over UDP, sans-IO: non-INVITE (RFC 3261 §17.1.2) and, for the
+//! `call` scenario, INVITE (§17.1.1: Timer A doubles without the T2 cap and stops at the first
+//! provisional response; the ACK to a non-2xx is the shell's, written by `scenario`). The shell
 //! hands it the requests it sent, the datagrams it received and the time; it says what to
 //! retransmit and counts what happened. Times are nanoseconds since the run's start.
 //!
-//! Each request's top Via branch is `z9hG4bK-sl<run>-<j>`, where `j` is the request's index in
+//! Each request's top Via branch is `z9hG4bK-sl<run><kind>-<j>`, where `j` is the request's index in
 //! the schedule: a response is matched by parsing `j` back out of its branch, and a response to a
 //! request this client already completed is told apart from a stray one without remembering it.
 
@@ -97,21 +99,29 @@ pub struct Completed {
 pub enum Received {
     Final(Completed),
     Provisional,
-    Late,
+    /// A response to a transaction that already ended (a retransmitted final response: an INVITE
+    /// client ACKs it again).
+    Late {
+        j: u64,
+        status: u16,
+    },
     Unexpected,
 }
 
 struct Transaction {
     intended: u64,
     sent: u64,
-    /// The current Timer E interval.
+    /// The current Timer E (or A) interval.
     interval: u64,
+    /// An INVITE that got a provisional response: no more retransmissions.
+    proceeding: bool,
     next_retransmit: u64,
     request: Vec<u8>,
 }
 
 pub struct Client {
     prefix: String,
+    invite: bool,
     timers: Timers,
     live: HashMap<u64, Transaction>,
     /// (when, j): retransmission times; entries for ended transactions or rescheduled timers
@@ -121,10 +131,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// `run` distinguishes this run's branches from another run's against the same server.
+    /// Non-INVITE transactions. `run` distinguishes this run's branches from another run's
+    /// against the same server.
+    #[cfg(test)]
     pub fn new(run: u32, timers: Timers) -> Client {
+        Client::with_kind(run, "", false, timers)
+    }
+
+    /// `kind` tells this client's branches from those of the run's other clients (one letter,
+    /// or none); `invite`: INVITE client transactions.
+    pub fn with_kind(run: u32, kind: &str, invite: bool, timers: Timers) -> Client {
         Client {
-            prefix: format!("z9hG4bK-sl{run:08x}-"),
+            prefix: format!("z9hG4bK-sl{run:08x}{kind}-"),
+            invite,
             timers,
             live: HashMap::new(),
             wheel: BinaryHeap::new(),
@@ -156,6 +175,7 @@ impl Client {
                 intended,
                 sent: now,
                 interval: self.timers.t1,
+                proceeding: false,
                 next_retransmit: next,
                 request,
             },
@@ -177,16 +197,27 @@ impl Client {
         if !self.live.contains_key(&j) {
             if issued(j) {
                 self.counts.late += 1;
-                return Received::Late;
+                return Received::Late { j, status };
             }
             self.counts.unexpected += 1;
             return Received::Unexpected;
         }
         if status < 200 {
             self.counts.provisional += 1;
-            // §17.1.2.2: in Proceeding, retransmissions continue every T2.
             if let Some(t) = self.live.get_mut(&j) {
-                t.interval = self.timers.t2;
+                if self.invite {
+                    // §17.1.1.2: in Proceeding an INVITE is not retransmitted. Timer B still
+                    // bounds it here (a load test has to end: a call ringing for 64*T1 counts as
+                    // timed out).
+                    if !t.proceeding {
+                        t.proceeding = true;
+                        t.next_retransmit = t.sent.saturating_add(self.timers.timeout());
+                        self.wheel.push(Reverse((t.next_retransmit, j)));
+                    }
+                } else {
+                    // §17.1.2.2: in Proceeding, retransmissions continue every T2.
+                    t.interval = self.timers.t2;
+                }
             }
             return Received::Provisional;
         }
@@ -204,6 +235,14 @@ impl Client {
             latency: now.saturating_sub(t.intended),
             service_time: now.saturating_sub(t.sent),
         })
+    }
+
+    /// Whether a response's top Via branch is one of this client's.
+    pub fn claims(&self, datagram: &[u8]) -> bool {
+        Message::parse_datagram(datagram)
+            .ok()
+            .and_then(|m| Some(m.top_via().ok()?.branch()?.starts_with(&self.prefix)))
+            .unwrap_or(false)
     }
 
     fn match_response(&self, datagram: &[u8]) -> Option<(u64, u16)> {
@@ -241,8 +280,13 @@ impl Client {
             }
             send(&t.request);
             self.counts.retransmissions += 1;
-            // Timer E doubles up to T2 (and stays at T2 once a provisional response came).
-            t.interval = t.interval.saturating_mul(2).min(self.timers.t2);
+            // Timer E doubles up to T2 (and stays at T2 once a provisional response came); Timer
+            // A doubles without a cap.
+            t.interval = if self.invite {
+                t.interval.saturating_mul(2)
+            } else {
+                t.interval.saturating_mul(2).min(self.timers.t2)
+            };
             let deadline = t.sent.saturating_add(self.timers.timeout());
             t.next_retransmit = when.saturating_add(t.interval).min(deadline);
             self.wheel.push(Reverse((t.next_retransmit, j)));
@@ -297,7 +341,7 @@ Content-Length: 0\r\n\r\n"
         // A retransmitted answer, a branch from another run, one never sent, junk, a request.
         assert_eq!(
             c.received(&response(&b0, 200), 42 * MS, |_| true),
-            Received::Late
+            Received::Late { j: 0, status: 200 }
         );
         let other = Client::new(8, Timers::RFC3261).branch(0);
         assert_eq!(
@@ -402,5 +446,30 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nConte
             (1, 1, 0)
         );
         assert_eq!(c.next_timer(), None);
+    }
+
+    #[test]
+    fn timer_a_doubles_without_a_cap_until_a_provisional_response() {
+        let mut c = Client::with_kind(1, "i", true, Timers::RFC3261);
+        c.sent(0, 0, 0, b"INVITE".to_vec());
+        let mut at = Vec::new();
+        for _ in 0..4 {
+            let now = c.next_timer().unwrap();
+            c.poll(now, |_| at.push(now / MS));
+        }
+        // 500 ms, then 1, 2, 4 s later: past T2 (4 s), unlike Timer E.
+        assert_eq!(at, [500, 1500, 3500, 7500]);
+        let branch = c.branch(0);
+        assert!(branch.starts_with("z9hG4bK-sl00000001i-"), "{branch}");
+        assert!(c.claims(&response(&branch, 180)));
+        assert!(!Client::new(1, Timers::RFC3261).claims(&response(&branch, 180)));
+        c.received(&response(&branch, 180), 8_000 * MS, |_| true);
+        // Proceeding: no more retransmissions; Timer B (64*T1) ends it.
+        let mut n = 0;
+        c.poll(31_999 * MS, |_| n += 1);
+        assert_eq!((n, c.outstanding()), (0, 1));
+        c.poll(32_000 * MS, |_| n += 1);
+        assert_eq!((n, c.outstanding(), c.counts().timed_out), (0, 0, 1));
+        assert_eq!(c.counts().retransmissions, 4);
     }
 }

@@ -1,4 +1,4 @@
-//! `sipshard-load options|register`: the command line and the I/O shell. Each of `--threads`
+//! `sipshard-load options|register|message|call`: the command line and the I/O shell. Each of `--threads`
 //! shards is a std thread with its own UDP socket, its share of the schedule (every `threads`-th
 //! request) and its own client transactions and histograms; the main thread prints progress and,
 //! at the end, merges the shards' results into the reports.
@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::call::Calls;
 use crate::client::{Client, Counts, Received, Timers};
 use crate::report;
-use crate::scenario::{Endpoints, Scenario, UserPattern, write_request};
+use crate::scenario::{Endpoints, MAX_BODY, Scenario, UserPattern, write_request};
 use crate::schedule::{Ramp, Schedule};
 
 pub const USAGE: &str =
-    "usage: sipshard-load options|register --target ADDR:PORT --rate R [options]
+    "usage: sipshard-load options|register|message|call --target ADDR:PORT --rate R [options]
   Sends requests over UDP on an exact open-loop schedule (request i at start + i/R) and reports
   latency from each request's intended send time (corrected for coordinated omission) and from
   its actual send time.
@@ -29,11 +30,14 @@ pub const USAGE: &str =
   --ramp-secs T       ... over the first T seconds (default 0: no ramp)
   --threads N         shards, each with its own socket and 1/N of the rate (default 1)
   --local IP          local address to bind (default 127.0.0.1; ports are picked)
-  --domain D          domain of Request-URIs and AORs (register; default the target's IP)
-  --users PATTERN     user names, printf-like (register; default user%06d)
+  --domain D          domain of Request-URIs and AORs (default the target's IP)
+  --users PATTERN     user names, printf-like (register, message, call; default user%06d)
   --first N           first user number (default 0)
   --user-count N      users in the range, cycled through (default 1000)
   --expires S         Expires of each REGISTER (default 3600; 0 unregisters)
+  --body TEXT         MESSAGE body, text/plain (default \"sipshard-load\"; at most 1024 bytes)
+  --hold-ms MS        call: time from the 200 to the BYE (default 0); the rate is of INVITEs
+                      (the callee: sipshard-load uas, or a node routing to registered ones)
   --t1-ms MS          RFC 3261 T1 (default 500; T2 is 8*T1, timeout 64*T1)
   --search            find the highest clean rate up to R (no failure, timeout or
                       retransmission, 97% of the offered rate achieved; bisection to 2%, at
@@ -41,6 +45,8 @@ pub const USAGE: &str =
   --hgrm FILE         write the corrected latency's percentile distribution (.hgrm, ms)
   --json FILE         write a JSON summary
   After the last request is sent, the run waits for outstanding transactions (at most 64*T1).
+  call: INVITE (SDP offer), 180/200, ACK, hold, BYE; latency of INVITE to 200 and of BYE to 200
+  reported separately (the BYE's from when it was due); every request's counts add up.
   Exit status: 0 when every request got a 2xx, 1 otherwise, 2 on a usage error.";
 
 #[derive(Debug, Clone)]
@@ -75,6 +81,8 @@ impl Options {
         let mut first = 0;
         let mut user_count = 1000;
         let mut expires = 3600;
+        let mut body = "sipshard-load".to_owned();
+        let mut hold_ms = 0;
         let mut t1_ms = 500;
         let mut hgrm = None;
         let mut json = None;
@@ -110,6 +118,8 @@ impl Options {
                 "--first" => first = value.parse().map_err(|_| bad())?,
                 "--user-count" => user_count = value.parse().map_err(|_| bad())?,
                 "--expires" => expires = value.parse().map_err(|_| bad())?,
+                "--body" => body = value.clone(),
+                "--hold-ms" => hold_ms = value.parse().map_err(|_| bad())?,
                 "--t1-ms" => t1_ms = value.parse().ok().filter(|&t| t >= 1).ok_or_else(bad)?,
                 "--hgrm" => hgrm = Some(value.clone()),
                 "--json" => json = Some(value.clone()),
@@ -121,6 +131,19 @@ impl Options {
             "register" => Scenario::Register {
                 users: UserPattern::parse(&users, first, user_count)?,
                 expires,
+            },
+            "message" => {
+                if body.len() > MAX_BODY {
+                    return Err(format!("--body: at most {MAX_BODY} bytes"));
+                }
+                Scenario::Message {
+                    users: UserPattern::parse(&users, first, user_count)?,
+                    body,
+                }
+            }
+            "call" => Scenario::Call {
+                users: UserPattern::parse(&users, first, user_count)?,
+                hold_ms,
             },
             other => return Err(format!("unknown scenario {other}")),
         };
@@ -161,6 +184,43 @@ struct ShardResult {
     send_errors: u64,
     /// Final responses by status.
     statuses: BTreeMap<u16, u64>,
+    /// `call`: the BYEs' counts and latencies, ACKs sent, 2xx without a usable dialog.
+    calls: CallResults,
+}
+
+/// What the `call` scenario adds to a run's results.
+struct CallResults {
+    bye: Counts,
+    bye_corrected: Histogram<u64>,
+    bye_uncorrected: Histogram<u64>,
+    acks: u64,
+    /// 2xx responses lacking a To tag or a Contact: the call cannot go on (no BYE).
+    no_dialog: u64,
+}
+
+impl CallResults {
+    fn new() -> CallResults {
+        CallResults {
+            bye: Counts::default(),
+            bye_corrected: report::new_histogram(),
+            bye_uncorrected: report::new_histogram(),
+            acks: 0,
+            no_dialog: 0,
+        }
+    }
+
+    fn add(&mut self, other: &CallResults) -> Result<(), String> {
+        self.bye.add(&other.bye);
+        self.bye_corrected
+            .add(&other.bye_corrected)
+            .map_err(|e| format!("{e:?}"))?;
+        self.bye_uncorrected
+            .add(&other.bye_uncorrected)
+            .map_err(|e| format!("{e:?}"))?;
+        self.acks += other.acks;
+        self.no_dialog += other.no_dialog;
+        Ok(())
+    }
 }
 
 /// One second of one shard: its index, what was counted in it, the latencies that ended in it.
@@ -410,6 +470,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
     let mut uncorrected = report::new_histogram();
     let (mut last_send, mut last_final, mut send_errors) = (0, 0, 0);
     let mut statuses = BTreeMap::new();
+    let mut calls = CallResults::new();
     for h in handles {
         let r = h.join().map_err(|_| "a shard panicked".to_string())??;
         counts.add(&r.counts);
@@ -423,7 +484,9 @@ fn measure(options: &Options) -> Result<Measured, String> {
         for (status, n) in r.statuses {
             *statuses.entry(status).or_insert(0) += n;
         }
+        calls.add(&r.calls)?;
     }
+    let is_call = matches!(options.scenario, Scenario::Call { .. });
     let elapsed = start.elapsed();
     // Every shard has ended: its sender is gone and what it sent is waiting.
     for (index, counts, latency) in seconds.try_iter() {
@@ -486,15 +549,39 @@ fn measure(options: &Options) -> Result<Measured, String> {
             by_status.join(", ")
         }
     );
-    print!(
-        "{}",
-        report::table(&[
-            ("from intended send (corr.)", &corrected),
-            ("from actual send (uncorr.)", &uncorrected)
-        ])
-    );
+    if is_call {
+        let b = &calls.bye;
+        println!(
+            "BYE: sent {}  ok {}  failed {}  timed out {}  retransmissions {}  late {}; ACKs sent {}; 2xx without a dialog {}",
+            b.sent,
+            b.ok,
+            b.failed,
+            b.timed_out,
+            b.retransmissions,
+            b.late,
+            calls.acks,
+            calls.no_dialog
+        );
+        print!(
+            "{}",
+            report::table(&[
+                ("INVITE from intended (corr.)", &corrected),
+                ("INVITE from actual (uncorr.)", &uncorrected),
+                ("BYE from due time (corr.)", &calls.bye_corrected),
+                ("BYE from actual (uncorr.)", &calls.bye_uncorrected),
+            ])
+        );
+    } else {
+        print!(
+            "{}",
+            report::table(&[
+                ("from intended send (corr.)", &corrected),
+                ("from actual send (uncorr.)", &uncorrected)
+            ])
+        );
+    }
 
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "scenario": options.scenario.name(),
         "target": options.target.to_string(),
         "transport": "udp",
@@ -534,14 +621,41 @@ fn measure(options: &Options) -> Result<Measured, String> {
             "requests_scheduled": schedule.total(),
         },
     });
+    let b = &calls.bye;
+    if is_call {
+        summary["bye"] = serde_json::json!({
+            "counts": {
+                "sent": b.sent,
+                "ok": b.ok,
+                "failed": b.failed,
+                "timed_out": b.timed_out,
+                "retransmissions": b.retransmissions,
+                "late": b.late,
+                "unexpected": b.unexpected,
+            },
+            "latency_ms": {
+                "corrected": report::percentiles_json(&calls.bye_corrected),
+                "uncorrected": report::percentiles_json(&calls.bye_uncorrected),
+            },
+        });
+        summary["calls"] = serde_json::json!({ "acks": calls.acks, "no_dialog": calls.no_dialog });
+        summary["settings"]["hold_ms"] = match &options.scenario {
+            Scenario::Call { hold_ms, .. } => serde_json::json!(hold_ms),
+            _ => serde_json::Value::Null,
+        };
+    }
+    // Every BYE sent for each 2xx, and none failed (always true outside `call`).
+    let byes_ok = !is_call || (b.sent == counts.ok && b.ok == b.sent);
     let clean = counts.sent > 0
         && counts.failed == 0
         && counts.timed_out == 0
         && counts.retransmissions == 0
+        && b.failed + b.timed_out + b.retransmissions == 0
+        && byes_ok
         && achieved >= 0.97 * offered_mean;
     Ok(Measured {
         clean,
-        all_ok: counts.sent > 0 && counts.ok == counts.sent,
+        all_ok: counts.sent > 0 && counts.ok == counts.sent && byes_ok,
         summary,
         corrected,
     })
@@ -633,7 +747,12 @@ fn shard(
                 ip => ip.to_string(),
             }),
     };
-    let mut client = Client::new(run_id, timers);
+    let (is_call, hold_ms) = match options.scenario {
+        Scenario::Call { hold_ms, .. } => (true, hold_ms),
+        _ => (false, 0),
+    };
+    let mut client = Client::with_kind(run_id, "", is_call, timers);
+    let mut calls = Calls::new(run_id, hold_ms, timers);
     let mut cursor = schedule.shard(k, options.threads);
     let mut corrected = report::new_histogram();
     let mut uncorrected = report::new_histogram();
@@ -678,17 +797,55 @@ fn shard(
             match socket.recv_from(&mut buf) {
                 Ok((len, _)) => {
                     let now = now_ns(start);
-                    if let Received::Final(done) =
-                        client.received(&buf[..len], now, |j| cursor.issued(j))
-                    {
-                        report::record(&mut corrected, done.latency);
-                        report::record(&mut recent, done.latency);
-                        report::record(&mut uncorrected, done.service_time);
-                        second.2.saturating_record(done.latency.max(1));
-                        last_final = now;
-                        *statuses.entry(done.status).or_insert(0) += 1;
-                    }
+                    let datagram = &buf[..len];
                     busy = true;
+                    if is_call && calls.claims(datagram) {
+                        calls.received(datagram, now, |j| cursor.issued(j));
+                        continue;
+                    }
+                    let mut send = |b: &[u8]| {
+                        if socket.send_to(b, options.target).is_err() {
+                            send_errors += 1;
+                        }
+                    };
+                    match client.received(datagram, now, |j| cursor.issued(j)) {
+                        Received::Final(done) => {
+                            report::record(&mut corrected, done.latency);
+                            report::record(&mut recent, done.latency);
+                            report::record(&mut uncorrected, done.service_time);
+                            second.2.saturating_record(done.latency.max(1));
+                            last_final = now;
+                            *statuses.entry(done.status).or_insert(0) += 1;
+                            if is_call {
+                                let branch = client.branch(done.j);
+                                calls.invite_ended(
+                                    &options.scenario,
+                                    &ends,
+                                    done.j,
+                                    &branch,
+                                    datagram,
+                                    true,
+                                    now,
+                                    &mut send,
+                                );
+                            }
+                        }
+                        // A retransmitted final response to an INVITE is ACKed again.
+                        Received::Late { j, status } if is_call && status >= 200 => {
+                            let branch = client.branch(j);
+                            calls.invite_ended(
+                                &options.scenario,
+                                &ends,
+                                j,
+                                &branch,
+                                datagram,
+                                false,
+                                now,
+                                &mut send,
+                            );
+                        }
+                        _ => {}
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 // ICMP port unreachable and the like: the transaction times out or retries.
@@ -696,11 +853,16 @@ fn shard(
             }
         }
         let now = now_ns(start);
-        client.poll(now, |request| {
+        let mut send = |request: &[u8]| {
             if socket.send_to(request, options.target).is_err() {
                 send_errors += 1;
             }
-        });
+        };
+        client.poll(now, &mut send);
+        if is_call {
+            calls.send_due(&ends, now, |j| client.branch(j), &mut send);
+            calls.poll(now, &mut send);
+        }
         if published.elapsed() >= Duration::from_millis(10) {
             progress.publish(client.counts());
             published = Instant::now();
@@ -710,11 +872,11 @@ fn shard(
             latency_published = Instant::now();
         }
         let next_send = cursor.next_time(&schedule);
-        if next_send.is_none() && client.outstanding() == 0 {
+        if next_send.is_none() && client.outstanding() == 0 && calls.outstanding() == 0 {
             break;
         }
         if !busy {
-            let next = [next_send, client.next_timer()]
+            let next = [next_send, client.next_timer(), calls.next_timer()]
                 .into_iter()
                 .flatten()
                 .min()
@@ -730,6 +892,13 @@ fn shard(
     progress.publish(client.counts());
     let _ = seconds.send((second.0, client.counts().since(&second.1), second.2));
     Ok(ShardResult {
+        calls: CallResults {
+            bye: *calls.bye_counts(),
+            acks: calls.acks,
+            no_dialog: calls.no_dialog,
+            bye_corrected: calls.bye_corrected,
+            bye_uncorrected: calls.bye_uncorrected,
+        },
         counts: *client.counts(),
         corrected,
         uncorrected,

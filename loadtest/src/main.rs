@@ -1,6 +1,6 @@
 //! `sipshard-load`: the load generator's command line.
 //!
-//! `sipshard-load options|register` sends SIP requests over UDP on an exact open-loop schedule
+//! `sipshard-load options|register|message|call` sends SIP requests over UDP on an exact open-loop schedule
 //! and reports latency percentiles from HdrHistogram (`generate`). `sipshard-load responder` is a
 //! stateless UDP server that answers every request with one status, used to calibrate a load
 //! generator (SIPp, or ours) against a server that costs next to nothing. `sipshard-load plot`
@@ -8,9 +8,11 @@
 //! (`compare`).
 //!
 //! Protocol parts are sans-IO and take `now`: `schedule` (when each request is due), `client`
-//! (non-INVITE client transactions: Timer E/F, matching by branch, counts), `scenario` (the
-//! requests), `report` (histograms and report formats). `generate` is the I/O shell.
+//! (client transactions: Timer E/F, A/B, matching by branch, counts), `call` (ACK, hold, BYE),
+//! `scenario` (the requests), `report` (histograms and report formats). `generate` is the I/O
+//! shell; `uas` answers calls.
 
+mod call;
 mod client;
 mod compare;
 mod generate;
@@ -19,10 +21,12 @@ mod report;
 mod responder;
 mod scenario;
 mod schedule;
+mod uas;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: sipshard-load options|register --target ADDR:PORT --rate R [options]
+const USAGE: &str =
+    "usage: sipshard-load options|register|message|call --target ADDR:PORT --rate R [options]
        (sipshard-load options --help for the options)
 usage: sipshard-load responder [--listen ADDR:PORT] [--status CODE] [--pause-after N --pause-ms MS]
   Answers every SIP request on UDP with CODE (default 200), statelessly. ACKs are absorbed.
@@ -30,6 +34,10 @@ usage: sipshard-load responder [--listen ADDR:PORT] [--status CODE] [--pause-aft
   until stopped. Malformed requests get the error status the parser chooses; malformed responses
   and junk are dropped and counted. --pause-after N --pause-ms MS: stall once for MS ms after
   answering N requests (requests arriving meanwhile wait in the socket buffer).
+usage: sipshard-load uas [--listen ADDR:PORT]
+  The callee of `call`: answers INVITE with 180 and 200 (Contact, SDP), BYE with 200 (481 for a
+  dialog it did not answer), CANCEL with 481, absorbs ACKs, answers other requests with 200;
+  statelessly. Prints its counts to stderr once a second when they change.
 usage: sipshard-load plot --latency RUN.json... -o OUT.svg | --timeline RUN.json -o OUT.svg
 usage: sipshard-load compare A.json B.json";
 
@@ -75,7 +83,20 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(command @ ("options" | "register")) => {
+        Some("uas") => match uas::Options::from_args(&args[1..]) {
+            Ok(options) => match uas::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sipshard-load uas: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("sipshard-load uas: {e}\n{USAGE}");
+                ExitCode::from(2)
+            }
+        },
+        Some(command @ ("options" | "register" | "message" | "call")) => {
             if args.iter().any(|a| a == "--help" || a == "-h") {
                 println!("{}", generate::USAGE);
                 return ExitCode::SUCCESS;

@@ -1,8 +1,10 @@
-//! The requests of each scenario, written with `sipshard_net::MessageWriter`.
+//! The requests of each scenario, written with `sipshard_net::MessageWriter`, and for `call` the
+//! in-dialog requests (ACK, BYE) built from what the 2xx to the INVITE said (RFC 3261 §12.1.2,
+//! §13.2.2.4, §15).
 
 use std::net::SocketAddr;
 
-use sipshard_net::MessageWriter;
+use sipshard_net::{HeaderName, Message, MessageWriter};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scenario {
@@ -14,6 +16,11 @@ pub enum Scenario {
         /// The `Expires` header (0 unregisters).
         expires: u32,
     },
+    /// MESSAGE (RFC 3428) with a text/plain `body` to users taken in turn from `users`.
+    Message { users: UserPattern, body: String },
+    /// INVITE to users taken in turn from `users` (with an SDP offer), ACK the 2xx, hold for
+    /// `hold_ms`, BYE.
+    Call { users: UserPattern, hold_ms: u64 },
 }
 
 impl Scenario {
@@ -21,8 +28,25 @@ impl Scenario {
         match self {
             Scenario::Options => "options",
             Scenario::Register { .. } => "register",
+            Scenario::Message { .. } => "message",
+            Scenario::Call { .. } => "call",
         }
     }
+}
+
+/// The largest MESSAGE body: a request must fit a datagram with room to spare (RFC 3261
+/// §18.1.1 wants congestion-controlled transport above 1300 bytes; RFC 3428 keeps MESSAGE small).
+pub const MAX_BODY: usize = 1024;
+
+/// The SDP offer of every INVITE (an audio stream that is never sent: the generator measures
+/// signalling).
+fn sdp_offer(local: SocketAddr) -> String {
+    let ip = local.ip();
+    let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
+    format!(
+        "v=0\r\no=sipshard-load 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
+m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
 }
 
 /// User names from a printf-like pattern (`user%06d`, `%d`) over `first..first + count`.
@@ -109,7 +133,7 @@ pub fn write_request(
 ) {
     let local = ends.local;
     let via = format!("SIP/2.0/UDP {local};branch={branch};rport");
-    let call_id = format!("{j}-{branch}@{}", local.ip());
+    let call_id = call_id(ends, j, branch);
     match scenario {
         Scenario::Options => {
             let uri = format!("sip:{}", ends.target);
@@ -122,6 +146,29 @@ pub fn write_request(
                 .header("CSeq", "1 OPTIONS")
                 .header("Accept", "application/sdp");
             w.finish(None, b"");
+        }
+        Scenario::Message { users, body } => {
+            let uri = user_uri(users, ends, j);
+            let mut w = MessageWriter::request(out, "MESSAGE", &uri);
+            w.header("Via", &via)
+                .header("Max-Forwards", "70")
+                .header("From", &format!("<sip:sipshard-load@{local}>;tag={j}"))
+                .header("To", &format!("<{uri}>"))
+                .header("Call-ID", &call_id)
+                .header("CSeq", "1 MESSAGE");
+            w.finish(Some("text/plain"), body.as_bytes());
+        }
+        Scenario::Call { users, .. } => {
+            let uri = user_uri(users, ends, j);
+            let mut w = MessageWriter::request(out, "INVITE", &uri);
+            w.header("Via", &via)
+                .header("Max-Forwards", "70")
+                .header("From", &from_of_call(local, j))
+                .header("To", &format!("<{uri}>"))
+                .header("Call-ID", &call_id)
+                .header("CSeq", "1 INVITE")
+                .header("Contact", &format!("<sip:sipshard-load@{local}>"));
+            w.finish(Some("application/sdp"), sdp_offer(local).as_bytes());
         }
         Scenario::Register { users, expires } => {
             let user = users.user(j);
@@ -140,6 +187,121 @@ pub fn write_request(
             w.finish(None, b"");
         }
     }
+}
+
+/// The Call-ID of request `j` first sent with `branch`: an in-dialog request recomputes it from
+/// the INVITE's branch instead of storing it.
+fn call_id(ends: &Endpoints, j: u64, branch: &str) -> String {
+    format!("{j}-{branch}@{}", ends.local.ip())
+}
+
+fn from_of_call(local: SocketAddr, j: u64) -> String {
+    format!("<sip:sipshard-load@{local}>;tag={j}")
+}
+
+/// What a UAC keeps of a dialog (§12.1.2): the To value with the remote tag, the remote target
+/// (the 2xx's Contact) and the route set (the 2xx's Record-Route, reversed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dialog {
+    pub to: String,
+    pub target: String,
+    pub routes: Vec<String>,
+}
+
+impl Dialog {
+    /// From a 2xx to an INVITE; `Err` says what it lacks.
+    pub fn from_2xx(response: &Message<'_>) -> Result<Dialog, &'static str> {
+        let to = response.to().map_err(|_| "bad To")?;
+        to.tag().ok_or("no To tag")?;
+        let to = response
+            .headers()
+            .find(|h| h.name == HeaderName::To)
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .ok_or("bad To")?
+            .to_owned();
+        let target = match response.contacts().next() {
+            Some(Ok(sipshard_net::Contact::Address(a))) => a.uri.as_str().to_owned(),
+            _ => return Err("no Contact"),
+        };
+        let mut routes = response
+            .name_addrs(HeaderName::RecordRoute)
+            .map(|r| r.map(|r| format!("<{}>", r.uri.as_str())))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "bad Record-Route")?;
+        routes.reverse();
+        Ok(Dialog { to, target, routes })
+    }
+}
+
+/// The ACK for call `j` (INVITE sent with `invite_branch`). To a 2xx (§13.2.2.4): its own
+/// `branch`, sent to the remote target along the route set. To a 3xx–6xx (§17.1.1.3): the
+/// INVITE's branch and Request-URI, the response's `to`.
+pub fn write_ack(
+    out: &mut Vec<u8>,
+    scenario: &Scenario,
+    ends: &Endpoints,
+    j: u64,
+    invite_branch: &str,
+    ack: Ack<'_>,
+) {
+    let (uri, branch, to, routes): (String, &str, &str, &[String]) = match ack {
+        Ack::Success { dialog, branch } => {
+            (dialog.target.clone(), branch, &dialog.to, &dialog.routes)
+        }
+        Ack::Failure { to } => {
+            let uri = match scenario {
+                Scenario::Call { users, .. } => user_uri(users, ends, j),
+                _ => format!("sip:{}", ends.domain),
+            };
+            (uri, invite_branch, to, &[])
+        }
+    };
+    let local = ends.local;
+    let mut w = MessageWriter::request(out, "ACK", &uri);
+    w.header("Via", &format!("SIP/2.0/UDP {local};branch={branch};rport"))
+        .header("Max-Forwards", "70");
+    for route in routes {
+        w.header("Route", route);
+    }
+    w.header("From", &from_of_call(local, j))
+        .header("To", to)
+        .header("Call-ID", &call_id(ends, j, invite_branch))
+        .header("CSeq", "1 ACK");
+    w.finish(None, b"");
+}
+
+/// Which ACK `write_ack` writes.
+pub enum Ack<'a> {
+    Success { dialog: &'a Dialog, branch: &'a str },
+    Failure { to: &'a str },
+}
+
+/// The BYE ending call `j` (§15.1.1), with its own `branch`.
+pub fn write_bye(
+    out: &mut Vec<u8>,
+    ends: &Endpoints,
+    j: u64,
+    invite_branch: &str,
+    branch: &str,
+    dialog: &Dialog,
+) {
+    let local = ends.local;
+    let mut w = MessageWriter::request(out, "BYE", &dialog.target);
+    w.header("Via", &format!("SIP/2.0/UDP {local};branch={branch};rport"))
+        .header("Max-Forwards", "70");
+    for route in &dialog.routes {
+        w.header("Route", route);
+    }
+    w.header("From", &from_of_call(local, j))
+        .header("To", &dialog.to)
+        .header("Call-ID", &call_id(ends, j, invite_branch))
+        .header("CSeq", "2 BYE");
+    w.finish(None, b"");
+}
+
+/// The Request-URI (and To) of MESSAGE or INVITE `j`: its user at the domain.
+fn user_uri(users: &UserPattern, ends: &Endpoints, j: u64) -> String {
+    format!("sip:{}@{}", users.user(j), ends.domain)
 }
 
 #[cfg(test)]
@@ -204,5 +366,31 @@ mod tests {
             text.contains("Contact: <sip:user000001@127.0.0.1:5070>\r\n"),
             "{text}"
         );
+
+        let users = UserPattern::parse("u%d", 0, 10).unwrap();
+        let message = Scenario::Message {
+            users: users.clone(),
+            body: "hi".into(),
+        };
+        write_request(&mut out, &message, &ends(), 12, "z9hG4bK-x-12");
+        let msg = Message::parse_datagram(&out).unwrap();
+        msg.validate().unwrap();
+        assert_eq!(msg.method(), Some(Method::Message));
+        assert_eq!(msg.request_uri().unwrap().as_str(), "sip:u2@example.org");
+        assert!(msg.content_type().unwrap().unwrap().is("text", "plain"));
+        assert_eq!(msg.body(), b"hi");
+
+        let call = Scenario::Call { users, hold_ms: 0 };
+        write_request(&mut out, &call, &ends(), 3, "z9hG4bK-x-3");
+        let msg = Message::parse_datagram(&out).unwrap();
+        msg.validate().unwrap();
+        assert_eq!(msg.method(), Some(Method::Invite));
+        assert!(
+            msg.content_type()
+                .unwrap()
+                .unwrap()
+                .is("application", "sdp")
+        );
+        assert!(msg.contacts().next().is_some());
     }
 }

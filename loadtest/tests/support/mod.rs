@@ -174,3 +174,15 @@ pub fn well_formed(text: &str) -> Result<Vec<String>, String> {
     }
     Ok(names)
 }
+
+/// Stops a server and returns what it wrote to stderr.
+pub fn stop(mut server: Server) -> String {
+    use std::io::Read as _;
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let mut text = String::new();
+    if let Some(mut stderr) = server.child.stderr.take() {
+        let _ = stderr.read_to_string(&mut text);
+    }
+    text
+}
