@@ -125,18 +125,22 @@ start_sipshard() {
 	printf -v "$var" '%s' "$(pgrep -P "$t" | head -1)"
 }
 
+# start_kamailio VAR CFG PORT: starts Kamailio with bench/CFG listening on PORT; VAR gets the
+# pid of its main process.
 start_kamailio() {
-	timeout "$LIMIT" kamailio -f "$ROOT/bench/kamailio.cfg" -DD -E -m 4096 -M 32 -x tlsf -X tlsf \
-		> "$WORK/kamailio.log" 2>&1 &
+	local var=$1 cfg=$2 port=$3
+	local logf="$WORK/${cfg%.cfg}.log"
+	timeout "$LIMIT" kamailio -f "$ROOT/bench/$cfg" -DD -E -m 4096 -M 32 -x tlsf -X tlsf \
+		> "$logf" 2>&1 &
 	local t=$!
 	BG+=("$t")
 	for _ in $(seq 50); do
-		ss -Hlun "sport = :$KAM_PORT" | grep -q . && break
+		ss -Hlun "sport = :$port" | grep -q . && break
 		sleep 0.1
 	done
 	sleep 1
-	KAM_PID=$(pgrep -P "$t" -x kamailio | head -1)
-	[ -n "$KAM_PID" ] || { log "kamailio did not start"; cat "$WORK/kamailio.log"; exit 1; }
+	printf -v "$var" '%s' "$(pgrep -P "$t" -x kamailio | head -1)"
+	[ -n "${!var}" ] || { log "kamailio ($cfg) did not start"; cat "$logf"; exit 1; }
 }
 
 # A redis-server for phase 6 (no persistence; the version row db_redis needs is written by
@@ -157,20 +161,6 @@ start_redis() {
 redis_reset() {
 	redis-cli -p "$REDIS_PORT" flushall > /dev/null
 	redis-cli -p "$REDIS_PORT" hset version:entry::location table_name location table_version 9 > /dev/null
-}
-
-start_kamailio_redis() {
-	timeout "$LIMIT" kamailio -f "$ROOT/bench/kamailio-redis.cfg" -DD -E -m 4096 -M 32 -x tlsf -X tlsf \
-		> "$WORK/kamailio-redis.log" 2>&1 &
-	local t=$!
-	BG+=("$t")
-	for _ in $(seq 50); do
-		ss -Hlun "sport = :$KAMR_PORT" | grep -q . && break
-		sleep 0.1
-	done
-	sleep 1
-	KAMR_PID=$(pgrep -P "$t" -x kamailio | head -1)
-	[ -n "$KAMR_PID" ] || { log "kamailio (redis) did not start"; cat "$WORK/kamailio-redis.log"; exit 1; }
 }
 
 # pids whose CPU counts as the server's: kamailio's main process and its children; a
@@ -497,7 +487,7 @@ kill $RESP_T
 echo "sipp_ceiling register.xml vs a SIPp responder (one SIPp each side): $SIPP_CEIL REGISTER/s" >> "$OUT/summary.txt"
 fi
 
-start_kamailio
+start_kamailio KAM_PID kamailio.cfg $KAM_PORT
 start_sipshard SS_PID $SS_PORT 2 --set global/transaction-table-capacity=$SS_CAP
 start_sipshard SS1_PID $SS1_PORT 1 --set global/transaction-table-capacity=$SS_CAP
 log "kamailio pids: $(server_pids kam); sipshard --threads 2 pid: $SS_PID; --threads 1 pid: $SS1_PID"
@@ -623,7 +613,7 @@ top -bn1 | head -15 > "$OUT/top-end.txt"
 if has_phase 6; then
 log "phase 6: REGISTER with the bindings in Redis: Kamailio db_redis (usrloc write-through) vs sipshard db-implementation=redis"
 start_redis
-start_kamailio_redis
+start_kamailio KAMR_PID kamailio-redis.cfg $KAMR_PORT
 start_sipshard SSR_PID $SSR_PORT 2 --set global/transaction-table-capacity=$SS_CAP \
 	--set module::Registrar/db-implementation=redis \
 	--set module::Registrar/redis-server-domain=127.0.0.1 \
