@@ -1103,6 +1103,13 @@ impl ShardCore {
         bindings
     }
 
+    /// The password file was read again (SIGHUP): challenges and checks use it from now on.
+    pub fn set_password_db(&mut self, db: Arc<PasswordDb>) {
+        if let Some(auth) = &mut self.auth {
+            auth.authenticator.set_password_db(db);
+        }
+    }
+
     /// Redis says an AOR changed (or that changes were missed): the cache forgets it (or
     /// everything), and answers still on their way are not cached.
     pub fn on_cache_change(&mut self, change: CacheChange) {

@@ -10,6 +10,7 @@ pub mod core;
 pub mod dos;
 pub mod fork;
 pub mod node;
+pub mod reload;
 pub mod routing;
 pub mod shard;
 pub mod startup;

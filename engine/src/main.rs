@@ -3,13 +3,15 @@
 //! `sipshard [--config FILE] [--set SECTION/KEY=VALUE]... [--threads N]` runs the node;
 //! `--dump-default` prints every configuration key; `sipshard check FILE...` prints the parser's
 //! verdict on message files. A configuration error is one line on stderr and exit status 2: the
-//! node never starts half-configured.
+//! node never starts half-configured. SIGHUP reads the password file again.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use sipshard_engine::config::{Config, LogLevel};
 use sipshard_engine::node::Node;
+use sipshard_engine::reload::PasswordReload;
 use sipshard_engine::startup::node_options;
 use sipshard_net::{ErrorAction, Message};
 
@@ -74,6 +76,10 @@ fn main() -> ExitCode {
         .map(|(t, a)| format!("{} {a}", t.via_token().to_ascii_lowercase()))
         .collect();
     let shards = options.shards;
+    if let Err(e) = handle_sighup(options.password_reload.clone()) {
+        eprintln!("sipshard: cannot handle SIGHUP: {e}");
+        return ExitCode::from(2);
+    }
     let node = match Node::start(options) {
         Ok(node) => node,
         Err(e) => {
@@ -87,6 +93,26 @@ fn main() -> ExitCode {
     );
     node.join();
     ExitCode::SUCCESS
+}
+
+/// Reads the password file again on every SIGHUP, on a thread of its own (a shard never blocks on
+/// disk). Without authentication there is nothing to reload; the signal is logged, not fatal.
+fn handle_sighup(reload: Option<Arc<PasswordReload>>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("sipshard-signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match &reload {
+                    // The outcome is logged by `reload`.
+                    Some(reload) => {
+                        let _ = reload.reload();
+                    }
+                    None => tracing::info!("SIGHUP: authentication is off, nothing to reload"),
+                }
+            }
+        })?;
+    Ok(())
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {

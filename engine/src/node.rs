@@ -2,7 +2,7 @@
 //! mesh. The node is either fully up (every shard bound every listen address) or not started:
 //! a failure on any shard stops the process with one clear error.
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -12,6 +12,7 @@ use sipshard_registrar::ha::HaConfig;
 use sipshard_registrar::redis_thread::RedisThread;
 
 use crate::core::{CoreSettings, ShardCore};
+use crate::reload::PasswordReload;
 use crate::shard::{self, RuntimeSettings};
 
 /// Everything the shards need, derived once from the configuration.
@@ -24,6 +25,8 @@ pub struct NodeOptions {
     pub core: CoreSettings,
     /// The Redis HA registrar (`db-implementation=redis`); `None` keeps bindings in memory.
     pub redis: Option<HaConfig>,
+    /// The password file, re-read on SIGHUP (with authentication enabled).
+    pub password_reload: Option<Arc<PasswordReload>>,
 }
 
 /// A running node.
@@ -63,6 +66,7 @@ impl Node {
             let bound = bound_tx.clone();
             let runtime = options.runtime.clone();
             let core_settings = options.core.clone();
+            let password_reload = options.password_reload.clone();
             let shards = options.shards;
             let placement = match core_affinity_available(id) {
                 true => Placement::Fixed(id),
@@ -74,7 +78,7 @@ impl Node {
                 .ring_depth(RING_DEPTH)
                 .spawn(move || async move {
                     let core = ShardCore::new(id, shards, core_settings);
-                    shard::run(id, core, runtime, mesh, link, bound).await;
+                    shard::run(id, core, runtime, mesh, link, password_reload, bound).await;
                 })
                 .map_err(|e| {
                     format!(

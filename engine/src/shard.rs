@@ -19,6 +19,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_lite::StreamExt;
@@ -37,6 +38,7 @@ use crate::core::{
     CacheChange, ConnId, Counters, DatabaseResult, Inbound, Output, ShardCore, ShardMsg,
 };
 use crate::dos::{FloodGuard, FloodSettings};
+use crate::reload::PasswordReload;
 use crate::transaction::TransactionId;
 
 /// How often the shard looks at its timer table. SIP timers are hundreds of milliseconds and
@@ -81,6 +83,8 @@ struct Shell {
     batches: RefCell<Vec<ShardBatch>>,
     /// This shard's link to the Redis thread (Redis mode).
     database: Option<ShardLink>,
+    /// The password file as last read (SIGHUP), taken up on the timer tick.
+    password_reload: Option<Arc<PasswordReload>>,
     connections: RefCell<Connections>,
 }
 
@@ -112,6 +116,7 @@ pub async fn run(
     settings: RuntimeSettings,
     mesh: MeshBuilder<ShardBatch, Full>,
     mut database: Option<ShardLink>,
+    password_reload: Option<Arc<PasswordReload>>,
     bound: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let mut core = core;
@@ -161,6 +166,7 @@ pub async fn run(
         mesh: senders,
         batches: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
         database,
+        password_reload,
         connections: RefCell::new(Connections::new(shard)),
     });
     let mut tasks = Vec::new();
@@ -472,8 +478,16 @@ async fn timer_loop(shell: Rc<Shell>) {
     let mut wall_second = 0;
     let mut next_report = Instant::now() + REPORT_INTERVAL;
     let mut reported = Counters::default();
+    let mut passwords_read = 0;
     loop {
         timer::sleep(TIMER_TICK).await;
+        if let Some(reload) = &shell.password_reload {
+            let generation = reload.generation();
+            if generation != passwords_read {
+                passwords_read = generation;
+                shell.core.borrow_mut().set_password_db(reload.current());
+            }
+        }
         let now = Instant::now();
         let wall = SystemTime::now();
         let second = wall

@@ -18,6 +18,7 @@ use crate::config::{Config, DbImplementation, ListenHost};
 use crate::core::{CoreSettings, RegistrarDb, ShardAuthSettings};
 use crate::dos::FloodSettings;
 use crate::node::NodeOptions;
+use crate::reload::PasswordReload;
 use crate::routing::LocalIdentity;
 use crate::shard::RuntimeSettings;
 use crate::transaction::TimerConfig;
@@ -112,6 +113,13 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
         allow_foreign_domains: config.forward.allow_foreign_domains,
     };
     let redis = redis_settings(config)?;
+    let password_reload = match (&auth, &config.authentication.file_path) {
+        (Some(auth), Some(path)) => Some(Arc::new(PasswordReload::new(
+            path.clone(),
+            Arc::clone(&auth.db),
+        ))),
+        _ => None,
+    };
     let trusted = dos_trusted(config);
     let registrar_db = match &redis {
         None => RegistrarDb::Memory,
@@ -129,6 +137,7 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
     Ok(NodeOptions {
         shards,
         redis,
+        password_reload,
         queue_capacity: config.global.shard_queue_capacity,
         runtime: RuntimeSettings {
             listens,

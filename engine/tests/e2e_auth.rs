@@ -385,3 +385,45 @@ fn start_up_refuses_what_cannot_work() {
     let message = start(&["--set", "module::Authentication/db-implementation=soci"]);
     assert!(message.contains("expected file"), "{message}");
 }
+
+/// SIGHUP reads the password file again: a changed password works at once, the old one no
+/// longer does, and a file that cannot be parsed leaves the previous one in force.
+#[test]
+fn sighup_reloads_the_password_file() {
+    let mut node = auth_node(ALICE, &[]);
+    sipp_register(&node, "alice", "wonderland", &[]).assert_success(1);
+    let path = node._dir.join("passwords");
+    let hup = |node: &AuthNode| {
+        let status = Command::new("kill")
+            .args(["-HUP", &node.node.process.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+    };
+
+    std::fs::write(&path, "version:1\nalice@127.0.0.1 clrtxt:looking-glass ;\n")
+        .expect("rewrite the password file");
+    hup(&node);
+    // The shards take the new file on their next 10 ms tick; allow for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let attempt = sipp_register(&node, "alice", "looking-glass", &[]);
+        if attempt.successful_calls == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new password is not in force 5 s after SIGHUP: {attempt:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    sipp_register(&node, "alice", "wonderland", &[]).assert_all_failed(1);
+
+    // A broken file: the node keeps the last good one (and keeps running).
+    std::fs::write(&path, "version:1\nalice@127.0.0.1 rot13:looking-glass ;\n")
+        .expect("rewrite the password file");
+    hup(&node);
+    thread::sleep(Duration::from_millis(300));
+    sipp_register(&node, "alice", "looking-glass", &[]).assert_success(1);
+    node.node.process.assert_running();
+}
