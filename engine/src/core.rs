@@ -897,7 +897,7 @@ impl ShardCore {
         w.finish(None, b"");
         if let Err(e) = self
             .transactions
-            .respond(server, status, response.into(), now)
+            .respond_local(server, status, response.into(), now)
         {
             debug!("response {status} not sent: {e:?}");
         }

@@ -331,8 +331,7 @@ fn sipvicious_finds_no_extension_and_cracks_no_password() {
         let war = sipvicious(
             "svwar",
             "127.0.0.2",
-            // Its own port: the node retransmits a 407 to an INVITE until Timer H (32 s,
-            // no ACK comes), which would reach svcrack below on 5060.
+            // Its own port, so that nothing svwar provoked can reach svcrack below on 5060.
             &[
                 "-p",
                 &port,
@@ -415,6 +414,27 @@ fn exchange(port: u16, request: &str) -> Vec<u8> {
     }
 }
 
+/// Every datagram the node sends back to one request within `window`.
+fn answers_within(port: u16, request: &str, window: Duration) -> Vec<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.2:0").expect("bind");
+    socket
+        .send_to(request.as_bytes(), ("127.0.0.1", port))
+        .expect("send");
+    let end = Instant::now() + window;
+    let mut answers = Vec::new();
+    let mut buf = vec![0; 65_535];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        socket
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("timeout");
+        match socket.recv(&mut buf) {
+            Ok(n) => answers.push(buf[..n].to_vec()),
+            Err(_) => break,
+        }
+    }
+    answers
+}
+
 #[test]
 fn answers_to_short_unauthenticated_udp_requests_stay_within_3x() {
     let node = auth_node(&[
@@ -486,6 +506,20 @@ fn answers_to_short_unauthenticated_udp_requests_stay_within_3x() {
         assert!(ratio <= 3.0, "{name}: {ratio:.2}x");
         assert_eq!(challenges(&response), expected_challenges, "{name}");
     }
+
+    // A forged INVITE gets its 407 once, not again on Timer G (0.5 s, 1.5 s, ...) for 32 s:
+    // only the caller's own retransmission would bring it back.
+    let forged = invite.replace("z9hG4bK2", "z9hG4bK2-forged");
+    let answers = answers_within(node.port, &forged, Duration::from_millis(2200));
+    let statuses: Vec<String> = answers
+        .iter()
+        .map(|a| String::from_utf8_lossy(&a[..12]).into_owned())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["SIP/2.0 100 ", "SIP/2.0 407 "],
+        "one 100 and one 407 in 2.2 s"
+    );
 
     // More Vias than any real path: 400, no larger than the request.
     let vias: String = (0..80)

@@ -611,3 +611,57 @@ fn a_full_table_reclaims_the_oldest_answered_non_invite_for_a_new_request() {
     );
     assert_eq!(table.reclaimed(), 2);
 }
+
+#[test]
+fn a_local_final_response_to_an_invite_over_udp_is_sent_once() {
+    let t0 = Instant::now();
+    let mut table = table();
+    let invite = invite();
+    let id = new_server(&mut table, &invite, peer(Transport::Udp), t0);
+    drain(&mut table);
+    table
+        .respond_local(
+            id,
+            407,
+            response(&invite, 407, "Proxy Authentication Required"),
+            t0,
+        )
+        .unwrap();
+    assert_eq!(drain(&mut table).len(), 1, "the 407, once");
+    let timers: Vec<TimerKind> = table
+        .running_timers(TransactionId::Server(id))
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect();
+    assert_eq!(timers, [TimerKind::H], "no Timer G");
+    // Nothing more goes out by itself ...
+    run_timers(&mut table, t0, T1 * 16);
+    assert!(
+        drain(&mut table)
+            .iter()
+            .all(|a| !matches!(a, Action::Send { .. }))
+    );
+    // ... but a retransmitted INVITE gets the 407 again, and the ACK completes the transaction.
+    assert_eq!(
+        receive(&mut table, &invite, peer(Transport::Udp), t0 + T1 * 16),
+        Ok(RequestMatch::Absorbed)
+    );
+    assert!(
+        drain(&mut table)
+            .iter()
+            .any(|a| matches!(a, Action::Send { .. }))
+    );
+    assert_eq!(
+        receive(
+            &mut table,
+            &ack("a6c85cf"),
+            peer(Transport::Udp),
+            t0 + T1 * 17
+        ),
+        Ok(RequestMatch::Absorbed)
+    );
+    assert_eq!(
+        table.state(TransactionId::Server(id)),
+        Some(State::Confirmed)
+    );
+}

@@ -83,11 +83,13 @@ impl ServerInvite {
         }
     }
 
-    /// A response from the TU.
+    /// A response from the TU. A non-2xx final is retransmitted on Timer G over UDP only when
+    /// `resend` (see [`super::TransactionTable::respond_local`] for when it is not).
     pub(crate) fn on_response(
         &mut self,
         status: u16,
         bytes: Rc<[u8]>,
+        resend: bool,
         config: &TimerConfig,
         out: &mut Vec<Effect>,
     ) -> Result<(), TransactionError> {
@@ -105,7 +107,7 @@ impl ServerInvite {
                 self.state = State::Completed;
                 self.last_response = bytes.clone();
                 out.push(Effect::Send(bytes));
-                if !self.reliable {
+                if !self.reliable && resend {
                     out.push(Effect::Arm(TimerKind::G, self.timer_g));
                 }
                 out.push(Effect::Arm(TimerKind::H, config.timeout()));

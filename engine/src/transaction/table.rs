@@ -338,6 +338,33 @@ impl TransactionTable {
         response: Rc<[u8]>,
         now: Instant,
     ) -> Result<(), TransactionError> {
+        self.respond_with(server, status, response, true, now)
+    }
+
+    /// Like [`TransactionTable::respond`], for a final response this node writes itself (a
+    /// challenge, 404, 483, 503) rather than one it relays: to an INVITE over UDP it is sent once,
+    /// without Timer G. A lost one comes back with the caller's INVITE retransmission (the
+    /// Completed state answers each with it, §17.2.1), and a forged INVITE cannot make the node
+    /// send its answer ten times over 32 s to a spoofed address — the reflection Timer G would
+    /// otherwise allow (Kamailio sends such replies statelessly for the same reason).
+    pub fn respond_local(
+        &mut self,
+        server: ServerId,
+        status: u16,
+        response: Rc<[u8]>,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        self.respond_with(server, status, response, false, now)
+    }
+
+    fn respond_with(
+        &mut self,
+        server: ServerId,
+        status: u16,
+        response: Rc<[u8]>,
+        resend: bool,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
         if !(100..=699).contains(&status) {
             return Err(TransactionError::ResponseNotAllowed);
         }
@@ -347,7 +374,9 @@ impl TransactionTable {
             .ok_or(TransactionError::NoSuchTransaction)?;
         let out = &mut self.effects;
         match &mut entry.machine {
-            ServerMachine::Invite(m) => m.on_response(status, response.clone(), &self.config, out),
+            ServerMachine::Invite(m) => {
+                m.on_response(status, response.clone(), resend, &self.config, out)
+            }
             ServerMachine::NonInvite(m) => {
                 m.on_response(status, response.clone(), &self.config, out)
             }
