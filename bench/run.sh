@@ -28,6 +28,10 @@
 #      search, CPU at 90 %, latency (every relayed message, in -> out; and INVITE in -> 200
 #      out, which includes the UAS).
 #   3. Cross-shard hop: REGISTER CPU per 1,000 at $HOP_RATE/s, --threads 1 vs --threads 2.
+#   7. The load generators: SIPp's and sipshard-load's highest clean REGISTER rate against the
+#      same `sipshard-load responder` (:25071); then both against Kamailio at LOADGEN_RATE
+#      (SIPp with a tcpdump capture for the server-side latency, sipshard-load with its own
+#      percentiles).
 #   6. REGISTER with the bindings in Redis (one redis-server on 127.0.0.1:$REDIS_PORT, no
 #      persistence, emptied before each server's runs): Kamailio with bench/kamailio-redis.cfg
 #      (db_redis, usrloc write-through, :5071) vs sipshard --threads 2 with
@@ -69,6 +73,8 @@ SS_CAP=4194304
 REDIS_PORT=26399
 KAMR_PORT=5071
 SSR_PORT=25063
+RESPL_PORT=25071
+LOADGEN_RATE=${LOADGEN_RATE:-10000}
 
 exec > >(tee "$OUT/run.log") 2>&1
 BG=()                    # `timeout` pids of everything started in the background
@@ -87,6 +93,7 @@ log() { printf '%s %s\n' "$(date -u +%T)" "$*"; }
 
 BIN_DIR=${SIPSHARD_BIN_DIR:-target/release}
 cp "$BIN_DIR/sipshard" "$WORK/" || exit 1
+cp "$BIN_DIR/sipshard-load" "$WORK/" 2> /dev/null || true
 {
 	echo "date: $(date -u '+%F %T') UTC"
 	echo "host: $(uname -srm), nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -178,7 +185,7 @@ server_port() {
 	case $1 in
 	kam) echo $KAM_PORT ;; SS_PID) echo $SS_PORT ;; SS1_PID) echo $SS1_PORT ;;
 	SSDEF_PID) echo $SSDEF_PORT ;; RESP_PID) echo $RESP_PORT ;;
-	kamr) echo $KAMR_PORT ;; SSR_PID) echo $SSR_PORT ;;
+	kamr) echo $KAMR_PORT ;; SSR_PID) echo $SSR_PORT ;; RESPL_PID) echo $RESPL_PORT ;;
 	esac
 }
 cpu_ns() { $TOOL cpu $(server_pids "$1") | sed 's/.*sched_ns=\([0-9]*\).*/\1/'; }
@@ -632,6 +639,42 @@ for i in 1 2; do
 done
 redis_reset; sleep 2; lat_run reg kamr $((KAMR_REG * 9 / 10)) lat-redis-reg90-kamailio
 redis_reset; sleep 2; lat_run reg SSR_PID $((SSR_REG * 9 / 10)) lat-redis-reg90-sipshard
+fi
+
+# ---- phase 7: the load generators ------------------------------------------------------------------
+if has_phase 7; then
+log "phase 7: SIPp vs sipshard-load against sipshard-load responder, then against Kamailio at $LOADGEN_RATE/s"
+[ -x "$WORK/sipshard-load" ] || { log "no sipshard-load in $BIN_DIR"; exit 1; }
+timeout "$LIMIT" "$WORK/sipshard-load" responder --listen "127.0.0.1:$RESPL_PORT" > "$WORK/responder.log" 2>&1 &
+RESPL_T=$!
+BG+=("$RESPL_T")
+sleep 0.5
+RESPL_PID=$(pgrep -P "$RESPL_T" | head -1)
+search reg_step RESPL_PID 8000 "$REG_MAX" sipp-vs-responder
+SIPP_RESP=$BEST
+sleep 2
+timeout 300 "$WORK/sipshard-load" register --target "127.0.0.1:$RESPL_PORT" --rate 400000 \
+	--duration "$DUR" --search --json "$OUT/loadgen-search-responder.json" > "$WORK/loadgen-search.txt" 2>&1
+LOAD_RESP=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["search"]["best"]))' \
+	"$OUT/loadgen-search-responder.json" 2> /dev/null || echo 0)
+echo "max_register vs responder: sipp=$SIPP_RESP sipshard_load=$LOAD_RESP" | tee -a "$OUT/summary.txt"
+kill "$RESPL_T" 2> /dev/null
+sleep 2
+lat_run reg kam "$LOADGEN_RATE" lat-loadgen-sipp-kamailio
+sleep 2
+timeout 60 "$WORK/sipshard-load" register --target "127.0.0.1:$KAM_PORT" --rate "$LOADGEN_RATE" \
+	--duration "$DUR90" --user-count 1000000 --first 5000000 --domain "127.0.0.1:$KAM_PORT" \
+	--json "$OUT/loadgen-kamailio.json" \
+	> "$WORK/loadgen-kamailio.txt" 2>&1
+python3 - "$OUT/loadgen-kamailio.json" << 'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+d = json.load(open(sys.argv[1]))
+lat = d["latency_ms"]
+print(f"loadgen sipshard-load vs kamailio rate={d['rate']['offered']:.0f} achieved={d['rate']['achieved']:.0f}"
+      f" answered={d['rate']['answered']:.0f} ok={d['counts']['ok']} retrans={d['counts']['retransmissions']}"
+      f" p50_ms={lat['uncorrected']['p50_ms']:.3f} p99_ms={lat['uncorrected']['p99_ms']:.3f}"
+      f" corrected_p50_ms={lat['corrected']['p50_ms']:.3f} corrected_p99_ms={lat['corrected']['p99_ms']:.3f}")
+PY
 fi
 
 log "done; results in $OUT"
