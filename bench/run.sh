@@ -70,6 +70,10 @@ RESP_PORT=25069
 REG_SIPP_PORT=27001
 LIMIT=1200               # upper bound on any server's life (s)
 SS_CAP=4194304
+# Every REGISTER of the bench is a new AOR with Expires 3600, so a node accumulates millions of
+# bindings over a run: the per-shard bound (default 1,048,576, then 503 Registrar Full) is raised
+# as Kamailio's shared memory is (-m 4096).
+SS_AORS=module::Registrar/max-aors-per-shard=4194304
 REDIS_PORT=26399
 KAMR_PORT=5071
 SSR_PORT=25063
@@ -495,8 +499,8 @@ echo "sipp_ceiling register.xml vs a SIPp responder (one SIPp each side): $SIPP_
 fi
 
 start_kamailio KAM_PID kamailio.cfg $KAM_PORT
-start_sipshard SS_PID $SS_PORT 2 --set global/transaction-table-capacity=$SS_CAP
-start_sipshard SS1_PID $SS1_PORT 1 --set global/transaction-table-capacity=$SS_CAP
+start_sipshard SS_PID $SS_PORT 2 --set global/transaction-table-capacity=$SS_CAP --set "$SS_AORS"
+start_sipshard SS1_PID $SS1_PORT 1 --set global/transaction-table-capacity=$SS_CAP --set "$SS_AORS"
 log "kamailio pids: $(server_pids kam); sipshard --threads 2 pid: $SS_PID; --threads 1 pid: $SS1_PID"
 
 # ---- phase 1: REGISTER ----------------------------------------------------------------------
@@ -621,7 +625,7 @@ if has_phase 6; then
 log "phase 6: REGISTER with the bindings in Redis: Kamailio db_redis (usrloc write-through) vs sipshard db-implementation=redis"
 start_redis
 start_kamailio KAMR_PID kamailio-redis.cfg $KAMR_PORT
-start_sipshard SSR_PID $SSR_PORT 2 --set global/transaction-table-capacity=$SS_CAP \
+start_sipshard SSR_PID $SSR_PORT 2 --set global/transaction-table-capacity=$SS_CAP --set "$SS_AORS" \
 	--set module::Registrar/db-implementation=redis \
 	--set module::Registrar/redis-server-domain=127.0.0.1 \
 	--set "module::Registrar/redis-server-port=$REDIS_PORT"
