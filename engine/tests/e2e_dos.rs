@@ -659,3 +659,94 @@ fn retransmissions_create_no_new_work_even_when_the_table_is_full() {
     assert!(refusal.other_value("Retry-After").is_some());
     assert_eq!(core.counters().overloaded, 1);
 }
+
+/// A TCP connection from `local` to the node, OPTIONS sent on it: the status of the answer, or
+/// `None` when the node closed the connection (or said nothing within 2 s).
+fn options_over_tcp(local: &str, port: u16) -> (Option<std::net::TcpStream>, Option<u16>) {
+    use std::io::{Read, Write};
+    use std::net::Ipv4Addr;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    let ip: Ipv4Addr = local.parse().expect("an IPv4 loopback address");
+    socket
+        .bind(&SocketAddr::from((ip, 0)).into())
+        .expect("bind a loopback address");
+    socket
+        .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("connect to the node");
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let me = stream.local_addr().expect("local address");
+    let request = format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {me};branch=z9hG4bK-conn-{p}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:c@{ip}>;tag=c{p}\r\n\
+         To: <sip:127.0.0.1>\r\n\
+         Call-ID: conn-{p}@{ip}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        ip = me.ip(),
+        p = me.port(),
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (None, None);
+    }
+    let mut buf = [0u8; 4096];
+    match stream.read(&mut buf) {
+        Ok(n) if n > 12 => (Some(stream), status_of(&buf[..n])),
+        _ => (None, None),
+    }
+}
+
+/// `max-connections-per-address`: past it, a source's new connections are closed at once;
+/// its open ones, and other sources, are served.
+#[test]
+fn connections_past_the_per_address_limit_are_closed() {
+    let port = support::free_port();
+    let node = Node::start_on(
+        port,
+        &[
+            "--threads",
+            "1",
+            "--set",
+            "global/max-connections-per-address=3",
+        ],
+    );
+    let mut open = Vec::new();
+    for i in 0..3 {
+        let (stream, status) = options_over_tcp("127.0.0.2", port);
+        assert_eq!(
+            status,
+            Some(200),
+            "connection {i} within the limit\n{node:?}"
+        );
+        open.push(stream);
+    }
+    for i in 3..5 {
+        let (_, status) = options_over_tcp("127.0.0.2", port);
+        assert_eq!(
+            status, None,
+            "connection {i} past the limit must be closed\n{node:?}"
+        );
+    }
+    // Another address is not affected.
+    let (_, other) = options_over_tcp("127.0.0.3", port);
+    assert_eq!(other, Some(200), "127.0.0.3\n{node:?}");
+    // Closing one makes room again.
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, status) = options_over_tcp("127.0.0.2", port);
+        if status == Some(200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no room 5 s after a connection closed\n{node:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
