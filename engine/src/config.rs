@@ -89,6 +89,13 @@ pub struct Global {
     pub max_connections_per_address: usize,
     /// `log-level`.
     pub log_level: LogLevel,
+    /// `tls-certificates-dir`: holds `agent.pem` (certificate chain and key) when
+    /// `tls-certificates-file` is not set.
+    pub tls_certificates_dir: Option<PathBuf>,
+    /// `tls-certificates-file`: the certificate chain (PEM, leaf first) of TLS transports.
+    pub tls_certificates_file: Option<PathBuf>,
+    /// `tls-certificates-private-key`: the private key (PEM) of `tls-certificates-file`.
+    pub tls_certificates_private_key: Option<PathBuf>,
 }
 
 /// `[module::Registrar]`: which domains we register for and how bindings are kept.
@@ -698,6 +705,27 @@ static KEYS: &[Key] = &[
         kind: Kind::LogLevel(|c| &mut c.global.log_level),
     },
     Key {
+        section: GLOBAL,
+        name: "tls-certificates-dir",
+        default: "/etc/flexisip/tls/",
+        doc: "Directory holding agent.pem, the PEM certificate chain (leaf first) and private key of the TLS transports (sips:, transport=tls); used when tls-certificates-file is empty.",
+        kind: Kind::OptionalPath(|c| &mut c.global.tls_certificates_dir),
+    },
+    Key {
+        section: GLOBAL,
+        name: "tls-certificates-file",
+        default: "",
+        doc: "PEM certificate chain (leaf first) of the TLS transports, with tls-certificates-private-key; overrides tls-certificates-dir. Its SubjectAltNames should cover this node's host name and the SIP domains (RFC 5922): a warning at start-up says which are not.",
+        kind: Kind::OptionalPath(|c| &mut c.global.tls_certificates_file),
+    },
+    Key {
+        section: GLOBAL,
+        name: "tls-certificates-private-key",
+        default: "",
+        doc: "PEM private key of tls-certificates-file (PKCS#8, PKCS#1 or SEC1).",
+        kind: Kind::OptionalPath(|c| &mut c.global.tls_certificates_private_key),
+    },
+    Key {
         section: REGISTRAR,
         name: "reg-domains",
         default: "localhost 127.0.0.1",
@@ -1098,6 +1126,9 @@ impl Config {
                 max_connections_per_shard: 0,
                 max_connections_per_address: 0,
                 log_level: LogLevel::Info,
+                tls_certificates_dir: None,
+                tls_certificates_file: None,
+                tls_certificates_private_key: None,
             },
             registrar: Registrar {
                 reg_domains: Vec::new(),
@@ -1935,6 +1966,9 @@ mod tests {
                 max_connections_per_shard: 8192,
                 max_connections_per_address: 128,
                 log_level: LogLevel::Info,
+                tls_certificates_dir: Some("/etc/flexisip/tls/".into()),
+                tls_certificates_file: None,
+                tls_certificates_private_key: None,
             },
             registrar: Registrar {
                 reg_domains: vec!["localhost".into(), "127.0.0.1".into()],

@@ -14,4 +14,5 @@ pub mod reload;
 pub mod routing;
 pub mod shard;
 pub mod startup;
+pub mod tls;
 pub mod transaction;

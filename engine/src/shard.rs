@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_lite::StreamExt;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream, UdpSocket};
@@ -39,6 +39,7 @@ use crate::core::{
 };
 use crate::dos::{FloodGuard, FloodSettings};
 use crate::reload::PasswordReload;
+use crate::tls;
 use crate::transaction::TransactionId;
 
 /// How often the shard looks at its timer table. SIP timers are hundreds of milliseconds and
@@ -70,6 +71,8 @@ pub struct RuntimeSettings {
     pub max_connections: usize,
     /// Stream connections one shard accepts from one address.
     pub max_connections_per_address: usize,
+    /// The TLS server configuration, shared by the shards; `Some` when a listen is TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The per-shard I/O state shared by the shard's tasks (all on one thread).
@@ -142,7 +145,12 @@ pub async fn run(
                     })
                 })
                 .map_err(glommio::GlommioError::from),
-            Transport::Tcp => TcpListener::bind(addr).map(|l| listeners.push((addr, l))),
+            Transport::Tcp => {
+                TcpListener::bind(addr).map(|l| listeners.push((Transport::Tcp, addr, l)))
+            }
+            Transport::Tls if settings.tls.is_some() => {
+                TcpListener::bind(addr).map(|l| listeners.push((Transport::Tls, addr, l)))
+            }
             other => {
                 let _ = bound.send(Err(format!(
                     "{other} listening is not supported yet ({addr})"
@@ -173,8 +181,13 @@ pub async fn run(
     for index in 0..shell.udp.len() {
         tasks.push(spawn_local(udp_loop(shell.clone(), index)));
     }
-    for (local, listener) in listeners {
-        tasks.push(spawn_local(accept_loop(shell.clone(), local, listener)));
+    for (transport, local, listener) in listeners {
+        tasks.push(spawn_local(accept_loop(
+            shell.clone(),
+            transport,
+            local,
+            listener,
+        )));
     }
     for (_, receiver) in receivers.streams() {
         let shell = shell.clone();
@@ -283,7 +296,19 @@ async fn on_datagram(shell: &Rc<Shell>, local: SocketAddr, bytes: &[u8], remote:
     perform(shell, out).await;
 }
 
-async fn accept_loop(shell: Rc<Shell>, local: SocketAddr, listener: TcpListener) {
+/// Accepts the connections of one TCP or TLS listener. A TLS connection counts (limits, and as
+/// the peer's connection for sends, which wait in its queue) from the TCP accept on; it is served
+/// once its handshake completes.
+async fn accept_loop(
+    shell: Rc<Shell>,
+    transport: Transport,
+    local: SocketAddr,
+    listener: TcpListener,
+) {
+    let acceptor = match (transport, &shell.settings.tls) {
+        (Transport::Tls, Some(config)) => Some(futures_rustls::TlsAcceptor::from(config.clone())),
+        _ => None,
+    };
     let mut incoming = listener.incoming();
     while let Some(stream) = incoming.next().await {
         match stream {
@@ -296,20 +321,71 @@ async fn accept_loop(shell: Rc<Shell>, local: SocketAddr, listener: TcpListener)
                     // Dropping the stream closes it.
                     continue;
                 }
+                let _ = stream.set_nodelay(true);
                 let (conn, rx) = shell.connections.borrow_mut().add(remote);
-                spawn_local(serve_connection(
-                    shell.clone(),
-                    stream,
-                    local,
-                    remote,
-                    conn,
-                    rx,
-                ))
-                .detach();
+                let shell = shell.clone();
+                match &acceptor {
+                    None => {
+                        spawn_local(serve_connection(
+                            shell,
+                            stream,
+                            Transport::Tcp,
+                            local,
+                            remote,
+                            conn,
+                            rx,
+                        ))
+                        .detach();
+                    }
+                    Some(acceptor) => {
+                        let accept = acceptor.accept(stream);
+                        spawn_local(async move {
+                            match handshake(accept).await {
+                                Ok(tls) => {
+                                    serve_connection(
+                                        shell,
+                                        tls,
+                                        Transport::Tls,
+                                        local,
+                                        remote,
+                                        conn,
+                                        rx,
+                                    )
+                                    .await
+                                }
+                                Err(e) => {
+                                    debug!(%remote, "TLS handshake failed: {e}");
+                                    // Dropping the stream (in `accept`) closed it.
+                                    shell.connections.borrow_mut().remove(conn);
+                                }
+                            }
+                        })
+                        .detach();
+                    }
+                }
             }
             Err(e) => warn!(%local, "accept failed: {e}"),
         }
     }
+}
+
+/// Runs a server TLS handshake to its end, or fails it after [`tls::HANDSHAKE_TIMEOUT`] (a peer
+/// that connects and sends nothing, or trickles its hello, holds a connection no longer).
+async fn handshake(
+    accept: futures_rustls::Accept<TcpStream>,
+) -> std::io::Result<futures_rustls::server::TlsStream<TcpStream>> {
+    let timeout = async {
+        timer::sleep(tls::HANDSHAKE_TIMEOUT).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no complete handshake in time",
+        ))
+    };
+    let mut stream = futures_lite::future::or(accept, timeout).await?;
+    // Sends what the handshake left queued (TLS 1.3 session tickets) without waiting for the
+    // first response.
+    stream.flush().await?;
+    Ok(stream)
 }
 
 /// Whether to keep a connection just accepted from `remote`: within the shard's limits (in
@@ -330,26 +406,30 @@ fn admit_connection(shell: &Shell, remote: SocketAddr) -> bool {
     false
 }
 
-/// Reads SIP messages from one connection and writes what the shard queues for it.
-async fn serve_connection(
+/// Reads SIP messages from one connection (TCP, or TLS once its handshake is done) and writes
+/// what the shard queues for it.
+async fn serve_connection<S>(
     shell: Rc<Shell>,
-    stream: TcpStream,
+    stream: S,
+    transport: Transport,
     local: SocketAddr,
     remote: SocketAddr,
     conn: ConnId,
     rx: local_channel::LocalReceiver<Rc<[u8]>>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let writer_task = spawn_local(async move {
         while let Some(bytes) = rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
+            // TLS buffers what it encrypts until flushed; for TCP the flush costs nothing.
+            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
         }
     });
     let from = Inbound {
-        transport: Transport::Tcp,
+        transport,
         local,
         remote,
         conn: Some(conn),
@@ -371,7 +451,7 @@ async fn serve_connection(
                 Ok(Frame::Ping { len }) => {
                     buf.drain(..len);
                     out.push(Output::Send {
-                        transport: Transport::Tcp,
+                        transport,
                         to: remote,
                         conn: Some(conn),
                         bytes: Rc::from(&b"\r\n"[..]),
@@ -654,7 +734,13 @@ async fn send(
     let existing = shell.connections.borrow().sender(conn, to);
     match existing {
         Some(tx) => tx.try_send(bytes).is_ok(),
-        None => connect_and_send(shell, to, bytes).await,
+        None if transport == Transport::Tcp => connect_and_send(shell, to, bytes).await,
+        None => {
+            // Outgoing TLS (and WebSocket) connections are not opened yet: only a connection
+            // the peer opened can carry them.
+            debug!(remote = %to, "no open {transport} connection to send on");
+            false
+        }
     }
 }
 
@@ -666,6 +752,7 @@ async fn connect_and_send(shell: &Rc<Shell>, to: SocketAddr, bytes: Rc<[u8]>) ->
             let Ok(local) = stream.local_addr() else {
                 return false;
             };
+            let _ = stream.set_nodelay(true);
             let (conn, rx) = shell.connections.borrow_mut().add(to);
             let queued = shell
                 .connections
@@ -673,7 +760,16 @@ async fn connect_and_send(shell: &Rc<Shell>, to: SocketAddr, bytes: Rc<[u8]>) ->
                 .by_id
                 .get(&conn)
                 .is_some_and(|(_, tx)| tx.try_send(bytes).is_ok());
-            spawn_local(serve_connection(shell.clone(), stream, local, to, conn, rx)).detach();
+            spawn_local(serve_connection(
+                shell.clone(),
+                stream,
+                Transport::Tcp,
+                local,
+                to,
+                conn,
+                rx,
+            ))
+            .detach();
             queued
         }
         Err(e) => {

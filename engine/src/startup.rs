@@ -21,6 +21,7 @@ use crate::node::NodeOptions;
 use crate::reload::PasswordReload;
 use crate::routing::LocalIdentity;
 use crate::shard::RuntimeSettings;
+use crate::tls;
 use crate::transaction::TimerConfig;
 
 /// Requests one shard may have waiting on other shards at once (beyond: 503).
@@ -44,9 +45,12 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
     };
     let mut listens = Vec::new();
     for listen in &config.global.transports {
-        if !matches!(listen.transport, Transport::Udp | Transport::Tcp) {
+        if !matches!(
+            listen.transport,
+            Transport::Udp | Transport::Tcp | Transport::Tls
+        ) {
             return Err(format!(
-                "[global] transports: {} is not available in this build yet (UDP and TCP are)",
+                "[global] transports: {} is not available in this build yet (UDP, TCP and TLS are)",
                 listen.uri
             ));
         }
@@ -121,6 +125,7 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
         _ => None,
     };
     let trusted = dos_trusted(config);
+    let tls = tls_settings(config, &advertised_host)?;
     let registrar_db = match &redis {
         None => RegistrarDb::Memory,
         Some(ha) => RegistrarDb::Redis {
@@ -153,6 +158,7 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
             trusted,
             max_connections: config.global.max_connections_per_shard,
             max_connections_per_address: config.global.max_connections_per_address,
+            tls,
         },
         core: CoreSettings {
             identity,
@@ -170,6 +176,47 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
             registrar_db,
         },
     })
+}
+
+/// The TLS server configuration when a transport is TLS: certificate and key loaded (an error
+/// stops the node), and a warning when the certificate's SubjectAltNames do not cover the
+/// node's names and SIP domains (RFC 5922).
+fn tls_settings(
+    config: &Config,
+    advertised_host: &str,
+) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let g = &config.global;
+    if !g.transports.iter().any(|l| l.transport == Transport::Tls) {
+        return Ok(None);
+    }
+    let files = tls::files(config)?;
+    let (server, chain) = tls::server_config(&files)?;
+    let mut names = vec![advertised_host.trim_matches(['[', ']']).to_owned()];
+    for listen in g
+        .transports
+        .iter()
+        .filter(|l| l.transport == Transport::Tls)
+    {
+        match &listen.host {
+            ListenHost::Any => {}
+            ListenHost::Ip(ip) => names.push(ip.to_string()),
+            ListenHost::Name(name) => names.push(name.clone()),
+        }
+    }
+    names.extend(config.registrar.reg_domains.iter().cloned());
+    let uncovered = chain
+        .first()
+        .map(|leaf| tls::uncovered_names(leaf, &names))
+        .unwrap_or_default();
+    if !uncovered.is_empty() {
+        tracing::warn!(
+            "[global] TLS certificate {}: its SubjectAltNames do not cover {} (RFC 5922: peers \
+             verifying this node's name will refuse the connection)",
+            files.certificates.display(),
+            uncovered.join(", ")
+        );
+    }
+    Ok(Some(server))
 }
 
 /// The addresses `[module::DoSProtection]` never limits: its `white-list`, the `[cluster]

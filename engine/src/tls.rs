@@ -1,0 +1,159 @@
+//! TLS for `sips:` and `transport=tls` listens: the server's certificate and key, loaded once
+//! at start-up from Flexisip's keys, and the rustls configuration every shard shares.
+//!
+//! The certificate chain and key are PEM, as Flexisip reads them: either
+//! `[global] tls-certificates-file` (the chain, leaf first) with `tls-certificates-private-key`,
+//! or `tls-certificates-dir` holding `agent.pem` (the chain and the key in one file). A file that
+//! cannot be read, holds no certificate or no key, or a key that does not match the certificate
+//! stops the node with one line naming the file.
+//!
+//! TLS 1.3 and 1.2 (rustls's ring provider), no client certificates. Session resumption: a
+//! bounded stateful session cache shared by the shards (TLS 1.2 session ids, TLS 1.3 tickets that
+//! name a cache entry), so no ticket key has to be rotated or shared.
+//!
+//! The shards accept TCP, run the handshake (bounded by [`HANDSHAKE_TIMEOUT`]) with
+//! futures-rustls over glommio's stream, then serve the connection exactly like a TCP one.
+//! Outgoing TLS (connecting to a contact over TLS) is not implemented: a request that must leave
+//! over TLS to a peer with no open connection fails (503 or 408) — see `shard::send`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls::server::ServerSessionMemoryCache;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::config::Config;
+
+/// How long a client has, from the TCP accept, to complete the TLS handshake; then the
+/// connection is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TLS sessions remembered for resumption (all shards together).
+const SESSION_CACHE_ENTRIES: usize = 16_384;
+
+/// The certificate file Flexisip reads in `tls-certificates-dir`.
+pub const AGENT_PEM: &str = "agent.pem";
+
+/// Where the certificate chain and the key are, from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certificates: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The files named by `[global]`: `tls-certificates-file` and `tls-certificates-private-key`
+/// when set (both, or neither), else `tls-certificates-dir`/agent.pem for both.
+pub fn files(config: &Config) -> Result<TlsFiles, String> {
+    let g = &config.global;
+    match (&g.tls_certificates_file, &g.tls_certificates_private_key) {
+        (Some(certificates), Some(key)) => Ok(TlsFiles {
+            certificates: certificates.clone(),
+            key: key.clone(),
+        }),
+        (Some(_), None) => Err(
+            "[global] tls-certificates-file is set without tls-certificates-private-key; set both"
+                .into(),
+        ),
+        (None, Some(_)) => Err(
+            "[global] tls-certificates-private-key is set without tls-certificates-file; set both"
+                .into(),
+        ),
+        (None, None) => match &g.tls_certificates_dir {
+            Some(dir) => {
+                let agent = dir.join(AGENT_PEM);
+                Ok(TlsFiles {
+                    certificates: agent.clone(),
+                    key: agent,
+                })
+            }
+            None => Err(
+                "a TLS transport needs [global] tls-certificates-dir (holding agent.pem) \
+                 or tls-certificates-file and tls-certificates-private-key"
+                    .into(),
+            ),
+        },
+    }
+}
+
+/// The server's configuration for every shard, and the certificate chain (leaf first) it
+/// presents.
+pub fn server_config(
+    files: &TlsFiles,
+) -> Result<(Arc<ServerConfig>, Vec<CertificateDer<'static>>), String> {
+    let chain = read_certificates(&files.certificates)?;
+    let key = read_key(&files.key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), key)
+        .map_err(|e| {
+            format!(
+                "[global] TLS certificate {} and key {}: {e}",
+                files.certificates.display(),
+                files.key.display()
+            )
+        })?;
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+    Ok((Arc::new(config), chain))
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("[global] TLS certificate file {shown}: {}", pem_error(e)))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "[global] TLS certificate file {shown}: no PEM CERTIFICATE in it"
+        ));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!(
+            "[global] TLS private key file {}: no PEM private key in it",
+            path.display()
+        ),
+        e => format!(
+            "[global] TLS private key file {}: {}",
+            path.display(),
+            pem_error(e)
+        ),
+    })
+}
+
+fn pem_error(e: pem::Error) -> String {
+    match e {
+        pem::Error::Io(e) => format!("cannot read: {e}"),
+        e => format!("not valid PEM: {e}"),
+    }
+}
+
+/// The names (host names or IP addresses) among `names` that the certificate's SubjectAltNames
+/// do not cover (RFC 5922 §7.1: a SIP server's certificate names its domains in
+/// SubjectAltName). Checked with rustls's own verifier: dNSName (wildcards included) and
+/// iPAddress entries; `sip:` URI entries are not read. `*` and names that are neither a DNS name
+/// nor an address are skipped; a certificate that cannot be parsed covers nothing.
+pub fn uncovered_names(leaf: &CertificateDer<'_>, names: &[String]) -> Vec<String> {
+    let parsed = webpki::EndEntityCert::try_from(leaf).ok();
+    let mut uncovered: Vec<String> = Vec::new();
+    for name in names {
+        let Ok(server_name) = ServerName::try_from(name.as_str()) else {
+            continue;
+        };
+        let covered = parsed
+            .as_ref()
+            .is_some_and(|cert| cert.verify_is_valid_for_subject_name(&server_name).is_ok());
+        if !covered && !uncovered.contains(name) {
+            uncovered.push(name.clone());
+        }
+    }
+    uncovered
+}
