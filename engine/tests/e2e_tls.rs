@@ -3,7 +3,8 @@
 //! trusting that CA, the node on 127.0.0.1.
 //!
 //! SIPp is not used: the Debian build on these machines (3.6.1, "SCTP-PCAP-RTPSTREAM") is built
-//! without TLS (`-t l1` is unknown to it), so the Rust client does what a phone does.
+//! without OpenSSL (`-t l1` exits with "To use a TLS transport you must compile SIPp with
+//! OpenSSL"), so the Rust client does what a phone does.
 
 mod support;
 
