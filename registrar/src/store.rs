@@ -321,6 +321,10 @@ impl BindingStore {
     /// entries are left out; an AOR with none left is forgotten. `StoreFull` when the AOR is new
     /// and the shard holds `max_aors_per_shard` already (the database still has it; lookups
     /// read it there).
+    ///
+    /// At most `max_contacts_per_aor` are kept, the first in `stored`'s order (lookup order):
+    /// the database may hold more (written by a node configured with a higher limit, or a reply
+    /// that is not what the script returns), and the limit bounds the shard's memory per AOR.
     pub fn load(
         &mut self,
         aor: &Aor,
@@ -338,7 +342,11 @@ impl BindingStore {
             }
             self.len -= old.len();
         }
-        let live: Vec<&StoredBinding> = stored.iter().filter(|b| now < b.expires_at).collect();
+        let live: Vec<&StoredBinding> = stored
+            .iter()
+            .filter(|b| now < b.expires_at)
+            .take(self.config.max_contacts_per_aor.max(1))
+            .collect();
         let slot = match slot {
             Some(slot) if live.is_empty() => {
                 self.release(slot);

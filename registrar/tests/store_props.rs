@@ -203,6 +203,30 @@ fn loading_what_the_database_holds_replaces_the_cached_bindings() {
     s.check_invariants().unwrap();
 }
 
+/// The `redis_reply` fuzz target (registrar/fuzz) failed on this: a reply with more live bindings
+/// than `max_contacts_per_aor` (another node's higher limit) was cached whole, past the per-AOR
+/// bound that `check_invariants` checks.
+#[test]
+fn loading_keeps_at_most_the_per_aor_limit_in_lookup_order() {
+    let mut s = BindingStore::new(RegistrarConfig {
+        max_contacts_per_aor: 2,
+        ..config()
+    });
+    let alice = aor("sip:alice@example.com");
+    let from_db = [
+        stored("sip:a@192.0.2.1", Some(1000), t(5)),
+        stored("sip:a@192.0.2.2", Some(1000), t(100)),
+        stored("sip:a@192.0.2.3", Some(500), t(200)),
+        stored("sip:a@192.0.2.4", Some(100), t(300)),
+    ];
+    // The expired first one does not count toward the limit.
+    s.load(&alice, &from_db, t(10)).unwrap();
+    let uris: Vec<&str> = s.lookup(&alice, t(10)).map(|b| &*b.uri).collect();
+    assert_eq!(uris, ["sip:a@192.0.2.2", "sip:a@192.0.2.3"]);
+    assert_eq!(s.len(), 2);
+    s.check_invariants().unwrap();
+}
+
 #[test]
 fn forgetting_an_aor_or_everything_leaves_a_consistent_store() {
     let mut s = BindingStore::new(config());
