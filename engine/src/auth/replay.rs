@@ -14,6 +14,11 @@
 //! fresh nonce instead of being able to replay a count the table no longer remembers. Overload
 //! costs legitimate clients one extra round trip, never a replay window.
 //!
+//! Dropped expired entries count as forgotten too. The nonce's age is measured on the wall clock,
+//! which can step back (an NTP correction): a dropped nonce would then be within its lifetime
+//! again, with no count remembered, and a captured request replayed. While the clock runs forward
+//! this costs nothing: nonces issued that long ago are stale before the table is consulted.
+//!
 //! The table is per shard: a nonce used on two shards (a client whose TCP connections land on
 //! different cores) is tracked twice. A replay that reaches another shard must still come from
 //! the address the nonce was issued to.
@@ -104,13 +109,16 @@ impl NonceCounts {
     }
 
     /// Drops expired entries from the front; if none was expired, evicts the oldest live one.
+    /// Either way what is dropped counts as forgotten (see the module documentation).
     fn make_room(&mut self, now_unix_s: u64, lifetime_s: u64) {
         let mut freed = false;
         while let Some((_, seen)) = self.table.oldest() {
-            if now_unix_s.saturating_sub(seen.issued_at_s) <= lifetime_s {
+            let issued_at_s = seen.issued_at_s;
+            if now_unix_s.saturating_sub(issued_at_s) <= lifetime_s {
                 break;
             }
             self.table.pop_oldest();
+            self.forget(issued_at_s);
             freed = true;
         }
         if !freed {
@@ -150,17 +158,30 @@ mod tests {
     }
 
     #[test]
-    fn expired_entries_make_room_without_forgetting() {
+    fn expired_entries_make_room_and_stay_refused_if_the_clock_steps_back() {
         let mut counts = NonceCounts::new(2);
         counts.observe(&id(1), T0, 1, T0, 300);
         counts.observe(&id(2), T0, 1, T0, 300);
-        // At T0 + 301 both are expired: both go, nothing live was forgotten.
+        // At T0 + 301 both are expired: both go, and no live entry is evicted.
         assert_eq!(
             counts.observe(&id(3), T0 + 301, 1, T0 + 301, 300),
             NcVerdict::Fresh
         );
         assert_eq!(counts.len(), 1);
-        assert_eq!(counts.forgotten_up_to_s, None);
+        assert_eq!(counts.forgotten_up_to_s, Some(T0));
+        // The `digest` fuzz target's replay check (engine/fuzz) failed on this with a written
+        // history: the wall clock steps back 2 s, so the nonce of id 1 is within its lifetime
+        // again. Its count was dropped with the entry, so the same count must not be accepted
+        // as new: the client is sent for a fresh nonce.
+        assert_eq!(
+            counts.observe(&id(1), T0, 1, T0 + 299, 300),
+            NcVerdict::Forgotten
+        );
+        // The live one is tracked as before.
+        assert_eq!(
+            counts.observe(&id(3), T0 + 301, 1, T0 + 302, 300),
+            NcVerdict::Replayed
+        );
     }
 
     #[test]
