@@ -157,3 +157,95 @@ pub fn uncovered_names(leaf: &CertificateDer<'_>, names: &[String]) -> Vec<Strin
     }
     uncovered
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `names` and its key, as PEM.
+    fn certificate(names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn files_follow_flexisip_keys() {
+        let mut config = Config::default();
+        assert_eq!(
+            files(&config).unwrap(),
+            TlsFiles {
+                certificates: "/etc/flexisip/tls/agent.pem".into(),
+                key: "/etc/flexisip/tls/agent.pem".into(),
+            }
+        );
+        config.global.tls_certificates_file = Some("/c.pem".into());
+        assert!(
+            files(&config)
+                .unwrap_err()
+                .contains("without tls-certificates-private-key")
+        );
+        config.global.tls_certificates_private_key = Some("/k.pem".into());
+        assert_eq!(
+            files(&config).unwrap(),
+            TlsFiles {
+                certificates: "/c.pem".into(),
+                key: "/k.pem".into(),
+            }
+        );
+        config.global.tls_certificates_file = None;
+        assert!(
+            files(&config)
+                .unwrap_err()
+                .contains("without tls-certificates-file")
+        );
+        config.global.tls_certificates_private_key = None;
+        config.global.tls_certificates_dir = None;
+        assert!(files(&config).unwrap_err().contains("needs"));
+    }
+
+    #[test]
+    fn subject_alt_names_cover_dns_wildcards_and_addresses() {
+        let (cert, _) = certificate(&["localhost", "*.example.org", "127.0.0.1"]);
+        let leaf = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let names: Vec<String> = [
+            "localhost",
+            "sip.example.org",
+            "127.0.0.1",
+            "example.org",
+            "10.0.0.1",
+            "*",
+            "10.0.0.1",
+        ]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+        assert_eq!(uncovered_names(&leaf, &names), ["example.org", "10.0.0.1"]);
+        let junk = CertificateDer::from(vec![0u8; 8]);
+        assert_eq!(
+            uncovered_names(&junk, &names[..1]),
+            ["localhost"],
+            "a certificate that does not parse covers nothing"
+        );
+    }
+
+    #[test]
+    fn agent_pem_holds_chain_and_key() {
+        let (cert, key) = certificate(&["localhost"]);
+        let dir = std::env::temp_dir().join(format!("sipshard-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let agent = dir.join(AGENT_PEM);
+        std::fs::write(&agent, format!("{cert}{key}")).unwrap();
+        let files = TlsFiles {
+            certificates: agent.clone(),
+            key: agent,
+        };
+        let (_, chain) = server_config(&files).unwrap();
+        assert_eq!(chain.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
