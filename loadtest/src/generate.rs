@@ -35,6 +35,9 @@ pub const USAGE: &str =
   --first N           first user number (default 0)
   --user-count N      users in the range, cycled through (default 1000)
   --expires S         Expires of each REGISTER (default 3600; 0 unregisters)
+  --contact HOST:PORT register: each user's Contact is <sip:USER@HOST:PORT> instead of the
+                      generator's own address (Via still names the generator): register users
+                      at a `sipshard-load uas` so that `call` through the node reaches it
   --body TEXT         MESSAGE body, text/plain (default \"sipshard-load\"; at most 1024 bytes)
   --hold-ms MS        call: time from the 200 to the BYE (default 0); the rate is of INVITEs
                       (the callee: sipshard-load uas, or a node routing to registered ones)
@@ -81,6 +84,7 @@ impl Options {
         let mut first = 0;
         let mut user_count = 1000;
         let mut expires = 3600;
+        let mut contact = None;
         let mut body = "sipshard-load".to_owned();
         let mut hold_ms = 0;
         let mut t1_ms = 500;
@@ -118,6 +122,16 @@ impl Options {
                 "--first" => first = value.parse().map_err(|_| bad())?,
                 "--user-count" => user_count = value.parse().map_err(|_| bad())?,
                 "--expires" => expires = value.parse().map_err(|_| bad())?,
+                "--contact" => {
+                    // HOST:PORT, as it will stand in a SIP URI.
+                    let uri = format!("sip:u@{value}");
+                    match sipshard_net::Uri::parse(&uri) {
+                        Ok(_) if value.contains(':') && !value.contains(['@', ';', '>']) => {
+                            contact = Some(value.clone())
+                        }
+                        _ => return Err(bad()),
+                    }
+                }
                 "--body" => body = value.clone(),
                 "--hold-ms" => hold_ms = value.parse().map_err(|_| bad())?,
                 "--t1-ms" => t1_ms = value.parse().ok().filter(|&t| t >= 1).ok_or_else(bad)?,
@@ -131,6 +145,7 @@ impl Options {
             "register" => Scenario::Register {
                 users: UserPattern::parse(&users, first, user_count)?,
                 expires,
+                contact,
             },
             "message" => {
                 if body.len() > MAX_BODY {
@@ -911,7 +926,33 @@ fn shard(
 
 #[cfg(test)]
 mod tests {
-    use super::next_probe;
+    use super::{Options, next_probe};
+    use crate::scenario::Scenario;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Options::from_args("register", &args)
+    }
+
+    #[test]
+    fn contact_option() {
+        let base = ["--target", "127.0.0.1:5060", "--rate", "10"];
+        let contact = |o: Options| match o.scenario {
+            Scenario::Register { contact, .. } => contact,
+            _ => None,
+        };
+        assert_eq!(contact(parse(&base).unwrap()), None);
+        for good in ["127.0.0.2:5080", "uas.example.org:5060", "[::1]:5080"] {
+            let o = parse(&[&base[..], &["--contact", good]].concat()).unwrap();
+            assert_eq!(contact(o).as_deref(), Some(good));
+        }
+        for bad in ["127.0.0.2", "a b:5", "x@h:5", "h:5;lr", ""] {
+            assert!(
+                parse(&[&base[..], &["--contact", bad]].concat()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn search_bisects_to_two_percent() {

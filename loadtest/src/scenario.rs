@@ -15,6 +15,9 @@ pub enum Scenario {
         users: UserPattern,
         /// The `Expires` header (0 unregisters).
         expires: u32,
+        /// `HOST:PORT` of the Contact (each user's name at it), when not the generator's own
+        /// address: e.g. a `sipshard-load uas`, so that `call` through the node reaches it.
+        contact: Option<String>,
     },
     /// MESSAGE (RFC 3428) with a text/plain `body` to users taken in turn from `users`.
     Message { users: UserPattern, body: String },
@@ -170,23 +173,77 @@ pub fn write_request(
                 .header("Contact", &format!("<sip:sipshard-load@{local}>"));
             w.finish(Some("application/sdp"), sdp_offer(local).as_bytes());
         }
-        Scenario::Register { users, expires } => {
-            let user = users.user(j);
-            let domain = &ends.domain;
-            let aor = format!("<sip:{user}@{domain}>");
-            let mut w = MessageWriter::request(out, "REGISTER", &format!("sip:{domain}"));
-            w.header("Via", &via)
-                .header("Max-Forwards", "70")
-                .header("From", &format!("{aor};tag={j}"))
-                .header("To", &aor)
-                .header("Call-ID", &call_id)
-                .header("CSeq", "1 REGISTER")
-                // Unique per user: the user's name at this generator's address.
-                .header("Contact", &format!("<sip:{user}@{local}>"))
-                .header("Expires", &expires.to_string());
-            w.finish(None, b"");
+        Scenario::Register { .. } => {
+            write_register(out, scenario, ends, j, branch, &Authenticated::No);
         }
     }
+}
+
+/// Whether a REGISTER carries credentials.
+#[allow(dead_code)] // Yes: used by the next commit
+pub enum Authenticated<'a> {
+    No,
+    /// The REGISTER resent after a challenge (RFC 3261 §22.2): the same Call-ID (that of the
+    /// first REGISTER, sent with `first_branch`), CSeq 2, and `header: value` answering it.
+    Yes {
+        first_branch: &'a str,
+        header: &'a str,
+        value: &'a str,
+    },
+}
+
+/// The To (and From) user of REGISTER `j`, and its Request-URI (the digest-uri of its
+/// credentials).
+pub fn register_user_and_uri(scenario: &Scenario, ends: &Endpoints, j: u64) -> (String, String) {
+    let user = match scenario {
+        Scenario::Register { users, .. } => users.user(j),
+        _ => String::new(),
+    };
+    (user, format!("sip:{}", ends.domain))
+}
+
+/// REGISTER `j` with top Via branch `branch` (a no-op for other scenarios).
+pub fn write_register(
+    out: &mut Vec<u8>,
+    scenario: &Scenario,
+    ends: &Endpoints,
+    j: u64,
+    branch: &str,
+    auth: &Authenticated<'_>,
+) {
+    let Scenario::Register {
+        expires, contact, ..
+    } = scenario
+    else {
+        return;
+    };
+    let local = ends.local;
+    let via = format!("SIP/2.0/UDP {local};branch={branch};rport");
+    let (user, uri) = register_user_and_uri(scenario, ends, j);
+    let domain = &ends.domain;
+    let aor = format!("<sip:{user}@{domain}>");
+    let (call_id, cseq) = match auth {
+        Authenticated::No => (call_id(ends, j, branch), "1 REGISTER"),
+        Authenticated::Yes { first_branch, .. } => (call_id(ends, j, first_branch), "2 REGISTER"),
+    };
+    let contact = match contact {
+        Some(at) => format!("<sip:{user}@{at}>"),
+        None => format!("<sip:{user}@{local}>"),
+    };
+    let mut w = MessageWriter::request(out, "REGISTER", &uri);
+    w.header("Via", &via)
+        .header("Max-Forwards", "70")
+        .header("From", &format!("{aor};tag={j}"))
+        .header("To", &aor)
+        .header("Call-ID", &call_id)
+        .header("CSeq", cseq)
+        // Unique per user: the user's name at this generator's (or --contact's) address.
+        .header("Contact", &contact)
+        .header("Expires", &expires.to_string());
+    if let Authenticated::Yes { header, value, .. } = auth {
+        w.header(header, value);
+    }
+    w.finish(None, b"");
 }
 
 /// The Call-ID of request `j` first sent with `branch`: an in-dialog request recomputes it from
@@ -335,6 +392,48 @@ mod tests {
     }
 
     #[test]
+    fn register_with_another_contact_and_credentials() {
+        let register = Scenario::Register {
+            users: UserPattern::parse("u%d", 0, 10).unwrap(),
+            expires: 60,
+            contact: Some("127.0.0.9:5080".into()),
+        };
+        let mut out = Vec::new();
+        write_request(&mut out, &register, &ends(), 3, "z9hG4bK-x-3");
+        let first = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            first.contains("Contact: <sip:u3@127.0.0.9:5080>\r\n"),
+            "{first}"
+        );
+        assert!(
+            first.contains("Via: SIP/2.0/UDP 127.0.0.1:5070;"),
+            "{first}"
+        );
+        assert!(first.contains("CSeq: 1 REGISTER\r\n"), "{first}");
+        let auth = Authenticated::Yes {
+            first_branch: "z9hG4bK-x-3",
+            header: "Authorization",
+            value: "Digest username=\"u3\"",
+        };
+        write_register(&mut out, &register, &ends(), 3, "z9hG4bK-y-3", &auth);
+        let msg = Message::parse_datagram(&out).unwrap();
+        msg.validate().unwrap();
+        let second = String::from_utf8(out.clone()).unwrap();
+        assert!(second.contains("CSeq: 2 REGISTER\r\n"), "{second}");
+        assert!(second.contains("branch=z9hG4bK-y-3;"), "{second}");
+        assert!(
+            second.contains("Authorization: Digest username=\"u3\"\r\n"),
+            "{second}"
+        );
+        let call_id = |m: &str| {
+            m.lines()
+                .find(|l| l.starts_with("Call-ID"))
+                .map(str::to_owned)
+        };
+        assert_eq!(call_id(&first), call_id(&second));
+    }
+
+    #[test]
     fn requests_parse_and_validate() {
         let mut out = Vec::new();
         write_request(&mut out, &Scenario::Options, &ends(), 7, "z9hG4bK-x-7");
@@ -347,6 +446,7 @@ mod tests {
         let register = Scenario::Register {
             users,
             expires: 120,
+            contact: None,
         };
         write_request(&mut out, &register, &ends(), 1001, "z9hG4bK-x-1001");
         let msg = Message::parse_datagram(&out).unwrap();
