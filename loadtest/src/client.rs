@@ -54,6 +54,9 @@ pub struct Counts {
     /// Datagrams that are not a response to any request of this run: unparseable, requests,
     /// responses without a branch of ours, or with a status outside 100–699.
     pub unexpected: u64,
+    /// Transactions ended by a 401/407 challenge that the shell answered with a new request (in
+    /// another client's table): neither ok nor failed here.
+    pub challenged: u64,
 }
 
 impl Counts {
@@ -66,6 +69,7 @@ impl Counts {
         self.provisional += other.provisional;
         self.late += other.late;
         self.unexpected += other.unexpected;
+        self.challenged += other.challenged;
     }
 
     /// What was counted since `earlier` (a snapshot of the same counts).
@@ -79,6 +83,7 @@ impl Counts {
             provisional: self.provisional - earlier.provisional,
             late: self.late - earlier.late,
             unexpected: self.unexpected - earlier.unexpected,
+            challenged: self.challenged - earlier.challenged,
         }
     }
 }
@@ -111,6 +116,8 @@ pub enum Received {
 struct Transaction {
     intended: u64,
     sent: u64,
+    /// Where `service_time` starts: `sent`, or the first request's send of a resent one.
+    origin: u64,
     /// The current Timer E (or A) interval.
     interval: u64,
     /// An INVITE that got a provisional response: no more retransmissions.
@@ -167,6 +174,12 @@ impl Client {
 
     /// Request `j` (intended at `intended`) was just sent at `now`.
     pub fn sent(&mut self, j: u64, intended: u64, now: u64, request: Vec<u8>) {
+        self.resent(j, intended, now, now, request);
+    }
+
+    /// Request `j` was just sent at `now` in place of one first sent at `origin` (and intended at
+    /// `intended`): latencies of its final response count from those.
+    pub fn resent(&mut self, j: u64, intended: u64, origin: u64, now: u64, request: Vec<u8>) {
         self.counts.sent += 1;
         let next = now.saturating_add(self.timers.t1);
         self.live.insert(
@@ -174,6 +187,7 @@ impl Client {
             Transaction {
                 intended,
                 sent: now,
+                origin,
                 interval: self.timers.t1,
                 proceeding: false,
                 next_retransmit: next,
@@ -233,8 +247,15 @@ impl Client {
             j,
             status,
             latency: now.saturating_sub(t.intended),
-            service_time: now.saturating_sub(t.sent),
+            service_time: now.saturating_sub(t.origin),
         })
+    }
+
+    /// The final response just received (a 3xx–6xx) was a challenge the shell answered: counted
+    /// as `challenged` instead of `failed`.
+    pub fn challenged(&mut self) {
+        self.counts.failed -= 1;
+        self.counts.challenged += 1;
     }
 
     /// Whether a response's top Via branch is one of this client's.
@@ -370,6 +391,41 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nConte
         );
         assert_eq!((counts.late, counts.unexpected), (1, 5));
         assert_eq!(c.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_challenge_moves_to_challenged_and_a_resent_request_keeps_the_first_times() {
+        let mut c = Client::new(3, Timers::RFC3261);
+        let mut a = Client::with_kind(3, "a", false, Timers::RFC3261);
+        c.sent(4, 10 * MS, 12 * MS, b"req".to_vec());
+        let Received::Final(done) = c.received(&response(&c.branch(4), 401), 15 * MS, |_| true)
+        else {
+            panic!("a final response");
+        };
+        c.challenged();
+        assert_eq!((c.counts().failed, c.counts().challenged), (0, 1));
+        // The resent request: latency from the first one's intended time, service time from its
+        // first send (the shell resends as the challenge arrives, at the same `now`).
+        let now = 15 * MS;
+        a.resent(
+            4,
+            now - done.latency,
+            now - done.service_time,
+            now,
+            b"req2".to_vec(),
+        );
+        assert!(a.claims(&response(&a.branch(4), 200)));
+        assert!(!c.claims(&response(&a.branch(4), 200)));
+        assert_eq!(
+            a.received(&response(&a.branch(4), 200), 20 * MS, |_| true),
+            Received::Final(Completed {
+                j: 4,
+                status: 200,
+                latency: 10 * MS,
+                service_time: 8 * MS
+            })
+        );
+        assert_eq!((a.counts().sent, a.counts().ok, a.outstanding()), (1, 1, 0));
     }
 
     #[test]

@@ -14,8 +14,12 @@ use hdrhistogram::Histogram;
 
 use crate::call::Calls;
 use crate::client::{Client, Counts, Received, Timers};
+use crate::digest;
 use crate::report;
-use crate::scenario::{Endpoints, MAX_BODY, Scenario, UserPattern, write_request};
+use crate::scenario::{
+    Authenticated, Endpoints, MAX_BODY, Scenario, UserPattern, register_user_and_uri,
+    write_register, write_request,
+};
 use crate::schedule::{Ramp, Schedule};
 
 pub const USAGE: &str =
@@ -38,6 +42,15 @@ pub const USAGE: &str =
   --contact HOST:PORT register: each user's Contact is <sip:USER@HOST:PORT> instead of the
                       generator's own address (Via still names the generator): register users
                       at a `sipshard-load uas` so that `call` through the node reaches it
+  --password P        register: answer digest challenges (401 WWW-Authenticate, 407
+                      Proxy-Authenticate) with password P for every user: the strongest offered
+                      of SHA-512-256, SHA-256, MD5; qop=auth (nc, cnonce) when offered. The
+                      REGISTER is resent (same Call-ID, CSeq 2, new branch) as a new transaction;
+                      its latency counts from the first REGISTER's intended send time to the
+                      final response (uncorrected: from the first REGISTER's actual send).
+                      Challenges are counted (`challenged`); a challenge to the resent REGISTER
+                      is a failure
+  --passwords FILE    register: as --password, with USER:PASSWORD lines (one per user)
   --body TEXT         MESSAGE body, text/plain (default \"sipshard-load\"; at most 1024 bytes)
   --hold-ms MS        call: time from the 200 to the BYE (default 0); the rate is of INVITEs
                       (the callee: sipshard-load uas, or a node routing to registered ones)
@@ -67,6 +80,52 @@ pub struct Options {
     pub hgrm: Option<String>,
     pub json: Option<String>,
     pub search: bool,
+    /// register: the digest passwords (RFC 3261 §22.2), if the server challenges.
+    pub passwords: Passwords,
+}
+
+/// Where a user's digest password comes from.
+#[derive(Debug, Clone, Default)]
+pub enum Passwords {
+    /// None: a 401/407 is a failure like any other.
+    #[default]
+    None,
+    /// `--password`: the same for every user.
+    Same(String),
+    /// `--passwords FILE`: `USER:PASSWORD` lines (users not in it get no credentials).
+    PerUser(Arc<std::collections::HashMap<String, String>>),
+}
+
+impl Passwords {
+    pub fn get(&self, user: &str) -> Option<&str> {
+        match self {
+            Passwords::None => None,
+            Passwords::Same(p) => Some(p),
+            Passwords::PerUser(map) => map.get(user).map(String::as_str),
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        matches!(self, Passwords::None)
+    }
+
+    /// `USER:PASSWORD` a line (the password is the rest of the line after the first colon);
+    /// empty lines and lines starting with `#` are skipped.
+    pub fn parse_file(text: &str) -> Result<Passwords, String> {
+        let mut map = std::collections::HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (user, password) = line
+                .split_once(':')
+                .filter(|(u, _)| !u.is_empty())
+                .ok_or_else(|| format!("line {}: not USER:PASSWORD", n + 1))?;
+            map.insert(user.to_owned(), password.to_owned());
+        }
+        Ok(Passwords::PerUser(Arc::new(map)))
+    }
 }
 
 impl Options {
@@ -85,6 +144,7 @@ impl Options {
         let mut user_count = 1000;
         let mut expires = 3600;
         let mut contact = None;
+        let mut passwords = Passwords::None;
         let mut body = "sipshard-load".to_owned();
         let mut hold_ms = 0;
         let mut t1_ms = 500;
@@ -135,6 +195,13 @@ impl Options {
                 "--body" => body = value.clone(),
                 "--hold-ms" => hold_ms = value.parse().map_err(|_| bad())?,
                 "--t1-ms" => t1_ms = value.parse().ok().filter(|&t| t >= 1).ok_or_else(bad)?,
+                "--password" => passwords = Passwords::Same(value.clone()),
+                "--passwords" => {
+                    let text =
+                        std::fs::read_to_string(value).map_err(|e| format!("{value}: {e}"))?;
+                    passwords =
+                        Passwords::parse_file(&text).map_err(|e| format!("{value}: {e}"))?;
+                }
                 "--hgrm" => hgrm = Some(value.clone()),
                 "--json" => json = Some(value.clone()),
                 other => return Err(format!("unknown option {other}")),
@@ -167,6 +234,9 @@ impl Options {
             (Some(from), secs) if secs > 0.0 => Some(Ramp { from, secs }),
             _ => return Err("--ramp-from and --ramp-secs (> 0) go together".into()),
         };
+        if !passwords.is_none() && command != "register" {
+            return Err("--password and --passwords are for register".into());
+        }
         if local.is_unspecified() {
             return Err("--local must be an address peers can answer (it goes into Via)".into());
         }
@@ -184,6 +254,7 @@ impl Options {
             hgrm,
             json,
             search,
+            passwords,
         })
     }
 }
@@ -544,7 +615,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
         elapsed.as_secs_f64()
     );
     println!(
-        "sent {}  ok {}  failed {}  timed out {}  retransmissions {}  provisional {}  late {}  unexpected {}  send errors {}",
+        "sent {}  ok {}  failed {}  timed out {}  retransmissions {}  provisional {}  late {}  unexpected {}  challenged {}  send errors {}",
         counts.sent,
         counts.ok,
         counts.failed,
@@ -553,6 +624,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
         counts.provisional,
         counts.late,
         counts.unexpected,
+        counts.challenged,
         send_errors
     );
     let by_status: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
@@ -615,6 +687,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
             "provisional": counts.provisional,
             "late": counts.late,
             "unexpected": counts.unexpected,
+            "challenged": counts.challenged,
             "send_errors": send_errors,
         },
         "statuses": statuses.iter().map(|(s, n)| (s.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
@@ -767,6 +840,9 @@ fn shard(
         _ => (false, 0),
     };
     let mut client = Client::with_kind(run_id, "", is_call, timers);
+    // Registers resent with credentials after a challenge (branches of kind `a`).
+    let mut authed = Client::with_kind(run_id, "a", false, timers);
+    let both = |client: &Client, authed: &Client| combined(client.counts(), authed.counts());
     let mut calls = Calls::new(run_id, hold_ms, timers);
     let mut cursor = schedule.shard(k, options.threads);
     let mut corrected = report::new_histogram();
@@ -784,7 +860,7 @@ fn shard(
         // gaps). A closed channel means the run is being torn down: nothing to report to.
         let now_second = now_ns(start) / 1_000_000_000;
         while second.0 < now_second {
-            let counts = *client.counts();
+            let counts = both(&client, &authed);
             let latency = std::mem::replace(&mut second.2, report::new_second_histogram());
             let _ = seconds.send((second.0, counts.since(&second.1), latency));
             second = (second.0 + 1, counts, second.2);
@@ -818,12 +894,41 @@ fn shard(
                         calls.received(datagram, now, |j| cursor.issued(j));
                         continue;
                     }
+                    if !options.passwords.is_none() && authed.claims(datagram) {
+                        if let Received::Final(done) =
+                            authed.received(datagram, now, |j| cursor.issued(j))
+                        {
+                            report::record(&mut corrected, done.latency);
+                            report::record(&mut recent, done.latency);
+                            report::record(&mut uncorrected, done.service_time);
+                            second.2.saturating_record(done.latency.max(1));
+                            last_final = now;
+                            *statuses.entry(done.status).or_insert(0) += 1;
+                        }
+                        continue;
+                    }
                     let mut send = |b: &[u8]| {
                         if socket.send_to(b, options.target).is_err() {
                             send_errors += 1;
                         }
                     };
                     match client.received(datagram, now, |j| cursor.issued(j)) {
+                        Received::Final(done)
+                            if matches!(done.status, 401 | 407)
+                                && answer_challenge(
+                                    options,
+                                    &ends,
+                                    &mut authed,
+                                    &client.branch(done.j),
+                                    datagram,
+                                    done,
+                                    now,
+                                    run_id,
+                                    &mut send,
+                                ) =>
+                        {
+                            client.challenged();
+                        }
                         Received::Final(done) => {
                             report::record(&mut corrected, done.latency);
                             report::record(&mut recent, done.latency);
@@ -874,12 +979,13 @@ fn shard(
             }
         };
         client.poll(now, &mut send);
+        authed.poll(now, &mut send);
         if is_call {
             calls.send_due(&ends, now, |j| client.branch(j), &mut send);
             calls.poll(now, &mut send);
         }
         if published.elapsed() >= Duration::from_millis(10) {
-            progress.publish(client.counts());
+            progress.publish(&both(&client, &authed));
             published = Instant::now();
         }
         if latency_published.elapsed() >= Duration::from_millis(100) {
@@ -887,15 +993,24 @@ fn shard(
             latency_published = Instant::now();
         }
         let next_send = cursor.next_time(&schedule);
-        if next_send.is_none() && client.outstanding() == 0 && calls.outstanding() == 0 {
+        if next_send.is_none()
+            && client.outstanding() == 0
+            && authed.outstanding() == 0
+            && calls.outstanding() == 0
+        {
             break;
         }
         if !busy {
-            let next = [next_send, client.next_timer(), calls.next_timer()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(u64::MAX);
+            let next = [
+                next_send,
+                client.next_timer(),
+                authed.next_timer(),
+                calls.next_timer(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(u64::MAX);
             let now = now_ns(start);
             // Sleep when the next event is far enough away for a wake-up to be on time; closer
             // than that, poll the socket again (at high rates the shard never sleeps).
@@ -904,8 +1019,9 @@ fn shard(
             }
         }
     }
-    progress.publish(client.counts());
-    let _ = seconds.send((second.0, client.counts().since(&second.1), second.2));
+    let counts = both(&client, &authed);
+    progress.publish(&counts);
+    let _ = seconds.send((second.0, counts.since(&second.1), second.2));
     Ok(ShardResult {
         calls: CallResults {
             bye: *calls.bye_counts(),
@@ -914,7 +1030,7 @@ fn shard(
             bye_corrected: calls.bye_corrected,
             bye_uncorrected: calls.bye_uncorrected,
         },
-        counts: *client.counts(),
+        counts,
         corrected,
         uncorrected,
         last_send,
@@ -922,6 +1038,72 @@ fn shard(
         send_errors,
         statuses,
     })
+}
+
+/// The counts of a run's requests: those of the first REGISTERs (`main`) with those of the
+/// REGISTERs resent with credentials (`authed`), whose outcomes replace the challenges', so that
+/// `sent == ok + failed + timed_out` still holds (sent: the schedule's requests).
+fn combined(main: &Counts, authed: &Counts) -> Counts {
+    let mut c = *main;
+    c.add(&Counts {
+        sent: 0,
+        challenged: 0,
+        ..*authed
+    });
+    c
+}
+
+/// Answers a 401/407 to REGISTER `done.j` (first sent with `first_branch`) when there is a
+/// password for its user and a challenge this client can answer: sends the REGISTER again with
+/// credentials as a new transaction of `authed`. Returns whether it did.
+#[allow(clippy::too_many_arguments)]
+fn answer_challenge(
+    options: &Options,
+    ends: &Endpoints,
+    authed: &mut Client,
+    first_branch: &str,
+    response: &[u8],
+    done: crate::client::Completed,
+    now: u64,
+    run_id: u32,
+    send: &mut impl FnMut(&[u8]),
+) -> bool {
+    let (user, uri) = register_user_and_uri(&options.scenario, ends, done.j);
+    let Some(password) = options.passwords.get(&user) else {
+        return false;
+    };
+    let Some(challenge) = sipshard_net::Message::parse_datagram(response)
+        .ok()
+        .and_then(|m| digest::strongest_challenge(&m))
+    else {
+        return false;
+    };
+    let credentials = digest::Credentials {
+        username: &user,
+        password,
+        method: "REGISTER",
+        uri: &uri,
+    };
+    let cnonce = format!("{run_id:08x}{:x}{now:x}", done.j);
+    let (header, value) = challenge.answer(&credentials, &cnonce);
+    let mut request = Vec::with_capacity(768);
+    write_register(
+        &mut request,
+        &options.scenario,
+        ends,
+        done.j,
+        &authed.branch(done.j),
+        &Authenticated::Yes {
+            first_branch,
+            header,
+            value: &value,
+        },
+    );
+    send(&request);
+    let intended = now.saturating_sub(done.latency);
+    let origin = now.saturating_sub(done.service_time);
+    authed.resent(done.j, intended, origin, now, request);
+    true
 }
 
 #[cfg(test)]
@@ -932,6 +1114,26 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Options, String> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         Options::from_args("register", &args)
+    }
+
+    #[test]
+    fn password_options() {
+        let base = ["--target", "127.0.0.1:5060", "--rate", "10"];
+        let o = parse(&[&base[..], &["--password", "x"]].concat()).unwrap();
+        assert_eq!(o.passwords.get("anyone"), Some("x"));
+        let args: Vec<String> = [&base[..], &["--password", "x"]]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(Options::from_args("options", &args).is_err());
+        let p = super::Passwords::parse_file("# c\r\nalice:a:b\r\n\nbob:\n").unwrap();
+        assert_eq!(
+            (p.get("alice"), p.get("bob"), p.get("carol")),
+            (Some("a:b"), Some(""), None)
+        );
+        assert!(super::Passwords::parse_file("alice\n").is_err());
+        assert!(super::Passwords::parse_file(":pw\n").is_err());
     }
 
     #[test]

@@ -9,13 +9,13 @@
 //!
 //! Protocol parts are sans-IO and take `now`: `schedule` (when each request is due), `client`
 //! (client transactions: Timer E/F, A/B, matching by branch, counts), `call` (ACK, hold, BYE),
-//! `scenario` (the requests), `report` (histograms and report formats). `generate` is the I/O
+//! `scenario` (the requests), `digest` (answering challenges), `report` (histograms and report
+//! formats). `generate` is the I/O
 //! shell; `uas` answers calls.
 
 mod call;
 mod client;
 mod compare;
-#[allow(dead_code)] // used by the next commit (digest authentication of register)
 mod digest;
 mod generate;
 mod plot;

@@ -180,7 +180,6 @@ pub fn write_request(
 }
 
 /// Whether a REGISTER carries credentials.
-#[allow(dead_code)] // Yes: used by the next commit
 pub enum Authenticated<'a> {
     No,
     /// The REGISTER resent after a challenge (RFC 3261 §22.2): the same Call-ID (that of the
