@@ -10,8 +10,7 @@
 //! Protocol parts are sans-IO and take `now`: `schedule` (when each request is due), `client`
 //! (client transactions: Timer E/F, A/B, matching by branch, counts), `call` (ACK, hold, BYE),
 //! `scenario` (the requests), `digest` (answering challenges), `report` (histograms and report
-//! formats). `generate` is the I/O
-//! shell; `uas` answers calls.
+//! formats). `generate` is the I/O shell; `uas` answers calls.
 
 mod call;
 mod client;
