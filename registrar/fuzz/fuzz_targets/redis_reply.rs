@@ -22,7 +22,7 @@
 //!   text Rust's `f64` parser takes);
 //! - decoded bindings come in lookup order (q descending); each echo has at least 1 s left;
 //! - `BindingStore::load` of them keeps the store's invariants and lists the live ones in the
-//!   same order; loading nothing forgets the AOR.
+//!   same order, the first `max_contacts_per_aor` of them; loading nothing forgets the AOR.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -33,6 +33,8 @@ use sipshard_registrar::redis_data::{DecodeError, Reply, StoredBinding, decode_l
 use sipshard_registrar::{Aor, BindingStore, ContactEcho, Domains, RegistrarConfig};
 
 const MAX_DEPTH: usize = 4;
+/// The store's `max_contacts_per_aor`: it keeps the first this many live bindings it loads.
+const MAX_CONTACTS: usize = 4;
 /// The reader's nesting limit (`MAX_JSON_DEPTH` in redis_data.rs).
 const JSON_DEPTH: usize = 8;
 
@@ -183,7 +185,7 @@ fn check_bindings(bindings: &[StoredBinding], now: Instant) {
         max_expires_s: 7_200,
         min_expires_s: 60,
         default_expires_s: 3_600,
-        max_contacts_per_aor: 4,
+        max_contacts_per_aor: MAX_CONTACTS,
         max_aors_per_shard: 4,
     });
     let aor = Aor::parse("sip:alice@example.com").expect("valid AOR");
@@ -196,6 +198,7 @@ fn check_bindings(bindings: &[StoredBinding], now: Instant) {
         let live: Vec<(&str, Instant)> = bindings
             .iter()
             .filter(|b| now < b.expires_at)
+            .take(MAX_CONTACTS)
             .map(|b| (&*b.uri, b.expires_at))
             .collect();
         let listed: Vec<(&str, Instant)> = store
