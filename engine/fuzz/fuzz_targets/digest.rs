@@ -55,7 +55,11 @@ const OPAQUE: &str = "fuzz-opaque";
 const TRUSTED: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
 const ADVANCE_S: [u64; 4] = [0, 1, 200, 400];
 /// (user, password): alice's is stored in clear, bob's as an MD5 HA1, carol's as a SHA-256 one.
-const USERS: [(&str, &str); 3] = [("alice", "wonderland"), ("bob", "builder"), ("carol", "secret")];
+const USERS: [(&str, &str); 3] = [
+    ("alice", "wonderland"),
+    ("bob", "builder"),
+    ("carol", "secret"),
+];
 const WRONG_PASSWORD: &str = "guess";
 
 fn base() -> Instant {
@@ -113,12 +117,7 @@ fn authenticator(flags: u8) -> Authenticator {
 
 /// The response for `params` (a credentials header's) with `password`, by RFC 2617 §3.2.2 and
 /// RFC 7616 §3.4, for `realm` and `method`. `None` when the algorithm is unknown.
-fn response(
-    params: &Params<'_>,
-    realm: &str,
-    password: &str,
-    method: &str,
-) -> Option<String> {
+fn response(params: &Params<'_>, realm: &str, password: &str, method: &str) -> Option<String> {
     let mut name = params
         .get("algorithm")
         .unwrap_or(&b"MD5"[..])
@@ -339,7 +338,10 @@ fuzz_target!(|data: &[u8]| {
                     })
                     .expect("authenticated without credentials for the realm");
                 let params = Params(Some(used));
-                let given = params.get("response").unwrap_or_default().to_ascii_lowercase();
+                let given = params
+                    .get("response")
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
                 let header_realm = String::from_utf8_lossy(params.get("realm").unwrap_or_default());
                 let proves = [realm.as_str(), &*header_realm].iter().any(|r| {
                     response(&params, r, password, method).is_some_and(|e| e.as_bytes() == given)
@@ -362,7 +364,10 @@ fuzz_target!(|data: &[u8]| {
                     .and_then(|t| u32::from_str_radix(t, 16).ok())
                     .expect("authenticated with a bad nc");
                 if let Some(&seen) = highest_nc.get(nonce) {
-                    assert!(nc > seen, "nonce-count {nc} replayed (seen {seen}):\n{msg_text}");
+                    assert!(
+                        nc > seen,
+                        "nonce-count {nc} replayed (seen {seen}):\n{msg_text}"
+                    );
                 }
                 highest_nc.insert(nonce.to_vec(), nc);
             }
@@ -382,7 +387,10 @@ fuzz_target!(|data: &[u8]| {
                     let challenge = AuthHeader::parse(value.as_bytes()).expect("challenge parses");
                     let n = challenge.param("nonce").expect("challenge has a nonce");
                     assert_eq!(n.len(), 43);
-                    assert!(nonce.is_none_or(|first| first == n), "one nonce per challenge");
+                    assert!(
+                        nonce.is_none_or(|first| first == n),
+                        "one nonce per challenge"
+                    );
                     nonce = Some(n);
                     assert_eq!(challenge.param("realm"), Some(realm.as_bytes()));
                 }

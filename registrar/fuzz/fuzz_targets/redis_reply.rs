@@ -29,7 +29,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use sipshard_registrar::redis_data::{DecodeError, Reply, StoredBinding, decode_lookup, decode_register};
+use sipshard_registrar::redis_data::{
+    DecodeError, Reply, StoredBinding, decode_lookup, decode_register,
+};
 use sipshard_registrar::{Aor, BindingStore, ContactEcho, Domains, RegistrarConfig};
 
 const MAX_DEPTH: usize = 4;
@@ -205,7 +207,10 @@ fn check_bindings(bindings: &[StoredBinding], now: Instant) {
             .lookup(&aor, now)
             .map(|b| (&*b.uri, b.expires_at))
             .collect();
-        assert_eq!(live, listed, "the store does not list what it loaded, in order");
+        assert_eq!(
+            live, listed,
+            "the store does not list what it loaded, in order"
+        );
         for b in store.lookup(&aor, now) {
             let _ = b.next_hop();
         }
@@ -215,7 +220,9 @@ fn check_bindings(bindings: &[StoredBinding], now: Instant) {
     store.check_invariants().expect("invariants after expire");
     store.load(&aor, &[], now).expect("loading nothing");
     assert!(store.is_empty() && !store.holds(&aor));
-    store.check_invariants().expect("invariants after forgetting");
+    store
+        .check_invariants()
+        .expect("invariants after forgetting");
 }
 
 /// One field/value pair on its own, to see whether the reader took the value for JSON, compared
@@ -223,7 +230,10 @@ fn check_bindings(bindings: &[StoredBinding], now: Instant) {
 fn json_agrees(time: i64, field: &[u8], value: &[u8], now: Instant) {
     let reply = Reply::Array(vec![
         Reply::Int(time.max(0)),
-        Reply::Array(vec![Reply::Bulk(field.to_vec()), Reply::Bulk(value.to_vec())]),
+        Reply::Array(vec![
+            Reply::Bulk(field.to_vec()),
+            Reply::Bulk(value.to_vec()),
+        ]),
     ]);
     let reader_json = !matches!(
         decode_lookup(&reply, now),

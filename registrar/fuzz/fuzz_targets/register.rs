@@ -141,7 +141,14 @@ fuzz_target!(|data: &[u8]| {
         } else {
             body.to_vec()
         };
-        apply(&mut store, &cfg, &datagram, source(control >> 3), now, &mut aors);
+        apply(
+            &mut store,
+            &cfg,
+            &datagram,
+            source(control >> 3),
+            now,
+            &mut aors,
+        );
         previous = datagram;
         store.check_invariants().expect("invariants after register");
 
@@ -157,12 +164,14 @@ fuzz_target!(|data: &[u8]| {
             let len = store.len();
             let removed = store.remove_flow(1);
             assert_eq!(store.len(), len - removed);
-            store.check_invariants().expect("invariants after remove_flow");
+            store
+                .check_invariants()
+                .expect("invariants after remove_flow");
             for aor in &aors {
                 assert!(
-                    store
-                        .lookup(aor, now)
-                        .all(|b| !(b.source.transport.is_stream() && b.source.connection == Some(1))),
+                    store.lookup(aor, now).all(
+                        |b| !(b.source.transport.is_stream() && b.source.connection == Some(1))
+                    ),
                     "a binding on a closed flow"
                 );
             }
