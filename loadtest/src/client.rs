@@ -129,6 +129,8 @@ struct Transaction {
 pub struct Client {
     prefix: String,
     invite: bool,
+    /// Over a reliable transport: no retransmissions, only Timer F (§17.1.2.2).
+    reliable: bool,
     timers: Timers,
     live: HashMap<u64, Transaction>,
     /// (when, j): retransmission times; entries for ended transactions or rescheduled timers
@@ -151,11 +153,19 @@ impl Client {
         Client {
             prefix: format!("z9hG4bK-sl{run:08x}{kind}-"),
             invite,
+            reliable: false,
             timers,
             live: HashMap::new(),
             wheel: BinaryHeap::new(),
             counts: Counts::default(),
         }
+    }
+
+    /// Over a reliable transport (TCP): requests are never retransmitted; Timer F still ends
+    /// them.
+    pub fn over_reliable_transport(mut self) -> Client {
+        self.reliable = true;
+        self
     }
 
     /// The branch of request `j`.
@@ -181,7 +191,11 @@ impl Client {
     /// `intended`): latencies of its final response count from those.
     pub fn resent(&mut self, j: u64, intended: u64, origin: u64, now: u64, request: Vec<u8>) {
         self.counts.sent += 1;
-        let next = now.saturating_add(self.timers.t1);
+        let next = if self.reliable {
+            now.saturating_add(self.timers.timeout())
+        } else {
+            now.saturating_add(self.timers.t1)
+        };
         self.live.insert(
             j,
             Transaction {
@@ -426,6 +440,17 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nConte
             })
         );
         assert_eq!((a.counts().sent, a.counts().ok, a.outstanding()), (1, 1, 0));
+    }
+
+    #[test]
+    fn over_a_reliable_transport_only_timer_f_runs() {
+        let mut c = Client::new(1, Timers::RFC3261).over_reliable_transport();
+        c.sent(0, 0, 0, b"req".to_vec());
+        assert_eq!(c.next_timer(), Some(32_000 * MS));
+        c.poll(31_999 * MS, |_| panic!("no retransmission"));
+        c.poll(32_000 * MS, |_| panic!("no retransmission"));
+        let counts = *c.counts();
+        assert_eq!((counts.timed_out, counts.retransmissions), (1, 0));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `sipshard-load options|register|message|call`: the command line and the I/O shell. Each of `--threads`
-//! shards is a std thread with its own UDP socket, its share of the schedule (every `threads`-th
+//! shards is a std thread with its own UDP socket (or TCP connection, `conn`), its share of the schedule (every `threads`-th
 //! request) and its own client transactions and histograms; the main thread prints progress and,
 //! at the end, merges the shards' results into the reports.
 
@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 
 use crate::call::Calls;
 use crate::client::{Client, Counts, Received, Timers};
+use crate::conn::Conn;
 use crate::digest;
 use crate::report;
 use crate::scenario::{
@@ -24,7 +25,7 @@ use crate::schedule::{Ramp, Schedule};
 
 pub const USAGE: &str =
     "usage: sipshard-load options|register|message|call --target ADDR:PORT --rate R [options]
-  Sends requests over UDP on an exact open-loop schedule (request i at start + i/R) and reports
+  Sends requests over UDP (or TCP) on an exact open-loop schedule (request i at start + i/R) and reports
   latency from each request's intended send time (corrected for coordinated omission) and from
   its actual send time.
   --rate R            requests per second over all threads (required)
@@ -32,8 +33,14 @@ pub const USAGE: &str =
   --duration SECS     send for at most SECS seconds (default 10)
   --ramp-from R0     start at R0 per second and grow linearly to R ...
   --ramp-secs T       ... over the first T seconds (default 0: no ramp)
-  --threads N         shards, each with its own socket and 1/N of the rate (default 1)
-  --local IP          local address to bind (default 127.0.0.1; ports are picked)
+  --threads N         shards, each with its own socket (or connection) and 1/N of the rate
+                      (default 1)
+  --local IP          local address to bind (default 127.0.0.1; ports are picked; UDP only)
+  --transport T       udp (default) or tcp (register, options): over TCP each thread opens one
+                      connection to the target (its local address is the kernel's choice) and
+                      sends its requests over it, framed by Content-Length (RFC 3261 §18.3);
+                      nothing is retransmitted, Timer F (64*T1) still times requests out; Via
+                      says TCP and REGISTER's Contact has ;transport=tcp
   --domain D          domain of Request-URIs and AORs (default the target's IP)
   --users PATTERN     user names, printf-like (register, message, call; default user%06d)
   --first N           first user number (default 0)
@@ -82,6 +89,8 @@ pub struct Options {
     pub search: bool,
     /// register: the digest passwords (RFC 3261 §22.2), if the server challenges.
     pub passwords: Passwords,
+    /// `--transport tcp`: one TCP connection per shard instead of a UDP socket.
+    pub tcp: bool,
 }
 
 /// Where a user's digest password comes from.
@@ -145,6 +154,7 @@ impl Options {
         let mut expires = 3600;
         let mut contact = None;
         let mut passwords = Passwords::None;
+        let mut tcp = false;
         let mut body = "sipshard-load".to_owned();
         let mut hold_ms = 0;
         let mut t1_ms = 500;
@@ -195,6 +205,13 @@ impl Options {
                 "--body" => body = value.clone(),
                 "--hold-ms" => hold_ms = value.parse().map_err(|_| bad())?,
                 "--t1-ms" => t1_ms = value.parse().ok().filter(|&t| t >= 1).ok_or_else(bad)?,
+                "--transport" => {
+                    tcp = match value.to_ascii_lowercase().as_str() {
+                        "udp" => false,
+                        "tcp" => true,
+                        _ => return Err(bad()),
+                    }
+                }
                 "--password" => passwords = Passwords::Same(value.clone()),
                 "--passwords" => {
                     let text =
@@ -237,6 +254,9 @@ impl Options {
         if !passwords.is_none() && command != "register" {
             return Err("--password and --passwords are for register".into());
         }
+        if tcp && !matches!(command, "register" | "options") {
+            return Err("--transport tcp is for register and options".into());
+        }
         if local.is_unspecified() {
             return Err("--local must be an address peers can answer (it goes into Via)".into());
         }
@@ -255,6 +275,7 @@ impl Options {
             json,
             search,
             passwords,
+            tcp,
         })
     }
 }
@@ -467,11 +488,20 @@ fn measure(options: &Options) -> Result<Measured, String> {
             .map_or(0, |d| d.subsec_nanos()));
     let mut sockets = Vec::new();
     for _ in 0..options.threads {
+        if options.tcp {
+            let conn = Conn::tcp(options.target)
+                .map_err(|e| format!("connect to {} over TCP: {e}", options.target))?;
+            sockets.push(conn);
+            continue;
+        }
         let socket = UdpSocket::bind(SocketAddr::new(options.local, 0))
             .map_err(|e| format!("bind {}: {e}", options.local))?;
         socket.set_nonblocking(true).map_err(|e| e.to_string())?;
         set_buffers(&socket);
-        sockets.push(socket);
+        sockets.push(Conn::Udp {
+            socket,
+            target: options.target,
+        });
     }
     let progress: Arc<Vec<Progress>> =
         Arc::new((0..options.threads).map(|_| Progress::new()).collect());
@@ -671,7 +701,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
     let mut summary = serde_json::json!({
         "scenario": options.scenario.name(),
         "target": options.target.to_string(),
-        "transport": "udp",
+        "transport": if options.tcp { "tcp" } else { "udp" },
         "rate": {
             "offered": offered_mean,
             "achieved": achieved,
@@ -789,11 +819,16 @@ pub fn set_buffers(socket: &UdpSocket) {
     }
 }
 
-/// Waits until `socket` is readable or `timeout_ns` passed.
-fn wait_readable(socket: &UdpSocket, timeout_ns: u64) {
+/// Waits until `conn` is readable (or writable, when it has bytes waiting to be written) or
+/// `timeout_ns` passed.
+fn wait_readable(conn: &Conn, timeout_ns: u64) {
     let mut fd = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN,
+        fd: conn.fd(),
+        events: if conn.pending_output() {
+            libc::POLLIN | libc::POLLOUT
+        } else {
+            libc::POLLIN
+        },
         revents: 0,
     };
     let ts = libc::timespec {
@@ -813,7 +848,7 @@ fn shard(
     timers: Timers,
     run_id: u32,
     k: u64,
-    socket: UdpSocket,
+    mut socket: Conn,
     start: Instant,
     progress: &Progress,
     seconds: &mpsc::Sender<SecondReport>,
@@ -825,6 +860,7 @@ fn shard(
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
     let ends = Endpoints {
+        transport: if socket.reliable() { "TCP" } else { "UDP" },
         local,
         target: options.target,
         domain: options
@@ -842,6 +878,10 @@ fn shard(
     let mut client = Client::with_kind(run_id, "", is_call, timers);
     // Registers resent with credentials after a challenge (branches of kind `a`).
     let mut authed = Client::with_kind(run_id, "a", false, timers);
+    if socket.reliable() {
+        client = client.over_reliable_transport();
+        authed = authed.over_reliable_transport();
+    }
     let both = |client: &Client, authed: &Client| combined(client.counts(), authed.counts());
     let mut calls = Calls::new(run_id, hold_ms, timers);
     let mut cursor = schedule.shard(k, options.threads);
@@ -875,7 +915,7 @@ fn shard(
             let mut request = Vec::with_capacity(512);
             write_request(&mut request, &options.scenario, &ends, j, &client.branch(j));
             let now = now_ns(start);
-            if socket.send_to(&request, options.target).is_err() {
+            if socket.send(&request).is_err() {
                 // Lost like a dropped datagram: Timer E retransmits it.
                 send_errors += 1;
             }
@@ -885,8 +925,8 @@ fn shard(
         }
         // Receive everything waiting.
         for _ in 0..256 {
-            match socket.recv_from(&mut buf) {
-                Ok((len, _)) => {
+            match socket.recv(&mut buf) {
+                Ok(len) => {
                     let now = now_ns(start);
                     let datagram = &buf[..len];
                     busy = true;
@@ -908,7 +948,7 @@ fn shard(
                         continue;
                     }
                     let mut send = |b: &[u8]| {
-                        if socket.send_to(b, options.target).is_err() {
+                        if socket.send(b).is_err() {
                             send_errors += 1;
                         }
                     };
@@ -974,7 +1014,7 @@ fn shard(
         }
         let now = now_ns(start);
         let mut send = |request: &[u8]| {
-            if socket.send_to(request, options.target).is_err() {
+            if socket.send(request).is_err() {
                 send_errors += 1;
             }
         };
@@ -983,6 +1023,9 @@ fn shard(
         if is_call {
             calls.send_due(&ends, now, |j| client.branch(j), &mut send);
             calls.poll(now, &mut send);
+        }
+        if socket.pending_output() && socket.flush().is_err() {
+            send_errors += 1;
         }
         if published.elapsed() >= Duration::from_millis(10) {
             progress.publish(&both(&client, &authed));

@@ -1,6 +1,7 @@
 //! `sipshard-load`: the load generator's command line.
 //!
-//! `sipshard-load options|register|message|call` sends SIP requests over UDP on an exact open-loop schedule
+//! `sipshard-load options|register|message|call` sends SIP requests over UDP (register and options
+//! also over TCP, `conn`) on an exact open-loop schedule
 //! and reports latency percentiles from HdrHistogram (`generate`). `sipshard-load responder` is a
 //! stateless UDP server that answers every request with one status, used to calibrate a load
 //! generator (SIPp, or ours) against a server that costs next to nothing. `sipshard-load plot`
@@ -15,6 +16,7 @@
 mod call;
 mod client;
 mod compare;
+mod conn;
 mod digest;
 mod generate;
 mod plot;

@@ -124,6 +124,8 @@ pub struct Endpoints {
     pub target: SocketAddr,
     /// The domain of Request-URIs and AORs (for REGISTER).
     pub domain: String,
+    /// `UDP` or `TCP`, as in Via.
+    pub transport: &'static str,
 }
 
 /// Writes request `j` with top Via branch `branch` into `out`.
@@ -135,7 +137,7 @@ pub fn write_request(
     branch: &str,
 ) {
     let local = ends.local;
-    let via = format!("SIP/2.0/UDP {local};branch={branch};rport");
+    let via = format!("SIP/2.0/{} {local};branch={branch};rport", ends.transport);
     let call_id = call_id(ends, j, branch);
     match scenario {
         Scenario::Options => {
@@ -217,7 +219,7 @@ pub fn write_register(
         return;
     };
     let local = ends.local;
-    let via = format!("SIP/2.0/UDP {local};branch={branch};rport");
+    let via = format!("SIP/2.0/{} {local};branch={branch};rport", ends.transport);
     let (user, uri) = register_user_and_uri(scenario, ends, j);
     let domain = &ends.domain;
     let aor = format!("<sip:{user}@{domain}>");
@@ -225,9 +227,15 @@ pub fn write_register(
         Authenticated::No => (call_id(ends, j, branch), "1 REGISTER"),
         Authenticated::Yes { first_branch, .. } => (call_id(ends, j, first_branch), "2 REGISTER"),
     };
+    // Over TCP the binding is reached over TCP too (RFC 3261 §19.1.1's transport parameter).
+    let param = if ends.transport == "TCP" {
+        ";transport=tcp"
+    } else {
+        ""
+    };
     let contact = match contact {
-        Some(at) => format!("<sip:{user}@{at}>"),
-        None => format!("<sip:{user}@{local}>"),
+        Some(at) => format!("<sip:{user}@{at}{param}>"),
+        None => format!("<sip:{user}@{local}{param}>"),
     };
     let mut w = MessageWriter::request(out, "REGISTER", &uri);
     w.header("Via", &via)
@@ -370,6 +378,7 @@ mod tests {
             local: "127.0.0.1:5070".parse().unwrap(),
             target: "127.0.0.1:5060".parse().unwrap(),
             domain: "example.org".into(),
+            transport: "UDP",
         }
     }
 
