@@ -25,9 +25,9 @@ use crate::schedule::{Ramp, Schedule};
 
 pub const USAGE: &str =
     "usage: sipshard-load options|register|message|call --target ADDR:PORT --rate R [options]
-  Sends requests over UDP (or TCP) on an exact open-loop schedule (request i at start + i/R) and reports
-  latency from each request's intended send time (corrected for coordinated omission) and from
-  its actual send time.
+  Sends requests over UDP (or TCP) on an exact open-loop schedule (request i at start + i/R)
+  and reports latency from each request's intended send time (corrected for coordinated
+  omission) and from its actual send time.
   --rate R            requests per second over all threads (required)
   --count N           stop after N requests (default unlimited; --count or --duration bounds)
   --duration SECS     send for at most SECS seconds (default 10)
