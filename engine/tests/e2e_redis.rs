@@ -12,12 +12,13 @@
 //!   quorum: held, then 503) and started again (service resumes);
 //! - Redis down when the node starts: 503 at the hold, then recovery once Redis is up;
 //! - the master restarted from its dump: REGISTERs held, then answered; what it lost since the
-//!   dump written again from the replay window.
+//!   dump written again from the replay window;
+//! - `redis-wait-replicas=1`: 200 only once a replica has the write; without one, 503.
 //!
 //! The scenarios are heavy (up to eight processes each, a 2-core machine), so they hold one
 //! lock and run one at a time whatever `--test-threads` says:
 //! `cargo test -p sipshard-engine --test e2e_redis -- --test-threads 1 --nocapture` prints the
-//! figures (503 count, unavailability window) on stderr. About 80 s in all.
+//! figures (503 count, unavailability window) on stderr. About 85 s in all.
 
 #[path = "../../registrar/tests/support/redis_lab.rs"]
 mod redis_lab;
@@ -1267,4 +1268,66 @@ fn master_restarted_from_its_dump_gets_back_what_it_lost() {
             .map(|t| t.saturating_duration_since(restarted_at))
     );
     drop(server);
+}
+
+/// `redis-wait-replicas=1`: a 200 means a replica has the write too (`WAIT 1`). With the only
+/// replica gone, the master still takes the write but `WAIT` counts none, so the REGISTER is
+/// held and answered 503 at the hold, never 200; with the replica back, 200 again.
+#[test]
+fn wait_replicas_gates_the_200_on_a_replica() {
+    let _serial = serial();
+    let mut lab = RedisLab::start(LabOptions {
+        replicas: 1,
+        password: Some("wait-Complicated-Pass-3".into()),
+        ..LabOptions::default()
+    });
+    let password = lab.password().expect("a password").to_string();
+    let port = support::free_port();
+    let target = loopback(port);
+    let mut settings = direct_settings(lab.redis_addr(0), &password, "3s");
+    settings.push("redis-wait-replicas=1".into());
+    let node = start_node(port, &settings);
+    let mut phones = Phones::new("wait");
+
+    let first = phones.register(target, 0..5, 5, Kind::Bind);
+    assert_eq!(
+        first.ok_users().len(),
+        5,
+        "with the replica: {first:?}\n{node:?}"
+    );
+    let mut replica = redis_lab::connect(lab.redis_addr(1).port(), Some(&password))
+        .expect("connect to the replica");
+    for user in 0..5 {
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(redis_key(user))
+            .query(&mut replica)
+            .expect("HGETALL on the replica");
+        assert!(
+            !fields.is_empty(),
+            "user {user} acknowledged but not on the replica"
+        );
+    }
+
+    lab.kill(1);
+    let alone = phones.register(target, 5..8, 3, Kind::Bind);
+    assert!(
+        alone
+            .records
+            .iter()
+            .all(|r| r.status == Some(503) && r.retry_after.is_some()),
+        "without a replica: held, then 503 with Retry-After: {alone:?}\n{node:?}"
+    );
+
+    lab.restart(1);
+    let (recovery, _) = wait_for_recovery(
+        &mut phones,
+        target,
+        8,
+        Instant::now(),
+        Duration::from_secs(30),
+        &node,
+    );
+    eprintln!(
+        "redis-wait-replicas=1: 503 without the replica; 200 again {recovery:?} after it came back"
+    );
 }
