@@ -3,19 +3,15 @@
 //! digests with the hash crates directly, from RFC 2617 §3.2.2, not with the engine's own
 //! functions.
 
+mod core_support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use md5::{Digest, Md5};
 use sipshard_engine::auth::{AuthSettings, PasswordDb};
-use sipshard_engine::core::{
-    CoreSettings, Inbound, Output, RegistrarDb, ShardAuthSettings, ShardCore,
-};
-use sipshard_engine::routing::LocalIdentity;
-use sipshard_engine::transaction::TimerConfig;
+use sipshard_engine::core::{CoreSettings, Inbound, Output, ShardAuthSettings, ShardCore};
 use sipshard_net::{AuthHeader, HeaderName, Message, Transport};
-use sipshard_registrar::{Domains, RegistrarConfig};
 
 const PROXY: &str = "127.0.0.1:5060";
 const ALICE_PHONE: &str = "127.0.0.2:5070";
@@ -45,31 +41,11 @@ fn settings() -> CoreSettings {
     let db = PasswordDb::parse(b"version:1\nalice@example.org clrtxt:wonderland ;\n")
         .expect("valid password file");
     CoreSettings {
-        identity: LocalIdentity {
-            hosts: vec!["127.0.0.1".into()],
-            ports: vec![5060],
-            domains: vec!["example.org".into()],
-            any_domain: false,
-            allow_foreign_domains: false,
-        },
-        registrar: RegistrarConfig {
-            domains: Domains::list(["example.org"]).expect("domain"),
-            max_expires_s: 86_400,
-            min_expires_s: 60,
-            default_expires_s: 600,
-            max_contacts_per_aor: 12,
-            max_aors_per_shard: 1024,
-        },
-        timers: TimerConfig::default(),
-        transaction_capacity: 1024,
-        max_waiting: 64,
-        advertised_host: "127.0.0.1".into(),
-        ports: vec![(Transport::Udp, 5060)],
         auth: Some(ShardAuthSettings {
             settings: auth,
             db: Arc::new(db),
         }),
-        registrar_db: RegistrarDb::Memory,
+        ..core_support::core_settings()
     }
 }
 

@@ -3,17 +3,15 @@
 //! here does what `register.lua` does for a fresh AOR (stores each contact's payload with the
 //! fields the script adds); the real script runs in the registrar's and the node's Redis tests.
 
+mod core_support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sipshard_engine::core::{
     CacheChange, CoreSettings, DatabaseResult, Inbound, Output, RegistrarDb, ShardCore,
 };
-use sipshard_engine::routing::LocalIdentity;
-use sipshard_engine::transaction::TimerConfig;
 use sipshard_net::{HeaderName, Message, Transport};
 use sipshard_registrar::redis_data::{LOOKUP_SCRIPT, REGISTER_SCRIPT, Reply, ScriptCall};
-use sipshard_registrar::{Domains, RegistrarConfig};
 
 const PROXY: &str = "127.0.0.1:5060";
 const ALICE: &str = "127.0.0.2:5070";
@@ -25,31 +23,11 @@ fn addr(s: &str) -> SocketAddr {
 
 fn settings() -> CoreSettings {
     CoreSettings {
-        identity: LocalIdentity {
-            hosts: vec!["127.0.0.1".into()],
-            ports: vec![5060],
-            domains: vec!["example.org".into()],
-            any_domain: false,
-            allow_foreign_domains: false,
-        },
-        registrar: RegistrarConfig {
-            domains: Domains::list(["example.org"]).unwrap(),
-            max_expires_s: 86_400,
-            min_expires_s: 60,
-            default_expires_s: 600,
-            max_contacts_per_aor: 12,
-            max_aors_per_shard: 1024,
-        },
-        timers: TimerConfig::default(),
-        transaction_capacity: 1024,
-        max_waiting: 64,
-        advertised_host: "127.0.0.1".into(),
-        ports: vec![(Transport::Udp, 5060)],
-        auth: None,
         registrar_db: RegistrarDb::Redis {
             node: "127.0.0.1:5060".into(),
             wait_limit: WAIT_LIMIT,
         },
+        ..core_support::core_settings()
     }
 }
 

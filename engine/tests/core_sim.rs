@@ -2,14 +2,12 @@
 //! These are the proxy and registrar flows of RFC 3261 §10 and §16, end to end inside one or
 //! two shard cores.
 
+mod core_support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sipshard_engine::core::{CoreSettings, Inbound, Output, RegistrarDb, ShardCore, ShardMsg};
-use sipshard_engine::routing::LocalIdentity;
-use sipshard_engine::transaction::TimerConfig;
+use sipshard_engine::core::{CoreSettings, Inbound, Output, ShardCore, ShardMsg};
 use sipshard_net::{HeaderName, Message, Method, Transport};
-use sipshard_registrar::{Domains, RegistrarConfig};
 
 const PROXY: &str = "127.0.0.1:5060";
 const CALLER: &str = "127.0.0.9:5090";
@@ -21,30 +19,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn settings() -> CoreSettings {
-    CoreSettings {
-        identity: LocalIdentity {
-            hosts: vec!["127.0.0.1".into()],
-            ports: vec![5060],
-            domains: vec!["example.org".into()],
-            any_domain: false,
-            allow_foreign_domains: false,
-        },
-        registrar: RegistrarConfig {
-            domains: Domains::list(["example.org"]).unwrap(),
-            max_expires_s: 86_400,
-            min_expires_s: 60,
-            default_expires_s: 600,
-            max_contacts_per_aor: 12,
-            max_aors_per_shard: 1024,
-        },
-        timers: TimerConfig::default(),
-        transaction_capacity: 1024,
-        max_waiting: 64,
-        advertised_host: "127.0.0.1".into(),
-        ports: vec![(Transport::Udp, 5060)],
-        auth: None,
-        registrar_db: RegistrarDb::Memory,
-    }
+    core_support::core_settings()
 }
 
 /// One shard core with a fake clock, collecting what it sends.

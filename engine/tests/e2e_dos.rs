@@ -8,6 +8,7 @@
 //!
 //! Only 127.0.0.0/8 is used; every external tool runs under `timeout` and is killed on drop.
 
+mod core_support;
 mod support;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -17,11 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sipshard_engine::core::{CoreSettings, Inbound, Output, RegistrarDb, ShardCore};
-use sipshard_engine::routing::LocalIdentity;
-use sipshard_engine::transaction::TimerConfig;
+use sipshard_engine::core::{CoreSettings, Inbound, Output, ShardCore};
 use sipshard_net::{HeaderName, Message, Transport};
-use sipshard_registrar::{Domains, RegistrarConfig};
 use support::{InjectionFile, Node, SIPP_TIMEOUT, Sipp, TempDir};
 
 /// A UDP client bound to one loopback address, sending OPTIONS to the node.
@@ -545,28 +543,8 @@ fn answers_to_short_unauthenticated_udp_requests_stay_within_3x() {
 
 fn core_settings(transaction_capacity: usize) -> CoreSettings {
     CoreSettings {
-        identity: LocalIdentity {
-            hosts: vec!["127.0.0.1".into()],
-            ports: vec![5060],
-            domains: vec!["example.org".into()],
-            any_domain: false,
-            allow_foreign_domains: false,
-        },
-        registrar: RegistrarConfig {
-            domains: Domains::list(["example.org"]).expect("a domain"),
-            max_expires_s: 86_400,
-            min_expires_s: 60,
-            default_expires_s: 600,
-            max_contacts_per_aor: 12,
-            max_aors_per_shard: 1024,
-        },
-        timers: TimerConfig::default(),
         transaction_capacity,
-        max_waiting: 64,
-        advertised_host: "127.0.0.1".into(),
-        ports: vec![(Transport::Udp, 5060)],
-        auth: None,
-        registrar_db: RegistrarDb::Memory,
+        ..core_support::core_settings()
     }
 }
 
