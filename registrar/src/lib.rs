@@ -1,5 +1,6 @@
 //! sipshard-registrar: the binding model, the RFC 3261 §10.3 registrar rules and the per-shard
-//! binding store. (The Redis HA client arrives with the HA issue.)
+//! binding store, and the Redis HA registrar: the sans-IO client ([`ha`]), the data layout and
+//! its Lua scripts ([`redis_data`]) and the thread that drives them ([`redis_thread`]).
 //!
 //! # Shape
 //!
