@@ -20,6 +20,7 @@ mod status;
 mod transport;
 mod uri;
 mod values;
+pub mod websocket;
 mod write;
 
 pub use error::{ErrorAction, ErrorKind, ParseError};
