@@ -555,9 +555,10 @@ impl FrameDecoder {
         }
     }
 
-    /// Bytes held for the message in progress (at most the limit).
+    /// Heap bytes the decoder holds (the capacity of the message being reassembled and of the
+    /// control payload): at most the limit plus 125, whatever the peer sends.
     pub fn buffered(&self) -> usize {
-        self.message.len() + self.control.len() + self.header_len
+        self.message.capacity() + self.control.capacity()
     }
 
     /// Consumes bytes from the front of `input` until it has an event or `input` is empty.
@@ -687,7 +688,10 @@ impl FrameDecoder {
                 self.reserve_message(remaining);
             }
             Opcode::Continuation => self.reserve_message(remaining),
-            Opcode::Close | Opcode::Ping | Opcode::Pong => self.control.clear(),
+            Opcode::Close | Opcode::Ping | Opcode::Pong => {
+                self.control.clear();
+                self.control.reserve_exact(remaining);
+            }
         }
         Ok(Some(FrameHead {
             fin,

@@ -4,9 +4,9 @@
 use proptest::prelude::*;
 use sipshard_net::Message;
 use sipshard_net::websocket::{
-    Event, FrameDecoder, FrameError, Opcode, ResponseError, Role, UpgradeError, accept_key,
-    check_upgrade_response, client_key, client_request, encode_close, encode_frame, encode_pong,
-    parse_upgrade, upgrade_response,
+    Event, FrameDecoder, FrameError, MAX_CONTROL_PAYLOAD, Opcode, ResponseError, Role,
+    UpgradeError, accept_key, check_upgrade_response, client_key, client_request, encode_close,
+    encode_frame, encode_pong, parse_upgrade, upgrade_response,
 };
 
 const LIMIT: usize = 64 * 1024;
@@ -33,7 +33,7 @@ fn decode_chunks<'a>(
             events.push(event);
         }
         assert!(rest.is_empty());
-        assert!(decoder.buffered() <= limit + 14);
+        assert!(decoder.buffered() <= limit + MAX_CONTROL_PAYLOAD);
     }
     Ok(events)
 }
@@ -600,6 +600,35 @@ fn a_message_over_the_limit_is_refused_before_its_payload_arrives() {
     bytes.extend(frame(Opcode::Continuation, true, &[3; 20], MASK));
     let events = decode_all(Role::Server, 100, &bytes).unwrap();
     assert_eq!(events.len(), 1);
+}
+
+#[test]
+fn memory_stays_within_the_limit_while_fragments_grow_a_message() {
+    // 777 one-byte fragments with a ping before each: a doubling Vec would reach 1024 bytes.
+    let mut bytes = frame(Opcode::Binary, false, &[0], MASK);
+    for i in 1..777u32 {
+        bytes.extend(frame(Opcode::Ping, true, &[7; 125], MASK));
+        bytes.extend(frame(Opcode::Continuation, i == 776, &[i as u8], MASK));
+    }
+    let mut decoder = FrameDecoder::new(Role::Server, 777);
+    let mut pings = 0;
+    for chunk in bytes.chunks(3) {
+        let mut rest = chunk;
+        while let Some(event) = decoder.next_event(&mut rest).unwrap() {
+            match event {
+                Event::Ping(_) => pings += 1,
+                Event::Message { payload, .. } => assert_eq!(payload.len(), 777),
+                other => panic!("{other:?}"),
+            }
+            assert!(decoder.buffered() <= 777 + MAX_CONTROL_PAYLOAD);
+        }
+        assert!(
+            decoder.buffered() <= 777 + MAX_CONTROL_PAYLOAD,
+            "{}",
+            decoder.buffered()
+        );
+    }
+    assert_eq!(pings, 776);
 }
 
 #[test]
