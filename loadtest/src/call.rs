@@ -30,11 +30,17 @@ pub struct Calls {
 }
 
 impl Calls {
-    pub fn new(run: u32, hold_ms: u64, timers: Timers) -> Calls {
+    /// `reliable`: over TCP or TLS, BYEs are not retransmitted (Timer F still ends them).
+    pub fn new(run: u32, hold_ms: u64, timers: Timers, reliable: bool) -> Calls {
+        let bye = Client::with_kind(run, "b", false, timers);
         Calls {
             run,
             hold_ns: hold_ms.saturating_mul(1_000_000),
-            bye: Client::with_kind(run, "b", false, timers),
+            bye: if reliable {
+                bye.over_reliable_transport()
+            } else {
+                bye
+            },
             due: BinaryHeap::new(),
             dialogs: HashMap::new(),
             bye_corrected: report::new_histogram(),

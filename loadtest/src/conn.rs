@@ -1,161 +1,864 @@
-//! A shard's connection to the target: its UDP socket, or one TCP connection (RFC 3261 §18:
-//! messages cut out of the stream by `net`'s `StreamFramer`, Content-Length mandatory). Sends go
-//! through `&self` (a TCP send that would block waits in an outbox flushed on the next call), so
-//! the shell's send closures can share it.
+//! A shard's way to the target: its UDP socket, one TCP or TLS connection kept for the whole run
+//! (RFC 3261 §18: messages cut out of the stream by `net`'s `StreamFramer`, Content-Length
+//! mandatory), or, with `--connection-per-request`, a new TCP or TLS connection for every
+//! request, closed when its final response came (so that connection set-ups and TLS handshakes
+//! per second are what is measured).
+//!
+//! Sends go through `&self` (the state sits in a `RefCell`; a write that would block waits in an
+//! outbox flushed on the next call), so the shell's send closures can share the connection with
+//! its receive loop. Everything fed by the peer is bounded: a stream's inbox holds at most one
+//! message of `DEFAULT_MAX_MESSAGE_BYTES` plus one read; an outbox over [`MAX_OUTBOX`] refuses
+//! further sends (they count as send errors and time out), so a server that stops reading cannot
+//! make the generator grow without bound. TLS is rustls driven by hand over the non-blocking
+//! socket (`read_tls`/`process_new_packets`/`write_tls`): the shard's single `ppoll` loop stays
+//! the only place that waits.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
+use rustls::{ClientConnection, HandshakeKind};
 use sipshard_net::{DEFAULT_MAX_MESSAGE_BYTES, Frame, StreamFramer};
 
-pub enum Conn {
+use crate::tls::TlsClient;
+
+/// The most bytes a connection keeps waiting to be written (about 4,000 REGISTERs).
+pub const MAX_OUTBOX: usize = 2 << 20;
+
+/// How long connecting (and a TLS handshake) may take before a persistent connection's run is
+/// abandoned.
+const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The transport of a run, as `--transport` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    pub fn parse(name: &str) -> Option<Transport> {
+        match name.to_ascii_lowercase().as_str() {
+            "udp" => Some(Transport::Udp),
+            "tcp" => Some(Transport::Tcp),
+            "tls" => Some(Transport::Tls),
+            _ => None,
+        }
+    }
+
+    /// The name in the JSON summary and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// The transport in Via (`SIP/2.0/TLS`, RFC 3261 §18).
+    pub fn via(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The `transport` URI parameter of a Contact reached over this transport (none for UDP).
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+        }
+    }
+
+    /// Reliable: requests are not retransmitted (RFC 3261 §17.1.2.2).
+    pub fn reliable(self) -> bool {
+        self != Transport::Udp
+    }
+}
+
+/// What a shard's connections did (all zero over UDP).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Connections opened.
+    pub opened: u64,
+    /// TLS handshakes completed ...
+    pub handshakes: u64,
+    /// ... of which resumed a session.
+    pub resumed: u64,
+    /// Connections that ended in an error: refused, reset, a TLS alert or certificate error,
+    /// bytes that are not SIP framing. Their outstanding requests time out.
+    pub failed: u64,
+    /// Connections the peer closed (or that sent a TLS close_notify) while requests were
+    /// outstanding on them, or before their response.
+    pub closed_by_peer: u64,
+}
+
+impl ConnStats {
+    pub fn add(&mut self, other: &ConnStats) {
+        self.opened += other.opened;
+        self.handshakes += other.handshakes;
+        self.resumed += other.resumed;
+        self.failed += other.failed;
+        self.closed_by_peer += other.closed_by_peer;
+    }
+}
+
+pub struct Conn {
+    transport: Transport,
+    inner: RefCell<Inner>,
+}
+
+enum Inner {
     Udp {
         socket: UdpSocket,
         target: SocketAddr,
     },
-    Tcp(Box<Tcp>),
-}
-
-pub struct Tcp {
-    stream: TcpStream,
-    /// Bytes not yet written (the socket's buffer was full).
-    outbox: RefCell<Vec<u8>>,
-    /// Bytes received: `inbox[head..]` not yet cut into messages.
-    inbox: Vec<u8>,
-    head: usize,
-    framer: StreamFramer,
-    /// The peer closed the connection, or sent bytes that are not SIP framing: nothing more
-    /// is read; what is outstanding times out.
-    closed: bool,
+    Stream {
+        stream: Box<Stream>,
+        stats: ConnStats,
+    },
+    PerRequest(Box<Pool>),
 }
 
 impl Conn {
-    /// One TCP connection to `target` (the kernel picks the local address), non-blocking, without
-    /// Nagle's delay.
-    pub fn tcp(target: SocketAddr) -> io::Result<Conn> {
-        let stream = TcpStream::connect_timeout(&target, std::time::Duration::from_secs(5))?;
-        stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
-        Ok(Conn::Tcp(Box::new(Tcp {
-            stream,
-            outbox: RefCell::new(Vec::new()),
-            inbox: Vec::with_capacity(64 * 1024),
-            head: 0,
-            framer: StreamFramer::new(DEFAULT_MAX_MESSAGE_BYTES),
-            closed: false,
-        })))
+    pub fn udp(socket: UdpSocket, target: SocketAddr) -> Conn {
+        Conn {
+            transport: Transport::Udp,
+            inner: RefCell::new(Inner::Udp { socket, target }),
+        }
     }
 
+    /// One connection to `target` from `local` (the kernel picks the port), over TLS when `tls`
+    /// is given; returns once it is connected and the handshake is done, or fails saying why
+    /// (refused, timed out, the certificate not trusted...).
+    pub fn stream(target: SocketAddr, local: IpAddr, tls: Option<&TlsClient>) -> io::Result<Conn> {
+        let mut stream = Stream::open(target, local, tls)?;
+        let mut stats = ConnStats {
+            opened: 1,
+            ..ConnStats::default()
+        };
+        stream.establish(&mut stats)?;
+        Ok(Conn {
+            transport: if tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            },
+            inner: RefCell::new(Inner::Stream {
+                stream: Box::new(stream),
+                stats,
+            }),
+        })
+    }
+
+    /// A new connection for each request, at most `limit` open at once, each closed when its
+    /// final response came or `lifetime` after it was opened (the request's Timer F).
+    pub fn per_request(
+        target: SocketAddr,
+        local: IpAddr,
+        tls: Option<TlsClient>,
+        limit: usize,
+        lifetime: Duration,
+    ) -> Conn {
+        Conn {
+            transport: if tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            },
+            inner: RefCell::new(Inner::PerRequest(Box::new(Pool {
+                target,
+                local,
+                tls,
+                limit,
+                lifetime,
+                slots: Vec::new(),
+                free: Vec::new(),
+                live: 0,
+                next: None,
+                ready: Vec::new(),
+                polled: false,
+                stats: ConnStats::default(),
+            }))),
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The address requests come from. With a connection per request, the port is 0 until
+    /// [`Conn::open_next`] names the connection the next request goes out on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Conn::Udp { socket, .. } => socket.local_addr(),
-            Conn::Tcp(t) => t.stream.local_addr(),
+        match &*self.inner.borrow() {
+            Inner::Udp { socket, .. } => socket.local_addr(),
+            Inner::Stream { stream, .. } => stream.socket.local_addr(),
+            Inner::PerRequest(pool) => Ok(SocketAddr::new(pool.local, 0)),
         }
     }
 
-    pub fn fd(&self) -> RawFd {
-        match self {
-            Conn::Udp { socket, .. } => socket.as_raw_fd(),
-            Conn::Tcp(t) => t.stream.as_raw_fd(),
+    /// With a connection per request: opens the connection the next [`Conn::send`] uses and
+    /// returns its local address (for the request's Via and Contact). `None` otherwise.
+    pub fn open_next(&self) -> io::Result<Option<SocketAddr>> {
+        match &mut *self.inner.borrow_mut() {
+            Inner::PerRequest(pool) => pool.open_next().map(Some),
+            _ => Ok(None),
         }
     }
 
-    /// Whether the transport is reliable: requests are not retransmitted (RFC 3261 §17.1.2.2).
-    pub fn reliable(&self) -> bool {
-        matches!(self, Conn::Tcp(_))
-    }
-
-    /// Sends one message (on TCP, queues what the socket cannot take now).
+    /// Sends one message (on a stream, queues what the socket cannot take now).
     pub fn send(&self, message: &[u8]) -> io::Result<()> {
-        match self {
-            Conn::Udp { socket, target } => socket.send_to(message, target).map(|_| ()),
-            Conn::Tcp(t) => {
-                if t.closed {
-                    return Err(io::ErrorKind::NotConnected.into());
-                }
-                t.outbox.borrow_mut().extend_from_slice(message);
-                self.flush()
-            }
+        match &mut *self.inner.borrow_mut() {
+            Inner::Udp { socket, target } => socket.send_to(message, *target).map(|_| ()),
+            Inner::Stream { stream, stats } => stream.send(message, stats),
+            Inner::PerRequest(pool) => pool.send(message),
         }
     }
 
-    /// Writes what waits in the outbox, as much as the socket takes.
+    /// Writes what waits in the outboxes, as much as the sockets take.
     pub fn flush(&self) -> io::Result<()> {
-        let Conn::Tcp(t) = self else {
-            return Ok(());
-        };
-        let mut outbox = t.outbox.borrow_mut();
-        let mut written = 0;
-        let result = loop {
-            if written == outbox.len() {
-                break Ok(());
+        match &mut *self.inner.borrow_mut() {
+            Inner::Udp { .. } => Ok(()),
+            Inner::Stream { stream, stats } => stream.flush(stats),
+            Inner::PerRequest(pool) => {
+                pool.flush_all();
+                Ok(())
             }
-            match (&t.stream).write(&outbox[written..]) {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        outbox.drain(..written);
-        result
+        }
     }
 
     /// Whether bytes wait to be written.
     pub fn pending_output(&self) -> bool {
-        match self {
-            Conn::Udp { .. } => false,
-            Conn::Tcp(t) => !t.outbox.borrow().is_empty(),
+        match &*self.inner.borrow() {
+            Inner::Udp { .. } => false,
+            Inner::Stream { stream, .. } => stream.pending_output(),
+            Inner::PerRequest(pool) => pool
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| s.stream.pending_output()),
         }
     }
 
     /// The next message received, copied to the front of `buf`: its length, or `WouldBlock`
     /// when none is waiting.
-    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let t = match self {
-            Conn::Udp { socket, .. } => return socket.recv_from(buf).map(|(n, _)| n),
-            Conn::Tcp(t) => t,
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut *self.inner.borrow_mut() {
+            Inner::Udp { socket, .. } => socket.recv_from(buf).map(|(n, _)| n),
+            Inner::Stream { stream, stats } => stream.recv(buf, stats),
+            Inner::PerRequest(pool) => pool.recv(buf),
+        }
+    }
+
+    /// What the connections did so far.
+    pub fn stats(&self) -> ConnStats {
+        match &*self.inner.borrow() {
+            Inner::Udp { .. } => ConnStats::default(),
+            Inner::Stream { stats, .. } => *stats,
+            Inner::PerRequest(pool) => pool.stats,
+        }
+    }
+
+    /// Waits until a socket is readable (or writable, when it has bytes waiting to be written)
+    /// or `timeout_ns` passed.
+    pub fn wait(&self, timeout_ns: u64) {
+        let inner = self.inner.borrow();
+        let mut fds: Vec<libc::pollfd> = match &*inner {
+            Inner::Udp { socket, .. } => vec![pollfd(socket.as_raw_fd(), false)],
+            Inner::Stream { stream, .. } => vec![stream.pollfd()],
+            Inner::PerRequest(pool) => pool
+                .slots
+                .iter()
+                .flatten()
+                .map(|s| s.stream.pollfd())
+                .collect(),
         };
+        drop(inner);
+        let ts = libc::timespec {
+            tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `fds` is a valid array of its length, `ts` a valid timespec, no signal mask.
+        // With no connection open, ppoll just sleeps.
+        unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            );
+        }
+    }
+}
+
+fn pollfd(fd: std::os::fd::RawFd, output: bool) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: if output {
+            libc::POLLIN | libc::POLLOUT
+        } else {
+            libc::POLLIN
+        },
+        revents: 0,
+    }
+}
+
+/// One TCP connection, with TLS over it or not.
+struct Stream {
+    socket: TcpStream,
+    tls: Option<Box<ClientConnection>>,
+    /// Whether the handshake's end was counted.
+    handshake_counted: bool,
+    /// Bytes (plaintext) not yet written, or not yet taken by rustls.
+    outbox: Vec<u8>,
+    /// Bytes received (plaintext): `inbox[head..]` not yet cut into messages.
+    inbox: Vec<u8>,
+    head: usize,
+    framer: StreamFramer,
+    /// Nothing more is read or written: the peer closed the connection, or sent what is not SIP
+    /// framing or not TLS, or the socket failed.
+    closed: bool,
+}
+
+impl Stream {
+    /// Starts connecting `local` (port chosen by the kernel) to `target` without waiting: the
+    /// socket is non-blocking from the start, reads and writes give `WouldBlock` until the
+    /// connection is up (and its error after it failed).
+    fn open(target: SocketAddr, local: IpAddr, tls: Option<&TlsClient>) -> io::Result<Stream> {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let socket = Socket::new(
+            Domain::for_address(target),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        socket.bind(&SockAddr::from(SocketAddr::new(local, 0)))?;
+        match socket.connect(&SockAddr::from(target)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let tls = match tls {
+            Some(t) => Some(Box::new(
+                ClientConnection::new(t.config.clone(), t.server_name.clone())
+                    .map_err(io::Error::other)?,
+            )),
+            None => None,
+        };
+        Ok(Stream {
+            socket: socket.into(),
+            tls,
+            handshake_counted: false,
+            outbox: Vec::new(),
+            inbox: Vec::new(),
+            head: 0,
+            framer: StreamFramer::new(DEFAULT_MAX_MESSAGE_BYTES),
+            closed: false,
+        })
+    }
+
+    /// Waits (at most [`ESTABLISH_TIMEOUT`]) for the connection and its TLS handshake.
+    fn establish(&mut self, stats: &mut ConnStats) -> io::Result<()> {
+        let deadline = Instant::now() + ESTABLISH_TIMEOUT;
         loop {
-            if t.closed {
+            self.flush(stats)?;
+            let connected = match &self.tls {
+                Some(tls) => !tls.is_handshaking(),
+                // Writable with no error pending: connected.
+                None => {
+                    self.wait_until(deadline, libc::POLLOUT)? && self.socket.peer_addr().is_ok()
+                }
+            };
+            if connected {
+                self.count_handshake(stats);
+                return Ok(());
+            }
+            if self.tls.is_some() {
+                match self.fill(stats) {
+                    Ok(()) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                let events = if self.pending_output() {
+                    libc::POLLIN | libc::POLLOUT
+                } else {
+                    libc::POLLIN
+                };
+                self.wait_until(deadline, events)?;
+            }
+            if let Some(e) = self.socket.take_error()? {
+                return Err(e);
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connecting (and the TLS handshake) took over 5 s",
+                ));
+            }
+        }
+    }
+
+    /// Polls this socket for `events` until `deadline`; whether it became ready.
+    fn wait_until(&self, deadline: Instant, events: libc::c_short) -> io::Result<bool> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fd = libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut fd, 1, left.as_millis().min(10_000) as libc::c_int) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(e) = self.socket.take_error()? {
+            return Err(e);
+        }
+        Ok(n > 0)
+    }
+
+    fn count_handshake(&mut self, stats: &mut ConnStats) {
+        let Some(tls) = &self.tls else {
+            return;
+        };
+        if self.handshake_counted || tls.is_handshaking() {
+            return;
+        }
+        self.handshake_counted = true;
+        stats.handshakes += 1;
+        if tls.handshake_kind() == Some(HandshakeKind::Resumed) {
+            stats.resumed += 1;
+        }
+    }
+
+    fn pollfd(&self) -> libc::pollfd {
+        pollfd(self.socket.as_raw_fd(), self.pending_output())
+    }
+
+    /// Whether writing can make progress now: over TLS, whether rustls has records to write
+    /// (plaintext it has not taken yet waits for the handshake, which waits for reading).
+    fn pending_output(&self) -> bool {
+        if self.closed {
+            return false;
+        }
+        match &self.tls {
+            Some(tls) => tls.wants_write(),
+            None => !self.outbox.is_empty(),
+        }
+    }
+
+    fn send(&mut self, message: &[u8], stats: &mut ConnStats) -> io::Result<()> {
+        if self.closed {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        if self.outbox.len() + message.len() > MAX_OUTBOX {
+            return Err(io::Error::other("the connection's outbox is full"));
+        }
+        self.outbox.extend_from_slice(message);
+        self.flush(stats)
+    }
+
+    /// Writes as much of the outbox as the socket takes (through rustls over TLS).
+    fn flush(&mut self, stats: &mut ConnStats) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let result = match &mut self.tls {
+            None => write_some(&mut self.socket, &mut self.outbox),
+            Some(tls) => loop {
+                if !self.outbox.is_empty() {
+                    // Before the handshake's end rustls keeps what it takes (up to its limit).
+                    let n = tls.writer().write(&self.outbox)?;
+                    self.outbox.drain(..n);
+                }
+                if !tls.wants_write() {
+                    break Ok(());
+                }
+                match tls.write_tls(&mut self.socket) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            },
+        };
+        if result.is_err() {
+            self.fail(stats);
+        }
+        result
+    }
+
+    fn fail(&mut self, stats: &mut ConnStats) {
+        if !self.closed {
+            self.closed = true;
+            stats.failed += 1;
+        }
+    }
+
+    /// The next message, copied to the front of `buf`, or `WouldBlock`.
+    fn recv(&mut self, buf: &mut [u8], stats: &mut ConnStats) -> io::Result<usize> {
+        loop {
+            if self.closed {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            match t.framer.next_frame(&t.inbox[t.head..]) {
+            match self.framer.next_frame(&self.inbox[self.head..]) {
                 Ok(Frame::Message { len }) if len <= buf.len() => {
-                    buf[..len].copy_from_slice(&t.inbox[t.head..t.head + len]);
-                    t.head += len;
+                    buf[..len].copy_from_slice(&self.inbox[self.head..self.head + len]);
+                    self.head += len;
                     return Ok(len);
                 }
                 Ok(Frame::Ping { len } | Frame::Pong { len }) => {
-                    t.head += len;
+                    self.head += len;
                     continue;
                 }
                 Ok(Frame::Incomplete) => {}
                 Ok(Frame::Message { .. }) | Err(_) => {
-                    t.closed = true;
+                    self.fail(stats);
                     return Err(io::ErrorKind::InvalidData.into());
                 }
             }
-            if t.head > 0 {
-                t.inbox.drain(..t.head);
-                t.head = 0;
+            if self.head > 0 {
+                self.inbox.drain(..self.head);
+                self.head = 0;
             }
-            let old = t.inbox.len();
-            t.inbox.resize(old + 64 * 1024, 0);
-            let read = (&t.stream).read(&mut t.inbox[old..]);
-            t.inbox.truncate(old + *read.as_ref().unwrap_or(&0));
-            match read {
-                Ok(0) => {
-                    t.closed = true;
-                    return Err(io::ErrorKind::UnexpectedEof.into());
+            self.fill(stats)?;
+        }
+    }
+
+    /// Reads what the socket holds into the inbox (deciphered over TLS). `WouldBlock` when
+    /// nothing was added.
+    fn fill(&mut self, stats: &mut ConnStats) -> io::Result<()> {
+        let old = self.inbox.len();
+        let result = match &mut self.tls {
+            None => {
+                self.inbox.resize(old + 64 * 1024, 0);
+                let read = self.socket.read(&mut self.inbox[old..]);
+                self.inbox.truncate(old + *read.as_ref().unwrap_or(&0));
+                read.map(|n| n > 0)
+            }
+            Some(tls) => read_tls(tls, &mut self.socket, &mut self.inbox),
+        };
+        self.count_handshake(stats);
+        match result {
+            Ok(true) => {
+                // Over TLS the peer's records may call for an answer (the handshake), and the
+                // handshake's end lets queued requests go.
+                if self.tls.is_some() {
+                    self.flush(stats)?;
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                if self.inbox.len() > old {
+                    Ok(())
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+            }
+            Ok(false) => {
+                if !self.closed {
+                    self.closed = true;
+                    stats.closed_by_peer += 1;
+                }
+                Err(io::ErrorKind::UnexpectedEof.into())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if self.tls.is_some() {
+                    self.flush(stats)?;
+                }
+                Err(e)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Err(e) => {
+                self.fail(stats);
+                Err(e)
             }
         }
+    }
+
+    /// Ends the connection: a TLS close_notify if it can go at once, then the socket is closed
+    /// when the stream is dropped.
+    fn close(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            if !self.closed {
+                tls.send_close_notify();
+                let _ = tls.write_tls(&mut self.socket);
+            }
+        }
+        self.closed = true;
+    }
+}
+
+/// Writes as much of `outbox` as `socket` takes now and drops it from the outbox.
+fn write_some(socket: &mut TcpStream, outbox: &mut Vec<u8>) -> io::Result<()> {
+    let mut written = 0;
+    let result = loop {
+        if written == outbox.len() {
+            break Ok(());
+        }
+        match socket.write(&outbox[written..]) {
+            Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    outbox.drain(..written);
+    result
+}
+
+/// Reads TLS records from `socket` and appends their plaintext to `inbox`: `Ok(true)` when
+/// something was read, `Ok(false)` when the peer closed (end of stream or close_notify),
+/// `WouldBlock` when nothing was waiting, another error for a socket or TLS failure.
+fn read_tls(
+    tls: &mut ClientConnection,
+    socket: &mut TcpStream,
+    inbox: &mut Vec<u8>,
+) -> io::Result<bool> {
+    let mut progressed = false;
+    let mut eof = false;
+    loop {
+        match tls.read_tls(socket) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(_) => progressed = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let state = tls.process_new_packets().map_err(io::Error::other)?;
+        if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
+            break;
+        }
+    }
+    tls.process_new_packets().map_err(io::Error::other)?;
+    // Take the plaintext rustls holds (bounded by its buffer limit; the framer bounds ours).
+    loop {
+        let old = inbox.len();
+        inbox.resize(old + 16 * 1024, 0);
+        match tls.reader().read(&mut inbox[old..]) {
+            Ok(0) => {
+                inbox.truncate(old);
+                return Ok(false);
+            }
+            Ok(n) => {
+                inbox.truncate(old + n);
+                progressed = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                inbox.truncate(old);
+                break;
+            }
+            Err(e) => {
+                inbox.truncate(old);
+                return Err(e);
+            }
+        }
+    }
+    if eof {
+        return Ok(false);
+    }
+    if progressed {
+        Ok(true)
+    } else {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+/// The connections of `--connection-per-request`.
+struct Pool {
+    target: SocketAddr,
+    local: IpAddr,
+    tls: Option<TlsClient>,
+    /// The most connections open at once.
+    limit: usize,
+    /// How long a connection may live (its request's Timer F).
+    lifetime: Duration,
+    /// Open connections with the time each must be closed by; `None`: a free slot.
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    live: usize,
+    /// Opened by `open_next` for the next `send`.
+    next: Option<Stream>,
+    /// Slots the last poll found readable, not yet read dry.
+    ready: Vec<usize>,
+    /// Whether this round of receiving has polled already (one poll per round).
+    polled: bool,
+    stats: ConnStats,
+}
+
+struct Slot {
+    stream: Stream,
+    deadline: Instant,
+}
+
+impl Pool {
+    fn open_next(&mut self) -> io::Result<SocketAddr> {
+        if self.next.is_none() {
+            if self.live >= self.limit {
+                return Err(io::Error::other(format!(
+                    "{} connections open: the limit",
+                    self.limit
+                )));
+            }
+            self.next = Some(Stream::open(self.target, self.local, self.tls.as_ref())?);
+            self.stats.opened += 1;
+        }
+        match &self.next {
+            Some(stream) => stream.socket.local_addr(),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn send(&mut self, message: &[u8]) -> io::Result<()> {
+        self.open_next()?;
+        let Some(mut stream) = self.next.take() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let result = stream.send(message, &mut self.stats);
+        let slot = Slot {
+            stream,
+            deadline: Instant::now() + self.lifetime,
+        };
+        match self.free.pop() {
+            Some(i) => self.slots[i] = Some(slot),
+            None => self.slots.push(Some(slot)),
+        }
+        self.live += 1;
+        result
+    }
+
+    fn close(&mut self, i: usize) {
+        if let Some(mut slot) = self.slots[i].take() {
+            slot.stream.close();
+            self.free.push(i);
+            self.live -= 1;
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.stream.pending_output() {
+                // A failure closes the stream; its request times out.
+                let _ = slot.stream.flush(&mut self.stats);
+            }
+        }
+    }
+
+    /// The next message from any connection; a final response closes its connection.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            while let Some(&i) = self.ready.last() {
+                let Some(slot) = self.slots[i].as_mut() else {
+                    self.ready.pop();
+                    continue;
+                };
+                match slot.stream.recv(buf, &mut self.stats) {
+                    Ok(n) => {
+                        if is_final_response(&buf[..n]) {
+                            self.close(i);
+                            self.ready.pop();
+                        }
+                        return Ok(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && !slot.stream.closed => {
+                        self.ready.pop();
+                    }
+                    // Failed or closed by the peer: nothing more will come.
+                    Err(_) => {
+                        self.close(i);
+                        self.ready.pop();
+                    }
+                }
+            }
+            if self.polled {
+                self.polled = false;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.poll();
+            self.polled = true;
+        }
+    }
+
+    /// Finds the readable connections (without waiting), writes to the writable ones, closes
+    /// those past their deadline.
+    fn poll(&mut self) {
+        let now = Instant::now();
+        let mut indexes = Vec::with_capacity(self.live);
+        let mut fds = Vec::with_capacity(self.live);
+        for i in 0..self.slots.len() {
+            let Some(slot) = &self.slots[i] else {
+                continue;
+            };
+            if slot.deadline <= now {
+                self.close(i);
+                continue;
+            }
+            indexes.push(i);
+            fds.push(slot.stream.pollfd());
+        }
+        if fds.is_empty() {
+            return;
+        }
+        // SAFETY: a valid array of pollfds of its length; a zero timeout.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        if n <= 0 {
+            return;
+        }
+        for (fd, &i) in fds.iter().zip(&indexes) {
+            if fd.revents == 0 {
+                continue;
+            }
+            if fd.revents & libc::POLLOUT != 0 {
+                if let Some(slot) = self.slots[i].as_mut() {
+                    let _ = slot.stream.flush(&mut self.stats);
+                }
+            }
+            if fd.revents & !libc::POLLOUT != 0 {
+                self.ready.push(i);
+            }
+        }
+    }
+}
+
+/// Whether a message is a response with a final status (its connection's work is done).
+fn is_final_response(message: &[u8]) -> bool {
+    message.len() > 12 && message.starts_with(b"SIP/2.0 ") && matches!(message[8], b'2'..=b'6')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_responses_end_a_per_request_connection() {
+        assert!(is_final_response(b"SIP/2.0 200 OK\r\n\r\n"));
+        assert!(is_final_response(b"SIP/2.0 401 Unauthorized\r\n"));
+        assert!(!is_final_response(b"SIP/2.0 100 Trying\r\n\r\n"));
+        assert!(!is_final_response(b"OPTIONS sip:a SIP/2.0\r\n"));
+        assert!(!is_final_response(b"SIP/2.0 2"));
+    }
+
+    #[test]
+    fn transports_name_themselves_as_sip_does() {
+        for (name, via, param) in [
+            ("udp", "UDP", ""),
+            ("TCP", "TCP", ";transport=tcp"),
+            ("tls", "TLS", ";transport=tls"),
+        ] {
+            let t = Transport::parse(name).unwrap();
+            assert_eq!((t.via(), t.uri_param()), (via, param));
+            assert_eq!(t.reliable(), t != Transport::Udp);
+        }
+        assert_eq!(Transport::parse("sctp"), None);
     }
 }

@@ -1,7 +1,8 @@
-//! `sipshard-load options|register|message|call`: the command line and the I/O shell. Each of `--threads`
-//! shards is a std thread with its own UDP socket (or TCP connection, `conn`), its share of the schedule (every `threads`-th
-//! request) and its own client transactions and histograms; the main thread prints progress and,
-//! at the end, merges the shards' results into the reports.
+//! `sipshard-load options|register|message|call`: the command line and the I/O shell. Each of
+//! `--threads` shards is a std thread with its own UDP socket (or TCP or TLS connection, or
+//! connection per request: `conn`), its share of the schedule (every `threads`-th request) and
+//! its own client transactions and histograms; the main thread prints progress and, at the end,
+//! merges the shards' results into the reports.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -14,7 +15,7 @@ use hdrhistogram::Histogram;
 
 use crate::call::Calls;
 use crate::client::{Client, Counts, Received, Timers};
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnStats, Transport};
 use crate::digest;
 use crate::report;
 use crate::scenario::{
@@ -22,10 +23,11 @@ use crate::scenario::{
     write_register, write_request,
 };
 use crate::schedule::{Ramp, Schedule};
+use crate::tls::TlsOptions;
 
 pub const USAGE: &str =
     "usage: sipshard-load options|register|message|call --target ADDR:PORT --rate R [options]
-  Sends requests over UDP (or TCP) on an exact open-loop schedule (request i at start + i/R)
+  Sends requests over UDP, TCP or TLS on an exact open-loop schedule (request i at start + i/R)
   and reports latency from each request's intended send time (corrected for coordinated
   omission) and from its actual send time.
   --rate R            requests per second over all threads (required)
@@ -35,12 +37,27 @@ pub const USAGE: &str =
   --ramp-secs T       ... over the first T seconds (default 0: no ramp)
   --threads N         shards, each with its own socket (or connection) and 1/N of the rate
                       (default 1)
-  --local IP          local address to bind (default 127.0.0.1; ports are picked; UDP only)
-  --transport T       udp (default) or tcp (register, options): over TCP each thread opens one
-                      connection to the target (its local address is the kernel's choice) and
-                      sends its requests over it, framed by Content-Length (RFC 3261 §18.3);
-                      nothing is retransmitted, Timer F (64*T1) still times requests out; Via
-                      says TCP and REGISTER's Contact has ;transport=tcp
+  --local IP          local address to bind (default 127.0.0.1; ports are picked)
+  --transport T       udp (default), tcp or tls: over TCP or TLS each thread opens one
+                      connection to the target and sends its requests over it, framed by
+                      Content-Length (RFC 3261 §18.3); nothing is retransmitted, Timer F
+                      (64*T1) still times requests out; Via says TCP or TLS and REGISTER's
+                      Contact has ;transport=tcp or ;transport=tls. A connection that fails
+                      or is closed leaves its outstanding requests to time out
+  --connection-per-request
+                      tcp, tls (not call): a new connection (and TLS handshake) for every
+                      request, closed when its final response came: measures connection
+                      set-ups and handshakes per second (the latency includes them). Open
+                      connections per thread are bounded by the file descriptor limit
+  --tls-ca FILE       tls: trust the PEM certificates in FILE (default the system's bundle,
+                      /etc/ssl/certs/ca-certificates.crt)
+  --tls-insecure      tls: INSECURE, FOR BENCHMARKS ONLY: trust ANY certificate for ANY name
+                      (self-signed test certificates). Anyone on the path can read and change
+                      the traffic. Handshake signatures are still checked
+  --tls-server-name N tls: the name the certificate must carry, sent as SNI (default the
+                      target's IP address, checked against the certificate's IP addresses)
+  --tls-resumption    tls: resume TLS sessions on new connections (default: every handshake
+                      is a full one)
   --domain D          domain of Request-URIs and AORs (default the target's IP)
   --users PATTERN     user names, printf-like (register, message, call; default user%06d)
   --first N           first user number (default 0)
@@ -89,8 +106,12 @@ pub struct Options {
     pub search: bool,
     /// register: the digest passwords (RFC 3261 §22.2), if the server challenges.
     pub passwords: Passwords,
-    /// `--transport tcp`: one TCP connection per shard instead of a UDP socket.
-    pub tcp: bool,
+    /// `--transport`.
+    pub transport: Transport,
+    /// `--connection-per-request`: a new connection for every request (TCP, TLS).
+    pub connection_per_request: bool,
+    /// `--tls-*`.
+    pub tls: TlsOptions,
 }
 
 /// Where a user's digest password comes from.
@@ -154,7 +175,10 @@ impl Options {
         let mut expires = 3600;
         let mut contact = None;
         let mut passwords = Passwords::None;
-        let mut tcp = false;
+        let mut transport = Transport::Udp;
+        let mut connection_per_request = false;
+        let mut tls = TlsOptions::default();
+        let mut tls_given = false;
         let mut body = "sipshard-load".to_owned();
         let mut hold_ms = 0;
         let mut t1_ms = 500;
@@ -163,9 +187,24 @@ impl Options {
         let mut search = false;
         let mut it = args.iter();
         while let Some(flag) = it.next() {
-            if flag == "--search" {
-                search = true;
-                continue;
+            match flag.as_str() {
+                "--search" => {
+                    search = true;
+                    continue;
+                }
+                "--connection-per-request" => {
+                    connection_per_request = true;
+                    continue;
+                }
+                "--tls-insecure" => {
+                    (tls.insecure, tls_given) = (true, true);
+                    continue;
+                }
+                "--tls-resumption" => {
+                    (tls.resumption, tls_given) = (true, true);
+                    continue;
+                }
+                _ => {}
             }
             let value = it.next().ok_or(format!("{flag} needs a value"))?;
             let bad = || format!("{flag}: bad value {value:?}");
@@ -205,13 +244,9 @@ impl Options {
                 "--body" => body = value.clone(),
                 "--hold-ms" => hold_ms = value.parse().map_err(|_| bad())?,
                 "--t1-ms" => t1_ms = value.parse().ok().filter(|&t| t >= 1).ok_or_else(bad)?,
-                "--transport" => {
-                    tcp = match value.to_ascii_lowercase().as_str() {
-                        "udp" => false,
-                        "tcp" => true,
-                        _ => return Err(bad()),
-                    }
-                }
+                "--transport" => transport = Transport::parse(value).ok_or_else(bad)?,
+                "--tls-ca" => (tls.ca, tls_given) = (Some(value.clone()), true),
+                "--tls-server-name" => (tls.server_name, tls_given) = (Some(value.clone()), true),
                 "--password" => passwords = Passwords::Same(value.clone()),
                 "--passwords" => {
                     let text =
@@ -254,8 +289,13 @@ impl Options {
         if !passwords.is_none() && command != "register" {
             return Err("--password and --passwords are for register".into());
         }
-        if tcp && !matches!(command, "register" | "options") {
-            return Err("--transport tcp is for register and options".into());
+        if tls_given && transport != Transport::Tls {
+            return Err("--tls-* options go with --transport tls".into());
+        }
+        if connection_per_request && (!transport.reliable() || command == "call") {
+            return Err(
+                "--connection-per-request is for --transport tcp or tls, and not for call".into(),
+            );
         }
         if local.is_unspecified() {
             return Err("--local must be an address peers can answer (it goes into Via)".into());
@@ -275,7 +315,9 @@ impl Options {
             json,
             search,
             passwords,
-            tcp,
+            transport,
+            connection_per_request,
+            tls,
         })
     }
 }
@@ -293,6 +335,8 @@ struct ShardResult {
     statuses: BTreeMap<u16, u64>,
     /// `call`: the BYEs' counts and latencies, ACKs sent, 2xx without a usable dialog.
     calls: CallResults,
+    /// What the shard's connections did (TCP, TLS).
+    conns: ConnStats,
 }
 
 /// What the `call` scenario adds to a run's results.
@@ -486,23 +530,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
         ^ (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos()));
-    let mut sockets = Vec::new();
-    for _ in 0..options.threads {
-        if options.tcp {
-            let conn = Conn::tcp(options.target)
-                .map_err(|e| format!("connect to {} over TCP: {e}", options.target))?;
-            sockets.push(conn);
-            continue;
-        }
-        let socket = UdpSocket::bind(SocketAddr::new(options.local, 0))
-            .map_err(|e| format!("bind {}: {e}", options.local))?;
-        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
-        set_buffers(&socket);
-        sockets.push(Conn::Udp {
-            socket,
-            target: options.target,
-        });
-    }
+    let sockets = connect(options, timers)?;
     let progress: Arc<Vec<Progress>> =
         Arc::new((0..options.threads).map(|_| Progress::new()).collect());
     let (seconds_tx, seconds) = mpsc::channel::<SecondReport>();
@@ -587,6 +615,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
     let (mut last_send, mut last_final, mut send_errors) = (0, 0, 0);
     let mut statuses = BTreeMap::new();
     let mut calls = CallResults::new();
+    let mut conns = ConnStats::default();
     for h in handles {
         let r = h.join().map_err(|_| "a shard panicked".to_string())??;
         counts.add(&r.counts);
@@ -601,6 +630,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
             *statuses.entry(status).or_insert(0) += n;
         }
         calls.add(&r.calls)?;
+        conns.add(&r.conns);
     }
     let is_call = matches!(options.scenario, Scenario::Call { .. });
     let elapsed = start.elapsed();
@@ -666,6 +696,25 @@ fn measure(options: &Options) -> Result<Measured, String> {
             by_status.join(", ")
         }
     );
+    // Connections (and handshakes) per second over the same span as the achieved rate.
+    let per_second = |n: u64| {
+        if n == 0 {
+            0.0
+        } else {
+            n as f64 * 1e9 / (last_send as f64 + period)
+        }
+    };
+    if options.transport.reliable() {
+        println!(
+            "connections: opened {} ({:.1}/s)  TLS handshakes {} (resumed {})  failed {}  closed by peer {}",
+            conns.opened,
+            per_second(conns.opened),
+            conns.handshakes,
+            conns.resumed,
+            conns.failed,
+            conns.closed_by_peer
+        );
+    }
     if is_call {
         let b = &calls.bye;
         println!(
@@ -701,7 +750,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
     let mut summary = serde_json::json!({
         "scenario": options.scenario.name(),
         "target": options.target.to_string(),
-        "transport": if options.tcp { "tcp" } else { "udp" },
+        "transport": options.transport.name(),
         "rate": {
             "offered": offered_mean,
             "achieved": achieved,
@@ -737,8 +786,28 @@ fn measure(options: &Options) -> Result<Measured, String> {
             "t1_ms": options.t1_ms,
             "local": options.local.to_string(),
             "requests_scheduled": schedule.total(),
+            "connection_per_request": options.connection_per_request,
         },
     });
+    if options.transport.reliable() {
+        summary["connections"] = serde_json::json!({
+            "opened": conns.opened,
+            "opened_per_s": per_second(conns.opened),
+            "tls_handshakes": conns.handshakes,
+            "tls_resumed": conns.resumed,
+            "failed": conns.failed,
+            "closed_by_peer": conns.closed_by_peer,
+        });
+    }
+    if options.transport == Transport::Tls {
+        let tls = &options.tls;
+        summary["settings"]["tls"] = serde_json::json!({
+            "ca": tls.ca,
+            "insecure": tls.insecure,
+            "server_name": tls.server_name,
+            "resumption": tls.resumption,
+        });
+    }
     let b = &calls.bye;
     if is_call {
         summary["bye"] = serde_json::json!({
@@ -777,6 +846,71 @@ fn measure(options: &Options) -> Result<Measured, String> {
         summary,
         corrected,
     })
+}
+
+/// Each shard's socket or connection: established (connected, TLS handshake done) before the
+/// run starts, so that a refused connection or an untrusted certificate stops the run with the
+/// reason instead of timing every request out. With a connection per request one connection is
+/// made (and closed) to check that, and each shard may keep as many open as its share of the
+/// file descriptor limit.
+fn connect(options: &Options, timers: Timers) -> Result<Vec<Conn>, String> {
+    let target = options.target;
+    let local = options.local;
+    let transport = options.transport;
+    let tls = match transport {
+        Transport::Tls => Some(options.tls.client(target)?),
+        _ => None,
+    };
+    let failed = |e: std::io::Error| {
+        format!(
+            "connect to {target} over {} from {local}: {e}",
+            transport.via()
+        )
+    };
+    if transport == Transport::Udp {
+        return (0..options.threads)
+            .map(|_| {
+                let socket = UdpSocket::bind(SocketAddr::new(local, 0))
+                    .map_err(|e| format!("bind {local}: {e}"))?;
+                socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+                set_buffers(&socket);
+                Ok(Conn::udp(socket, target))
+            })
+            .collect();
+    }
+    if !options.connection_per_request {
+        return (0..options.threads)
+            .map(|_| Conn::stream(target, local, tls.as_ref()).map_err(failed))
+            .collect();
+    }
+    drop(Conn::stream(target, local, tls.as_ref()).map_err(failed)?);
+    let limit = (raise_descriptor_limit().saturating_sub(64) / options.threads).max(1) as usize;
+    let lifetime = Duration::from_nanos(timers.timeout());
+    Ok((0..options.threads)
+        .map(|_| Conn::per_request(target, local, tls.clone(), limit, lifetime))
+        .collect())
+}
+
+/// Raises this process's soft limit on open files to the hard limit (connections per request
+/// need one each); returns the limit now in force.
+fn raise_descriptor_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct; failure leaves the limit as it was.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                ..limit
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        limit.rlim_cur
+    }
 }
 
 /// Below this, a shard polls instead of sleeping (a sleep and wake-up costs about this much).
@@ -819,28 +953,6 @@ pub fn set_buffers(socket: &UdpSocket) {
     }
 }
 
-/// Waits until `conn` is readable (or writable, when it has bytes waiting to be written) or
-/// `timeout_ns` passed.
-fn wait_readable(conn: &Conn, timeout_ns: u64) {
-    let mut fd = libc::pollfd {
-        fd: conn.fd(),
-        events: if conn.pending_output() {
-            libc::POLLIN | libc::POLLOUT
-        } else {
-            libc::POLLIN
-        },
-        revents: 0,
-    };
-    let ts = libc::timespec {
-        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: one valid pollfd, a valid timespec, no signal mask.
-    unsafe {
-        libc::ppoll(&mut fd, 1, &ts, std::ptr::null());
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn shard(
     options: &Options,
@@ -848,7 +960,7 @@ fn shard(
     timers: Timers,
     run_id: u32,
     k: u64,
-    mut socket: Conn,
+    socket: Conn,
     start: Instant,
     progress: &Progress,
     seconds: &mpsc::Sender<SecondReport>,
@@ -860,7 +972,7 @@ fn shard(
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
     let ends = Endpoints {
-        transport: if socket.reliable() { "TCP" } else { "UDP" },
+        transport: socket.transport(),
         local,
         target: options.target,
         domain: options
@@ -878,12 +990,13 @@ fn shard(
     let mut client = Client::with_kind(run_id, "", is_call, timers);
     // Registers resent with credentials after a challenge (branches of kind `a`).
     let mut authed = Client::with_kind(run_id, "a", false, timers);
-    if socket.reliable() {
+    let reliable = socket.transport().reliable();
+    if reliable {
         client = client.over_reliable_transport();
         authed = authed.over_reliable_transport();
     }
     let both = |client: &Client, authed: &Client| combined(client.counts(), authed.counts());
-    let mut calls = Calls::new(run_id, hold_ms, timers);
+    let mut calls = Calls::new(run_id, hold_ms, timers, reliable);
     let mut cursor = schedule.shard(k, options.threads);
     let mut corrected = report::new_histogram();
     let mut uncorrected = report::new_histogram();
@@ -913,7 +1026,19 @@ fn shard(
                 break;
             };
             let mut request = Vec::with_capacity(512);
-            write_request(&mut request, &options.scenario, &ends, j, &client.branch(j));
+            // With a connection per request, Via and Contact name that connection's address.
+            let fresh = socket.open_next().ok().flatten().map(|local| Endpoints {
+                local,
+                ..ends.clone()
+            });
+            let ends_j = fresh.as_ref().unwrap_or(&ends);
+            write_request(
+                &mut request,
+                &options.scenario,
+                ends_j,
+                j,
+                &client.branch(j),
+            );
             let now = now_ns(start);
             if socket.send(&request).is_err() {
                 // Lost like a dropped datagram: Timer E retransmits it.
@@ -958,6 +1083,7 @@ fn shard(
                                 && answer_challenge(
                                     options,
                                     &ends,
+                                    &socket,
                                     &mut authed,
                                     &client.branch(done.j),
                                     datagram,
@@ -1058,7 +1184,7 @@ fn shard(
             // Sleep when the next event is far enough away for a wake-up to be on time; closer
             // than that, poll the socket again (at high rates the shard never sleeps).
             if next > now + SPIN_NS {
-                wait_readable(&socket, (next - now - SPIN_NS / 2).min(10_000_000));
+                socket.wait((next - now - SPIN_NS / 2).min(10_000_000));
             }
         }
     }
@@ -1066,6 +1192,7 @@ fn shard(
     progress.publish(&counts);
     let _ = seconds.send((second.0, counts.since(&second.1), second.2));
     Ok(ShardResult {
+        conns: socket.stats(),
         calls: CallResults {
             bye: *calls.bye_counts(),
             acks: calls.acks,
@@ -1103,6 +1230,7 @@ fn combined(main: &Counts, authed: &Counts) -> Counts {
 fn answer_challenge(
     options: &Options,
     ends: &Endpoints,
+    conn: &Conn,
     authed: &mut Client,
     first_branch: &str,
     response: &[u8],
@@ -1130,10 +1258,15 @@ fn answer_challenge(
     let cnonce = format!("{run_id:08x}{:x}{now:x}", done.j);
     let (header, value) = challenge.answer(&credentials, &cnonce);
     let mut request = Vec::with_capacity(768);
+    // With a connection per request the REGISTER goes on a new one, which Via names.
+    let fresh = conn.open_next().ok().flatten().map(|local| Endpoints {
+        local,
+        ..ends.clone()
+    });
     write_register(
         &mut request,
         &options.scenario,
-        ends,
+        fresh.as_ref().unwrap_or(ends),
         done.j,
         &authed.branch(done.j),
         &Authenticated::Yes {

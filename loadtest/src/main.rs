@@ -1,7 +1,7 @@
 //! `sipshard-load`: the load generator's command line.
 //!
-//! `sipshard-load options|register|message|call` sends SIP requests over UDP (register and options
-//! also over TCP, `conn`) on an exact open-loop schedule
+//! `sipshard-load options|register|message|call` sends SIP requests over UDP, TCP or TLS (`conn`,
+//! `tls`) on an exact open-loop schedule
 //! and reports latency percentiles from HdrHistogram (`generate`). `sipshard-load responder` is a
 //! stateless UDP server that answers every request with one status, used to calibrate a load
 //! generator (SIPp, or ours) against a server that costs next to nothing. `sipshard-load plot`
@@ -24,6 +24,7 @@ mod report;
 mod responder;
 mod scenario;
 mod schedule;
+mod tls;
 mod uas;
 
 use std::process::ExitCode;

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use sipshard_net::{HeaderName, Message, MessageWriter};
 
+use crate::conn::Transport;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scenario {
     /// OPTIONS to the target.
@@ -124,8 +126,8 @@ pub struct Endpoints {
     pub target: SocketAddr,
     /// The domain of Request-URIs and AORs (for REGISTER).
     pub domain: String,
-    /// `UDP` or `TCP`, as in Via.
-    pub transport: &'static str,
+    /// The transport requests go over (Via, Contact's `transport` parameter).
+    pub transport: Transport,
 }
 
 /// Writes request `j` with top Via branch `branch` into `out`.
@@ -137,7 +139,10 @@ pub fn write_request(
     branch: &str,
 ) {
     let local = ends.local;
-    let via = format!("SIP/2.0/{} {local};branch={branch};rport", ends.transport);
+    let via = format!(
+        "SIP/2.0/{} {local};branch={branch};rport",
+        ends.transport.via()
+    );
     let call_id = call_id(ends, j, branch);
     match scenario {
         Scenario::Options => {
@@ -219,7 +224,10 @@ pub fn write_register(
         return;
     };
     let local = ends.local;
-    let via = format!("SIP/2.0/{} {local};branch={branch};rport", ends.transport);
+    let via = format!(
+        "SIP/2.0/{} {local};branch={branch};rport",
+        ends.transport.via()
+    );
     let (user, uri) = register_user_and_uri(scenario, ends, j);
     let domain = &ends.domain;
     let aor = format!("<sip:{user}@{domain}>");
@@ -227,15 +235,11 @@ pub fn write_register(
         Authenticated::No => (call_id(ends, j, branch), "1 REGISTER"),
         Authenticated::Yes { first_branch, .. } => (call_id(ends, j, first_branch), "2 REGISTER"),
     };
-    // Over TCP the binding is reached over TCP too (RFC 3261 §19.1.1's transport parameter).
-    let param = if ends.transport == "TCP" {
-        ";transport=tcp"
-    } else {
-        ""
-    };
+    // Over TCP or TLS the binding is reached over the same transport (RFC 3261 §19.1.1's
+    // transport parameter). A --contact is another UA (a `sipshard-load uas`, UDP): no parameter.
     let contact = match contact {
-        Some(at) => format!("<sip:{user}@{at}{param}>"),
-        None => format!("<sip:{user}@{local}{param}>"),
+        Some(at) => format!("<sip:{user}@{at}>"),
+        None => format!("<sip:{user}@{local}{}>", ends.transport.uri_param()),
     };
     let mut w = MessageWriter::request(out, "REGISTER", &uri);
     w.header("Via", &via)
@@ -322,8 +326,14 @@ pub fn write_ack(
     };
     let local = ends.local;
     let mut w = MessageWriter::request(out, "ACK", &uri);
-    w.header("Via", &format!("SIP/2.0/UDP {local};branch={branch};rport"))
-        .header("Max-Forwards", "70");
+    w.header(
+        "Via",
+        &format!(
+            "SIP/2.0/{} {local};branch={branch};rport",
+            ends.transport.via()
+        ),
+    )
+    .header("Max-Forwards", "70");
     for route in routes {
         w.header("Route", route);
     }
@@ -351,8 +361,14 @@ pub fn write_bye(
 ) {
     let local = ends.local;
     let mut w = MessageWriter::request(out, "BYE", &dialog.target);
-    w.header("Via", &format!("SIP/2.0/UDP {local};branch={branch};rport"))
-        .header("Max-Forwards", "70");
+    w.header(
+        "Via",
+        &format!(
+            "SIP/2.0/{} {local};branch={branch};rport",
+            ends.transport.via()
+        ),
+    )
+    .header("Max-Forwards", "70");
     for route in &dialog.routes {
         w.header("Route", route);
     }
@@ -378,7 +394,7 @@ mod tests {
             local: "127.0.0.1:5070".parse().unwrap(),
             target: "127.0.0.1:5060".parse().unwrap(),
             domain: "example.org".into(),
-            transport: "UDP",
+            transport: Transport::Udp,
         }
     }
 

@@ -215,7 +215,7 @@ mod tests {
             local: "127.0.0.1:5070".parse().unwrap(),
             target: "127.0.0.1:5090".parse().unwrap(),
             domain: "example.org".into(),
-            transport: "UDP",
+            transport: crate::conn::Transport::Udp,
         };
         let call = Scenario::Call {
             users: UserPattern::parse("callee%d", 0, 10).unwrap(),

@@ -1,7 +1,10 @@
-//! What the report tests share: a responder (or `uas`) child process killed on drop, a run of
-//! `sipshard-load` writing a JSON summary, and a minimal XML well-formedness check for the SVGs.
+//! What the tests share: a responder (or `uas`) child process killed on drop, a run of
+//! `sipshard-load` writing a JSON summary, a minimal XML well-formedness check for the SVGs, and
+//! (`stream`) a TCP/TLS responder with test certificates.
 
 #![allow(dead_code)] // Each test file uses its own part of this module.
+
+pub mod stream;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
