@@ -96,6 +96,17 @@ pub struct Global {
     pub tls_certificates_file: Option<PathBuf>,
     /// `tls-certificates-private-key`: the private key (PEM) of `tls-certificates-file`.
     pub tls_certificates_private_key: Option<PathBuf>,
+    /// `tls-certificates-ca-file`: the CAs trusted for peers' certificates; `None` for the
+    /// system's store.
+    pub tls_certificates_ca_file: Option<PathBuf>,
+    /// `tls-verify-incoming`: ask TLS clients for a certificate and refuse those without a
+    /// trusted one (mutual TLS, for links between cluster nodes).
+    pub tls_verify_incoming: bool,
+    /// `idle-timeout`: a stream connection that carried nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// `incomplete-message-timeout`: longest a stream peer may take to complete one message
+    /// (or its WebSocket upgrade) once it started it.
+    pub incomplete_message_timeout: Duration,
 }
 
 /// `[module::Registrar]`: which domains we register for and how bindings are kept.
@@ -733,6 +744,44 @@ static KEYS: &[Key] = &[
         kind: Kind::Domains(|c| &mut c.registrar.reg_domains),
     },
     Key {
+    Key {
+        section: GLOBAL,
+        name: "tls-certificates-ca-file",
+        default: "",
+        doc: "PEM file of the certificate authorities trusted for peers' certificates: servers this node connects to over TLS (always verified: a trusted chain, valid now, naming the target's host, RFC 5922 §7.2), and clients when tls-verify-incoming is true. Empty: the system's store (/etc/ssl/certs/ca-certificates.crt).",
+        kind: Kind::OptionalPath(|c| &mut c.global.tls_certificates_ca_file),
+    },
+    Key {
+        section: GLOBAL,
+        name: "tls-verify-incoming",
+        default: "false",
+        doc: "Ask TLS clients for a certificate and refuse the connection without one signed by tls-certificates-ca-file (mutual TLS, for links between cluster nodes). Phones rarely have one: leave false where they connect.",
+        kind: Kind::Bool(|c| &mut c.global.tls_verify_incoming),
+    },
+    Key {
+        section: GLOBAL,
+        name: "idle-timeout",
+        default: "3600",
+        doc: "A stream connection (TCP, TLS, WebSocket) that carried nothing for this long is closed; clients keep theirs open with CRLF keep-alives (RFC 5626 §4.4.1). A bare number counts seconds.",
+        kind: Kind::Duration {
+            bare: Unit::Seconds,
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(7 * 24 * 3600),
+            field: |c| &mut c.global.idle_timeout,
+        },
+    },
+    Key {
+        section: GLOBAL,
+        name: "incomplete-message-timeout",
+        default: "10",
+        doc: "Longest a stream peer may take to deliver one message once its first byte arrived (and to finish a WebSocket upgrade; a TLS handshake has 5 s): a slower one is disconnected, so trickled bytes (slow-loris) cannot hold connections. A bare number counts seconds.",
+        kind: Kind::Duration {
+            bare: Unit::Seconds,
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(600),
+            field: |c| &mut c.global.incomplete_message_timeout,
+        },
+    },
         section: REGISTRAR,
         name: "db-implementation",
         default: "internal",
@@ -1151,6 +1200,10 @@ impl Config {
                 redis_replay_window: Duration::ZERO,
             },
             forward: Forward {
+                tls_certificates_ca_file: None,
+                tls_verify_incoming: false,
+                idle_timeout: Duration::ZERO,
+                incomplete_message_timeout: Duration::ZERO,
                 allow_foreign_domains: false,
             },
             authentication: Authentication {
@@ -2012,6 +2065,10 @@ mod tests {
             },
             cluster: Cluster {
                 enabled: false,
+                tls_certificates_ca_file: None,
+                tls_verify_incoming: false,
+                idle_timeout: Duration::from_secs(3600),
+                incomplete_message_timeout: Duration::from_secs(10),
                 nodes: vec![],
             },
         };

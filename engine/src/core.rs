@@ -218,6 +218,9 @@ pub struct Counters {
     /// Challenges to UDP requests that offered fewer algorithms to stay within the
     /// amplification limit (`dos::headers_within_budget`).
     pub challenges_trimmed: u64,
+    /// Stream connections closed for idling past `idle-timeout`, or for taking longer than
+    /// `incomplete-message-timeout` over a message (a slow sender) or a WebSocket upgrade.
+    pub connections_timed_out: u64,
 }
 
 /// A shard's authenticator and the domains whose users it challenges.
@@ -314,8 +317,8 @@ struct ProxyCall {
 #[derive(Debug)]
 struct BranchInfo {
     client: Option<ClientId>,
-    transport: Transport,
-    addr: SocketAddr,
+    /// Where the branch went; its CANCEL goes the same way (§9.1).
+    peer: transaction::Peer,
     /// The final response stored for §16.7 step 6 (top Via removed), or `None` for a branch
     /// that failed without one.
     stored: Option<Rc<[u8]>>,
@@ -440,6 +443,11 @@ impl ShardCore {
     }
 
     /// The authenticator's counters, when authentication is enabled.
+    /// A stream connection the shell closed for idling or for sending too slowly.
+    pub fn count_connection_timed_out(&mut self) {
+        self.counters.connections_timed_out += 1;
+    }
+
     pub fn auth_counters(&self) -> Option<&AuthCounters> {
         self.auth.as_ref().map(|a| a.authenticator.counters())
     }
@@ -714,6 +722,7 @@ impl ShardCore {
             Ok(RequestMatch::New(server)) => self.on_new_request(server, msg, from, now, out),
             Ok(RequestMatch::Absorbed) => {}
             Ok(RequestMatch::EndToEndAck) => self.forward_ack(msg, from, out),
+            conn: from.conn,
             Err(TransactionError::TableFull) => {
                 self.counters.overloaded += 1;
                 if msg.method() != Some(Method::Ack) {
@@ -1449,8 +1458,7 @@ impl ShardCore {
             }
             call.branches.push(BranchInfo {
                 client,
-                transport: target.transport,
-                addr: target.addr,
+                peer,
                 stored: None,
                 cancel_sent: false,
             });
@@ -1508,6 +1516,7 @@ impl ShardCore {
     ) -> ForwardEdits<'m, 'a> {
         let mut edits = ForwardEdits::new(msg);
         edits
+                conn: target.conn,
             .stamp_top_via(stamp)
             .decrement_max_forwards()
             .remove_top_routes(route.pop_top_routes);
@@ -1664,7 +1673,7 @@ impl ShardCore {
             };
             if let Some(cancel) = self.transactions.cancel_request(client) {
                 branch.cancel_sent = true;
-                cancels.push((cancel, branch.transport, branch.addr));
+                cancels.push((cancel, branch.peer));
             }
         }
         let finished = call.fork.all_finished() && !call.final_sent;
@@ -1674,8 +1683,7 @@ impl ShardCore {
         }
         let (request, inbound) = (call.request.clone(), call.inbound);
         let stored = winner.and_then(|(i, _)| call.branches[i].stored.clone());
-        for (cancel, transport, addr) in cancels {
-            let peer = transaction::Peer { transport, addr };
+        for (cancel, peer) in cancels {
             if let Err(e) = self.transactions.start_client(cancel.into(), peer, now) {
                 debug!("CANCEL not sent: {e:?}");
             }
@@ -1879,7 +1887,7 @@ impl ShardCore {
                 Action::Send { id, to, bytes } => out.push(Output::Send {
                     transport: to.transport,
                     to: to.addr,
-                    conn: None,
+                    conn: to.conn,
                     bytes,
                     txn: Some(id),
                 }),

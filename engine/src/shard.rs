@@ -54,7 +54,35 @@ const CONNECTION_QUEUE: usize = 256;
 const UDP_BURST: usize = 32;
 
 /// What one shard sends another in one channel message.
-pub type ShardBatch = Vec<ShardMsg>;
+pub type ShardBatch = Vec<MeshMsg>;
+
+/// A message between shards: for the receiving core, or for the receiving shell, which owns a
+/// connection the sender needs.
+#[derive(Debug)]
+pub enum MeshMsg {
+    Core(ShardMsg),
+    Transmit(Transmit),
+    /// A [`Transmit`] for the receiving shard's transaction `txn` could not be written.
+    TransmitFailed {
+        txn: TransactionId,
+    },
+}
+
+/// Bytes to write on stream connection `conn`, which the receiving shard owns (a connection
+/// lives on the shard that accepted or opened it). A failure is reported back to shard `from`
+/// when `txn` is set.
+#[derive(Debug)]
+pub struct Transmit {
+    conn: ConnId,
+    bytes: Box<[u8]>,
+    from: usize,
+    txn: Option<TransactionId>,
+}
+
+/// The shard that owns connection `conn` (its index is in the id's top 16 bits).
+fn owner_of(conn: ConnId) -> usize {
+    (conn >> 48) as usize
+}
 
 /// What the runtime needs to know, decided by the node from the configuration.
 #[derive(Debug, Clone)]
@@ -71,8 +99,14 @@ pub struct RuntimeSettings {
     pub max_connections: usize,
     /// Stream connections one shard accepts from one address.
     pub max_connections_per_address: usize,
-    /// The TLS server configuration, shared by the shards; `Some` when a listen is TLS.
+    /// The TLS server configuration, shared by the shards; `Some` when a listen is TLS or WSS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The configuration of the TLS connections the shards open.
+    pub tls_client: Arc<rustls::ClientConfig>,
+    /// A connection that carried nothing for this long is closed (`idle-timeout`).
+    pub idle_timeout: Duration,
+    /// Longest a peer may take to complete a message it started (`incomplete-message-timeout`).
+    pub incomplete_message_timeout: Duration,
 }
 
 /// The per-shard I/O state shared by the shard's tasks (all on one thread).
@@ -194,12 +228,22 @@ pub async fn run(
         tasks.push(spawn_local(async move {
             while let Some(batch) = receiver.recv().await {
                 let mut out = Vec::new();
+                let mut transmits = Vec::new();
                 {
                     let mut core = shell.core.borrow_mut();
                     let now = Instant::now();
                     for msg in batch {
-                        core.on_shard_message(msg, now, &mut out);
+                        match msg {
+                            MeshMsg::Core(msg) => core.on_shard_message(msg, now, &mut out),
+                            MeshMsg::TransmitFailed { txn } => {
+                                core.on_send_failed(txn, now, &mut out)
+                            }
+                            MeshMsg::Transmit(transmit) => transmits.push(transmit),
+                        }
                     }
+                }
+                for transmit in transmits {
+                    transmit_here(&shell, transmit);
                 }
                 perform(&shell, out).await;
                 flush_batches(&shell).await;
@@ -374,14 +418,12 @@ async fn accept_loop(
 async fn handshake(
     accept: futures_rustls::Accept<TcpStream>,
 ) -> std::io::Result<futures_rustls::server::TlsStream<TcpStream>> {
-    let timeout = async {
-        timer::sleep(tls::HANDSHAKE_TIMEOUT).await;
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "no complete handshake in time",
-        ))
-    };
-    let mut stream = futures_lite::future::or(accept, timeout).await?;
+    let mut stream = within(
+        tls::HANDSHAKE_TIMEOUT,
+        accept,
+        "no complete handshake in time",
+    )
+    .await?;
     // Sends what the handshake left queued (TLS 1.3 session tickets) without waiting for the
     // first response.
     stream.flush().await?;
@@ -439,12 +481,29 @@ async fn serve_connection<S>(
     let mut buf: Vec<u8> = Vec::with_capacity(shell.settings.read_chunk_bytes);
     let mut chunk = vec![0u8; shell.settings.read_chunk_bytes];
     let mut out = Vec::new();
+    // When the first byte of the message in progress arrived, while one is.
+    let mut message_started: Option<Instant> = None;
     'read: loop {
-        let n = match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
+        let (limit, why) = match message_started {
+            Some(started) => (
+                (started + shell.settings.incomplete_message_timeout)
+                    .saturating_duration_since(Instant::now()),
+                "a message not completed in time",
+            ),
+            None => (shell.settings.idle_timeout, "idle"),
+        };
+        let n = match within(limit, reader.read(&mut chunk), why).await {
+            Ok(0) => break,
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                debug!(%remote, "closing the connection: {e}");
+                shell.core.borrow_mut().count_connection_timed_out();
+                break;
+            }
+            Err(_) => break,
         };
         buf.extend_from_slice(&chunk[..n]);
+        let mut completed = false;
         loop {
             match framer.next_frame(&buf) {
                 Ok(Frame::Incomplete) => break,
@@ -471,6 +530,7 @@ async fn serve_connection<S>(
                         }
                         admitted
                     };
+                    completed = true;
                     if !admitted {
                         // Banned: what it sent before is answered, then the connection closes.
                         perform(&shell, std::mem::take(&mut out)).await;
@@ -490,6 +550,11 @@ async fn serve_connection<S>(
                 }
             }
         }
+        message_started = match (buf.is_empty(), completed, message_started) {
+            (true, _, _) => None,
+            (false, false, Some(started)) => Some(started),
+            (false, _, _) => Some(Instant::now()),
+        };
         perform(&shell, std::mem::take(&mut out)).await;
         flush_batches(&shell).await;
     }
@@ -627,12 +692,12 @@ async fn perform(shell: &Rc<Shell>, outputs: Vec<Output>) {
                 bytes,
                 txn,
             } => {
-                if !send(shell, transport, to, conn, bytes).await {
+                if !send(shell, transport, to, conn, bytes, txn).await {
                     report_failure(shell, txn, &mut more);
                 }
             }
             Output::ToShard { shard, msg } => match shell.batches.borrow_mut().get_mut(shard) {
-                Some(batch) => batch.push(msg),
+                Some(batch) => batch.push(MeshMsg::Core(msg)),
                 None => shell.core.borrow_mut().count_send_failure(),
             },
             Output::ToDatabase { token, call } => {
@@ -687,7 +752,15 @@ async fn flush_batches(shell: &Rc<Shell>) {
                     glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(batch)) => {
                         let now = Instant::now();
                         for msg in batch {
-                            core.on_shard_unreachable(msg, now, &mut out);
+                            match msg {
+                                MeshMsg::Core(msg) => core.on_shard_unreachable(msg, now, &mut out),
+                                MeshMsg::Transmit(Transmit { txn: Some(txn), .. }) => {
+                                    core.on_send_failed(txn, now, &mut out)
+                                }
+                                // The transaction that waits on it times out.
+                                MeshMsg::Transmit(Transmit { txn: None, .. })
+                                | MeshMsg::TransmitFailed { .. } => core.count_send_failure(),
+                            }
                         }
                     }
                     _ => core.count_send_failure(),
@@ -695,6 +768,29 @@ async fn flush_batches(shell: &Rc<Shell>) {
             }
         }
         perform(shell, out).await;
+    }
+}
+
+/// Writes a [`Transmit`] from another shard on this shard's connection, or tells that shard it
+/// could not (the connection closed, or its queue is full).
+fn transmit_here(shell: &Rc<Shell>, transmit: Transmit) {
+    let Transmit {
+        conn,
+        bytes,
+        from,
+        txn,
+    } = transmit;
+    let sent = shell
+        .connections
+        .borrow()
+        .by_id(conn)
+        .is_some_and(|tx| tx.try_send(Rc::from(bytes)).is_ok());
+    if sent {
+        return;
+    }
+    match (txn, shell.batches.borrow_mut().get_mut(from)) {
+        (Some(txn), Some(batch)) => batch.push(MeshMsg::TransmitFailed { txn }),
+        _ => shell.core.borrow_mut().count_send_failure(),
     }
 }
 
@@ -707,12 +803,19 @@ fn report_failure(shell: &Rc<Shell>, txn: Option<TransactionId>, out: &mut Vec<O
 }
 
 /// Sends one message; false when it could not be handed to the kernel or a connection queue.
+///
+/// Over a stream transport with a known connection: a connection of another shard gets the
+/// bytes through that shard ([`MeshMsg::Transmit`]). A request on a connection that is gone
+/// fails at once: the UA registered over it can be reached over it only (RFC 5626 §5.3), and
+/// the caller gets its 480 now rather than at the transaction timeout. A response whose
+/// connection is gone goes over another connection to the same address, or a new one (§18.2.2).
 async fn send(
     shell: &Rc<Shell>,
     transport: Transport,
     to: SocketAddr,
     conn: Option<ConnId>,
     bytes: Rc<[u8]>,
+    txn: Option<TransactionId>,
 ) -> bool {
     if transport == Transport::Udp {
         let socket = shell
@@ -731,52 +834,133 @@ async fn send(
             None => false,
         };
     }
-    let existing = shell.connections.borrow().sender(conn, to);
+    if let Some(conn) = conn {
+        let owner = owner_of(conn);
+        if owner != shell.id {
+            let transmit = MeshMsg::Transmit(Transmit {
+                conn,
+                bytes: bytes.as_ref().into(),
+                from: shell.id,
+                txn,
+            });
+            return match shell.batches.borrow_mut().get_mut(owner) {
+                Some(batch) => {
+                    batch.push(transmit);
+                    true
+                }
+                None => false,
+            };
+        }
+        let own = shell.connections.borrow().by_id(conn);
+        match own {
+            Some(tx) => return tx.try_send(bytes).is_ok(),
+            None if matches!(txn, Some(TransactionId::Client(_))) => {
+                debug!(remote = %to, "the flow of a request is gone");
+                return false;
+            }
+            None => {}
+        }
+    }
+    let existing = shell.connections.borrow().to_remote(to);
     match existing {
         Some(tx) => tx.try_send(bytes).is_ok(),
-        None if transport == Transport::Tcp => connect_and_send(shell, to, bytes).await,
+        None if matches!(transport, Transport::Tcp | Transport::Tls) => {
+            open_connection(shell, transport, to, bytes, txn)
+        }
         None => {
-            // Outgoing TLS (and WebSocket) connections are not opened yet: only a connection
-            // the peer opened can carry them.
+            // A WebSocket peer is a client: only a connection it opened can reach it.
             debug!(remote = %to, "no open {transport} connection to send on");
             false
         }
     }
 }
 
-/// Opens a TCP connection to a peer with none (a registered contact, a next hop) and serves it
-/// like an accepted one, so responses on it come back to this shard.
-async fn connect_and_send(shell: &Rc<Shell>, to: SocketAddr, bytes: Rc<[u8]>) -> bool {
-    match TcpStream::connect_timeout(to, Duration::from_secs(2)).await {
-        Ok(stream) => {
-            let Ok(local) = stream.local_addr() else {
-                return false;
-            };
-            let _ = stream.set_nodelay(true);
-            let (conn, rx) = shell.connections.borrow_mut().add(to);
-            let queued = shell
-                .connections
-                .borrow()
-                .by_id
-                .get(&conn)
-                .is_some_and(|(_, tx)| tx.try_send(bytes).is_ok());
-            spawn_local(serve_connection(
-                shell.clone(),
-                stream,
-                Transport::Tcp,
-                local,
-                to,
-                conn,
-                rx,
-            ))
-            .detach();
-            queued
-        }
-        Err(e) => {
-            info!(remote = %to, "connect failed: {e}");
-            false
-        }
+/// How long connecting to a peer may take (the TCP handshake; TLS then has its own timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Opens a TCP or TLS connection to a peer with none (a registered contact, a next hop), with
+/// `bytes` first in its queue, and serves it like an accepted one, so responses on it come back
+/// to this shard. The connection counts from now: what else is sent to `to` meanwhile waits in
+/// its queue. Connecting happens in its own task; if it fails, the send is reported failed to
+/// the transaction `txn` (messages queued after it wait for their own timeouts).
+fn open_connection(
+    shell: &Rc<Shell>,
+    transport: Transport,
+    to: SocketAddr,
+    bytes: Rc<[u8]>,
+    txn: Option<TransactionId>,
+) -> bool {
+    let (conn, rx) = shell.connections.borrow_mut().add(to);
+    let queued = shell
+        .connections
+        .borrow()
+        .by_id(conn)
+        .is_some_and(|tx| tx.try_send(bytes).is_ok());
+    let shell = shell.clone();
+    spawn_local(async move {
+        let failure = match connect(&shell, transport, to).await {
+            Ok((local, Connected::Tcp(stream))) => {
+                serve_connection(shell, stream, transport, local, to, conn, rx).await;
+                return;
+            }
+            Ok((local, Connected::Tls(stream))) => {
+                serve_connection(shell, *stream, transport, local, to, conn, rx).await;
+                return;
+            }
+            Err(e) => e,
+        };
+        info!(remote = %to, "{transport} connection failed: {failure}");
+        shell.connections.borrow_mut().remove(conn);
+        let mut out = Vec::new();
+        report_failure(&shell, txn, &mut out);
+        perform(&shell, out).await;
+        flush_batches(&shell).await;
+    })
+    .detach();
+    queued
+}
+
+/// A connection this shard opened.
+enum Connected {
+    Tcp(TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects to `to`, and for TLS runs the client handshake, verifying the peer's certificate
+/// (see [`tls::server_name`]). Returns our local address too.
+async fn connect(
+    shell: &Shell,
+    transport: Transport,
+    to: SocketAddr,
+) -> std::io::Result<(SocketAddr, Connected)> {
+    let stream = TcpStream::connect_timeout(to, CONNECT_TIMEOUT).await?;
+    let local = stream.local_addr()?;
+    let _ = stream.set_nodelay(true);
+    if transport != Transport::Tls {
+        return Ok((local, Connected::Tcp(stream)));
     }
+    let connector = futures_rustls::TlsConnector::from(shell.settings.tls_client.clone());
+    let handshake = connector.connect(tls::server_name(to), stream);
+    let stream = within(
+        tls::HANDSHAKE_TIMEOUT,
+        handshake,
+        "no complete handshake in time",
+    )
+    .await?;
+    Ok((local, Connected::Tls(Box::new(stream))))
+}
+
+/// Runs `work`, or fails it with a `TimedOut` error saying `what` after `limit`.
+async fn within<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = std::io::Result<T>>,
+    what: &'static str,
+) -> std::io::Result<T> {
+    let timeout = async {
+        timer::sleep(limit).await;
+        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
+    };
+    futures_lite::future::or(work, timeout).await
 }
 
 impl Connections {
@@ -811,11 +995,14 @@ impl Connections {
         (id, rx)
     }
 
-    /// The queue of connection `conn` if this shard holds it, else of any connection to `to`.
-    fn sender(&self, conn: Option<ConnId>, to: SocketAddr) -> Option<Rc<Outbox>> {
-        conn.and_then(|id| self.by_id.get(&id))
-            .or_else(|| self.by_remote.get(&to).and_then(|id| self.by_id.get(id)))
-            .map(|(_, tx)| tx.clone())
+    /// The queue of connection `conn`, if this shard holds it.
+    fn by_id(&self, conn: ConnId) -> Option<Rc<Outbox>> {
+        self.by_id.get(&conn).map(|(_, tx)| tx.clone())
+    }
+
+    /// The queue of this shard's latest connection with `remote`.
+    fn to_remote(&self, remote: SocketAddr) -> Option<Rc<Outbox>> {
+        self.by_remote.get(&remote).and_then(|&id| self.by_id(id))
     }
 
     fn remove(&mut self, id: ConnId) {

@@ -125,7 +125,7 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
         _ => None,
     };
     let trusted = dos_trusted(config);
-    let tls = tls_settings(config, &advertised_host)?;
+    let (tls, tls_client) = tls_settings(config, &advertised_host)?;
     let registrar_db = match &redis {
         None => RegistrarDb::Memory,
         Some(ha) => RegistrarDb::Redis {
@@ -167,6 +167,9 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
                 t1: config.global.sip_t1,
                 t2: config.global.sip_t2,
                 t4: config.global.sip_t4,
+            tls_client,
+            idle_timeout: config.global.idle_timeout,
+            incomplete_message_timeout: config.global.incomplete_message_timeout,
             },
             transaction_capacity: config.global.transaction_table_capacity,
             max_waiting: MAX_WAITING_PER_SHARD,
@@ -180,22 +183,32 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
 
 /// The TLS server configuration when a transport is TLS: certificate and key loaded (an error
 /// stops the node), and a warning when the certificate's SubjectAltNames do not cover the
-/// node's names and SIP domains (RFC 5922).
+/// node's names and SIP domains (RFC 5922). And the configuration of outgoing TLS connections,
+/// which present the same certificate when there is one.
 fn tls_settings(
     config: &Config,
     advertised_host: &str,
-) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+) -> Result<(Option<Arc<rustls::ServerConfig>>, Arc<rustls::ClientConfig>), String> {
     let g = &config.global;
-    if !g.transports.iter().any(|l| l.transport == Transport::Tls) {
-        return Ok(None);
+    let roots = tls::trust_store(config)?;
+    let listens_tls = g
+        .transports
+        .iter()
+        .any(|l| matches!(l.transport, Transport::Tls | Transport::Wss));
+    if !listens_tls {
+        return Ok((None, tls::client_config(roots, None)?));
     }
     let files = tls::files(config)?;
-    let (server, chain) = tls::server_config(&files)?;
+    let own = tls::identity(&files)?;
+    let client_roots = g.tls_verify_incoming.then(|| roots.clone());
+    let server = tls::server_config(&files, &own, client_roots)?;
+    let client = tls::client_config(roots, Some(&own))?;
+    let chain = &own.chain;
     let mut names = vec![advertised_host.trim_matches(['[', ']']).to_owned()];
     for listen in g
         .transports
         .iter()
-        .filter(|l| l.transport == Transport::Tls)
+        .filter(|l| matches!(l.transport, Transport::Tls | Transport::Wss))
     {
         match &listen.host {
             ListenHost::Any => {}
@@ -216,7 +229,7 @@ fn tls_settings(
             uncovered.join(", ")
         );
     }
-    Ok(Some(server))
+    Ok((Some(server), client))
 }
 
 /// The addresses `[module::DoSProtection]` never limits: its `white-list`, the `[cluster]

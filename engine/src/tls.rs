@@ -7,21 +7,26 @@
 //! cannot be read, holds no certificate or no key, or a key that does not match the certificate
 //! stops the node with one line naming the file.
 //!
-//! TLS 1.3 and 1.2 (rustls's ring provider), no client certificates. Session resumption: a
-//! bounded stateful session cache shared by the shards (TLS 1.2 session ids, TLS 1.3 tickets that
-//! name a cache entry), so no ticket key has to be rotated or shared.
+//! TLS 1.3 and 1.2 (rustls's ring provider). Session resumption: a bounded stateful session
+//! cache shared by the shards (TLS 1.2 session ids, TLS 1.3 tickets that name a cache entry), so
+//! no ticket key has to be rotated or shared. Client certificates are asked for and verified
+//! only with `tls-verify-incoming` (mutual TLS between cluster nodes).
 //!
 //! The shards accept TCP, run the handshake (bounded by [`HANDSHAKE_TIMEOUT`]) with
 //! futures-rustls over glommio's stream, then serve the connection exactly like a TCP one.
-//! Outgoing TLS (connecting to a contact over TLS) is not implemented: a request that must leave
-//! over TLS to a peer with no open connection fails (503 or 408) — see `shard::send`.
+//!
+//! Outgoing TLS (a request for a `sips:` or `transport=tls` target with no open connection) is
+//! always verified (RFC 5922 §7.2): a chain to a CA of `tls-certificates-ca-file` (or the
+//! system's store), valid now, whose SubjectAltName names the target. Targets are IP literals
+//! (sipshard does no DNS yet), so the name checked is the address. The node presents its own
+//! certificate when it has one, for peers that ask (mutual TLS).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ServerConfig;
-use rustls::server::ServerSessionMemoryCache;
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -36,6 +41,82 @@ const SESSION_CACHE_ENTRIES: usize = 16_384;
 
 /// The certificate file Flexisip reads in `tls-certificates-dir`.
 pub const AGENT_PEM: &str = "agent.pem";
+
+/// Debian's bundle of the system's trusted CAs (package ca-certificates).
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The node's certificate chain (leaf first) and its private key.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+/// Reads the certificate chain and key named by `files`.
+pub fn identity(files: &TlsFiles) -> Result<Identity, String> {
+    Ok(Identity {
+        chain: read_certificates(&files.certificates)?,
+        key: read_key(&files.key)?,
+    })
+}
+
+/// The CAs trusted for peers' certificates: `tls-certificates-ca-file`, else the system's
+/// bundle. An unreadable named file stops the node; a system without a bundle trusts nobody
+/// (every outgoing TLS connection fails, with a warning now).
+pub fn trust_store(config: &Config) -> Result<Arc<RootCertStore>, String> {
+    let (path, named) = match &config.global.tls_certificates_ca_file {
+        Some(path) => (path.as_path(), true),
+        None => (Path::new(SYSTEM_CA_BUNDLE), false),
+    };
+    let mut roots = RootCertStore::empty();
+    match CertificateDer::pem_file_iter(path)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+    {
+        Ok(certificates) => {
+            let (_, unusable) = roots.add_parsable_certificates(certificates);
+            if unusable > 0 {
+                tracing::warn!("{}: {unusable} certificates skipped", path.display());
+            }
+        }
+        Err(e) if named => {
+            return Err(format!(
+                "[global] tls-certificates-ca-file {}: {}",
+                path.display(),
+                pem_error(e)
+            ));
+        }
+        Err(e) => tracing::warn!(
+            "no trusted CAs ({SYSTEM_CA_BUNDLE}: {}): outgoing TLS connections will fail; \
+             set [global] tls-certificates-ca-file",
+            pem_error(e)
+        ),
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The configuration of outgoing TLS connections: peers verified against `roots`, and `own`
+/// certificate presented to those that ask for one.
+pub fn client_config(
+    roots: Arc<RootCertStore>,
+    own: Option<&Identity>,
+) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots);
+    let config = match own {
+        Some(own) => builder
+            .with_client_auth_cert(own.chain.clone(), own.key.clone_key())
+            .map_err(|e| format!("TLS client certificate: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name an outgoing connection to `addr` must present (see the module docs).
+pub fn server_name(addr: std::net::SocketAddr) -> ServerName<'static> {
+    ServerName::IpAddress(addr.ip().into())
+}
 
 /// Where the certificate chain and the key are, from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,19 +159,28 @@ pub fn files(config: &Config) -> Result<TlsFiles, String> {
     }
 }
 
-/// The server's configuration for every shard, and the certificate chain (leaf first) it
-/// presents.
+/// The server's configuration for every shard, presenting `own` (read from `files`). With
+/// `client_roots`, clients must present a certificate chaining to one of them.
 pub fn server_config(
     files: &TlsFiles,
-) -> Result<(Arc<ServerConfig>, Vec<CertificateDer<'static>>), String> {
-    let chain = read_certificates(&files.certificates)?;
-    let key = read_key(&files.key)?;
+    own: &Identity,
+    client_roots: Option<Arc<RootCertStore>>,
+) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain.clone(), key)
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match client_roots {
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| format!("[global] tls-verify-incoming: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(own.chain.clone(), own.key.clone_key())
         .map_err(|e| {
             format!(
                 "[global] TLS certificate {} and key {}: {e}",
@@ -99,7 +189,7 @@ pub fn server_config(
             )
         })?;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
-    Ok((Arc::new(config), chain))
+    Ok(Arc::new(config))
 }
 
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -244,8 +334,9 @@ mod tests {
             certificates: agent.clone(),
             key: agent,
         };
-        let (_, chain) = server_config(&files).unwrap();
-        assert_eq!(chain.len(), 1);
+        let own = identity(&files).unwrap();
+        assert_eq!(own.chain.len(), 1);
+        server_config(&files, &own, None).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

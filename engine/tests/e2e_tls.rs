@@ -6,6 +6,8 @@
 //! without OpenSSL (`-t l1` exits with "To use a TLS transport you must compile SIPp with
 //! OpenSSL"), so the Rust client does what a phone does.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
@@ -15,51 +17,34 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use certs::{TestCa, Validity};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, StreamOwned};
+use support::sip_stream::{SipStream, answer, headers};
 use support::{LOOPBACK, Node, TempDir};
 
 /// The node's handshake timeout (`tls::HANDSHAKE_TIMEOUT`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the client waits for one message.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A CA and a node certificate it signed, written as PEM files.
 struct Certificates {
     dir: TempDir,
-    ca: CertificateDer<'static>,
+    ca: TestCa,
 }
 
 impl Certificates {
     /// A node certificate for `names` (DNS names or IP addresses), signed by a fresh CA.
     fn new(names: &[&str]) -> Certificates {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "sipshard test CA");
-        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-        let key = KeyPair::generate().expect("node key");
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let params = CertificateParams::new(names).expect("node params");
-        let cert = params
-            .signed_by(&key, &ca, &ca_key)
-            .expect("node certificate");
+        let ca = TestCa::new();
+        let leaf = ca.issue(names, Validity::Now);
         let dir = TempDir::new("tls-certs");
-        let chain = format!("{}{}", cert.pem(), ca.pem());
-        std::fs::write(dir.join("cert.pem"), &chain).expect("write cert.pem");
-        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
+        leaf.write(dir.path(), "cert");
         std::fs::write(
             dir.join("agent.pem"),
-            format!("{chain}{}", key.serialize_pem()),
+            format!("{}{}", leaf.chain_pem, leaf.key_pem),
         )
         .expect("write agent.pem");
-        Certificates {
-            ca: ca.der().clone(),
-            dir,
-        }
+        Certificates { ca, dir }
     }
 
     fn path(&self, name: &str) -> String {
@@ -74,7 +59,7 @@ impl Certificates {
             "--set".into(),
             format!(
                 "global/tls-certificates-private-key={}",
-                self.path("key.pem")
+                self.path("cert.key")
             ),
         ]
     }
@@ -90,7 +75,7 @@ impl Certificates {
     /// A client configuration trusting the CA, limited to `versions`.
     fn client(&self, versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
-        roots.add(self.ca.clone()).expect("CA into the root store");
+        roots.add(self.ca.der()).expect("CA into the root store");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         Arc::new(
             ClientConfig::builder_with_provider(provider)
@@ -120,94 +105,51 @@ fn start_node(tls_args: &[String]) -> (Node, u16) {
 
 /// One TLS connection to the node, speaking SIP.
 struct Client {
-    tls: StreamOwned<ClientConnection, TcpStream>,
-    buf: Vec<u8>,
+    sip: SipStream<StreamOwned<ClientConnection, TcpStream>>,
     local_port: u16,
 }
 
 impl Client {
     fn connect(port: u16, config: Arc<ClientConfig>, name: &str) -> Client {
         let tcp = TcpStream::connect((LOOPBACK, port)).expect("connect to the node");
-        tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         tcp.set_nodelay(true).unwrap();
         let local_port = tcp.local_addr().unwrap().port();
         let server_name = ServerName::try_from(name.to_owned()).expect("server name");
         let conn = ClientConnection::new(config, server_name).expect("client connection");
         let mut tls = StreamOwned::new(conn, tcp);
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         while tls.conn.is_handshaking() {
-            tls.conn
-                .complete_io(&mut tls.sock)
-                .unwrap_or_else(|e| panic!("TLS handshake with the node failed: {e}"));
+            match tls.conn.complete_io(&mut tls.sock) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+                        && Instant::now() < deadline => {}
+                Err(e) => panic!("TLS handshake with the node failed: {e}"),
+            }
         }
         Client {
-            tls,
-            buf: Vec::new(),
+            sip: SipStream::new(tls),
             local_port,
         }
     }
 
     fn send(&mut self, message: &str) {
-        self.tls.write_all(message.as_bytes()).expect("send");
-        self.tls.flush().expect("flush");
+        self.sip.send(message);
     }
 
-    /// The next SIP message (headers and Content-Length body).
     fn read_message(&mut self) -> String {
-        let deadline = Instant::now() + READ_TIMEOUT;
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-                let body = head
-                    .lines()
-                    .find_map(|l| {
-                        let (name, value) = l.split_once(':')?;
-                        let name = name.trim().to_ascii_lowercase();
-                        (name == "content-length" || name == "l").then(|| value.trim())
-                    })
-                    .map_or(0, |v| v.parse::<usize>().expect("Content-Length"));
-                let total = end + 4 + body;
-                if self.buf.len() >= total {
-                    let message = String::from_utf8_lossy(&self.buf[..total]).into_owned();
-                    self.buf.drain(..total);
-                    return message;
-                }
-            }
-            assert!(Instant::now() < deadline, "no complete message in time");
-            let mut chunk = [0u8; 4096];
-            match self.tls.read(&mut chunk) {
-                Ok(0) => panic!("the node closed the connection; got {:?}", self.buf),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => panic!("read failed: {e}; got {:?}", self.buf),
-            }
-        }
+        self.sip.read_message()
     }
 
-    /// Reads messages until a response (skipping 100 Trying).
     fn read_final_response(&mut self) -> String {
-        loop {
-            let message = self.read_message();
-            if !message.starts_with("SIP/2.0 100 ") {
-                return message;
-            }
-        }
+        self.sip.read_final_response()
     }
-}
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The values of header `name` in `message`, in order.
-fn headers<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
-    message
-        .split("\r\n")
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-        .collect()
+    fn tls(&self) -> &ClientConnection {
+        &self.sip.stream.conn
+    }
 }
 
 fn register(user: &str, port: u16, client: &Client, call_id: &str) -> String {
@@ -269,20 +211,7 @@ fn register_then_options_over_one_tls_connection() {
         vias.first().is_some_and(|v| v.starts_with("SIP/2.0/TLS ")),
         "the node's Via does not say TLS:\n{forwarded}"
     );
-    // Answer it as alice: the response copies the request's Via, From, To, Call-ID, CSeq.
-    let mut answer = String::from("SIP/2.0 200 OK\r\n");
-    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        for value in headers(&forwarded, name) {
-            let value = if name == "To" {
-                format!("{value};tag=alice-1")
-            } else {
-                value.to_owned()
-            };
-            answer.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    answer.push_str("Content-Length: 0\r\n\r\n");
-    client.send(&answer);
+    client.send(&answer(&forwarded, "200 OK", "alice-1"));
     let relayed = client.read_final_response();
     assert!(
         relayed.starts_with("SIP/2.0 200 ") && relayed.contains("tls-opt-1"),
@@ -298,7 +227,7 @@ fn register_then_options_over_one_tls_connection() {
     // the node's tickets) resumes instead of a full handshake.
     let second = Client::connect(port, config, "localhost");
     assert_eq!(
-        second.tls.conn.handshake_kind(),
+        second.tls().handshake_kind(),
         Some(HandshakeKind::Resumed),
         "the second TLS 1.3 connection did not resume the session"
     );
@@ -313,7 +242,7 @@ fn tls12_and_agent_pem() {
     let (mut node, port) = start_node(&certs.dir_args());
     let mut client = Client::connect(port, certs.client(&[&rustls::version::TLS12]), "127.0.0.1");
     assert_eq!(
-        client.tls.conn.protocol_version(),
+        client.tls().protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
     );
     client.send(&register("carol", port, &client, "tls12-reg-1"));
@@ -450,7 +379,7 @@ fn bad_certificate_files_refuse_to_start() {
         "--set".into(),
         format!(
             "global/tls-certificates-private-key={}",
-            certs.path("key.pem")
+            certs.path("cert.key")
         ),
     ]);
     assert!(
@@ -461,11 +390,11 @@ fn bad_certificate_files_refuse_to_start() {
     // The key file given as the certificate: no certificate in it.
     let line = refused(&[
         "--set".into(),
-        format!("global/tls-certificates-file={}", certs.path("key.pem")),
+        format!("global/tls-certificates-file={}", certs.path("cert.key")),
         "--set".into(),
         format!(
             "global/tls-certificates-private-key={}",
-            certs.path("key.pem")
+            certs.path("cert.key")
         ),
     ]);
     assert!(line.contains("no PEM CERTIFICATE"), "{line}");
@@ -490,7 +419,7 @@ fn bad_certificate_files_refuse_to_start() {
         "--set".into(),
         format!(
             "global/tls-certificates-private-key={}",
-            other.path("key.pem")
+            other.path("cert.key")
         ),
     ]);
     assert!(line.contains(" and key "), "{line}");

@@ -17,6 +17,7 @@ const UAC: Peer = Peer {
         std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
         5060,
     ),
+    conn: None,
 };
 const UAS: Peer = Peer {
     transport: Transport::Udp,
@@ -24,6 +25,7 @@ const UAS: Peer = Peer {
         std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 4)),
         5060,
     ),
+    conn: None,
 };
 
 const INVITE: &[u8] = b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\

@@ -19,6 +19,7 @@ fn peer(transport: Transport) -> Peer {
     Peer {
         transport,
         addr: SocketAddr::from(([192, 0, 2, 1], 5060)),
+        conn: None,
     }
 }
 

@@ -114,13 +114,15 @@ impl TimerConfig {
     }
 }
 
-/// Where a message goes or came from: the transport and the remote address. For stream
-/// transports the shard maps it to the connection (responses reuse the request's connection,
-/// §18.2.2).
+/// Where a message goes or came from: the transport, the remote address and, over a stream
+/// transport, the connection when one is known: the one a request arrived on (its responses go
+/// back over it, §18.2.2) or the one a contact registered over (RFC 5626 §5.3). Without one the
+/// shard uses or opens a connection to `addr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Peer {
     pub transport: Transport,
     pub addr: SocketAddr,
+    pub conn: Option<u64>,
 }
 
 impl Peer {

@@ -236,6 +236,7 @@ impl TransactionTable {
             Peer {
                 transport: source.transport,
                 addr: ViaStamp::response_destination(request, source.addr),
+                conn: None,
             }
         };
         let machine = if method == Method::Invite {

@@ -24,6 +24,8 @@
 
 #![allow(dead_code)]
 
+pub mod sip_stream;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
