@@ -2,9 +2,7 @@
 //! wrongly), and `message`, on loopback: every INVITE and every BYE is counted to an end, every
 //! final response to an INVITE is ACKed, and the UAS saw what the generator says it sent.
 //!
-//! Not here: a call through the node. That needs the `sipshard` binary, which Cargo builds for
-//! the engine crate's tests only (CARGO_BIN_EXE_sipshard is not set for this crate); finding it
-//! under target/ by guesswork would test whatever stale build lies there.
+//! Calls through the node: `node.rs`.
 
 mod support;
 

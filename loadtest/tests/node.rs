@@ -1,0 +1,295 @@
+//! `sipshard-load` through the node, `sipshard` (engine crate), on 127.0.0.1: users registered
+//! at a `sipshard-load uas`, then calls through the node over UDP and over TCP (every count adds
+//! up: sent = ok + failed + timed out, none failed, every BYE answered, and the UAS saw each
+//! INVITE, ACK and BYE); REGISTERs over TCP and over TLS (a certificate for 127.0.0.1 signed by a
+//! CA generated here), persistent and a connection per request.
+//!
+//! The node binary is not built for this crate's tests by Cargo (CARGO_BIN_EXE_sipshard exists
+//! only in the engine's): it is taken from next to `sipshard-load` (target/debug/), where
+//! `cargo test --workspace` builds it before any test runs. If it is missing, or older than the
+//! sources it is built from (a `cargo test -p sipshard-loadtest` after editing the node), the
+//! test fails saying how to build it rather than testing a stale node.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use support::stream::Certificates;
+use support::{LOAD, load, read_json, server, stop};
+
+/// The node next to `sipshard-load`, checked to be newer than its sources.
+fn node_binary() -> PathBuf {
+    let binary = Path::new(LOAD).with_file_name("sipshard");
+    let build =
+        "`cargo test --workspace` builds it, or `cargo build -p sipshard-engine --bin sipshard`";
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("no node binary at {}: {e}; {build}", binary.display()));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let sources = ["engine/src", "registrar/src", "net/src"].map(|d| root.join(d));
+    if let Some((newest, path)) = sources.iter().filter_map(|d| newest_file(d)).max() {
+        assert!(
+            newest <= built,
+            "{} is older than {}: {build}",
+            binary.display(),
+            path.display()
+        );
+    }
+    binary
+}
+
+/// The most recently modified file under `dir` and its time.
+fn newest_file(dir: &Path) -> Option<(SystemTime, PathBuf)> {
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let found = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
+        };
+        if let Some(found) = found {
+            if newest.as_ref().is_none_or(|(t, _)| found.0 > *t) {
+                newest = Some(found);
+            }
+        }
+    }
+    newest
+}
+
+/// A loopback port free on both UDP and TCP a moment ago.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        let port = udp.local_addr().expect("address").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both UDP and TCP on 127.0.0.1")
+}
+
+/// The node, killed and reaped on drop.
+struct Node {
+    child: Child,
+    /// `sip:` (UDP and TCP) on this port.
+    port: u16,
+    /// `sips:` (TLS) on this port.
+    tls_port: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    /// A registrar and proxy for the domain 127.0.0.1, one shard, listening on UDP, TCP and
+    /// TLS with `certs`' server certificate.
+    fn start(certs: &Certificates) -> Node {
+        let (port, tls_port) = (free_port(), free_port());
+        let settings = [
+            format!("global/transports=sip:127.0.0.1:{port} sips:127.0.0.1:{tls_port}"),
+            "module::Registrar/reg-domains=127.0.0.1 localhost".to_owned(),
+            format!("global/tls-certificates-file={}", certs.path("cert.pem")),
+            format!(
+                "global/tls-certificates-private-key={}",
+                certs.path("key.pem")
+            ),
+        ];
+        let mut command = Command::new(node_binary());
+        for s in &settings {
+            command.args(["--set", s]);
+        }
+        let mut child = command
+            .args(["--threads", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sipshard");
+        let stdout = child.stdout.take().expect("stdout");
+        let node = Node {
+            child,
+            port,
+            tls_port,
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening on") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the node's `listening on` line within 10 s");
+        assert!(line.contains(&port.to_string()), "{line}");
+        node
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn counts(json: &serde_json::Value, path: &str) -> [u64; 4] {
+    let c = json
+        .pointer(path)
+        .unwrap_or_else(|| panic!("no {path} in {json}"));
+    ["sent", "ok", "failed", "timed_out"]
+        .map(|k| c[k].as_u64().unwrap_or_else(|| panic!("no {k} in {c}")))
+}
+
+#[test]
+fn calls_through_the_node_reach_the_uas_over_udp_and_tcp() {
+    let certs = Certificates::new("node-calls");
+    let node = Node::start(&certs);
+    let uas = server("uas", &[]);
+    let target = node.addr();
+    // 50 users, each bound to the UAS.
+    let (code, stdout, path) = load(
+        "node-register-uas",
+        &[
+            "register",
+            "--target",
+            &target,
+            "--rate",
+            "500",
+            "--count",
+            "50",
+            "--users",
+            "callee%d",
+            "--user-count",
+            "50",
+            "--contact",
+            &uas.addr,
+        ],
+    );
+    let json = read_json(&path);
+    let _ = std::fs::remove_file(path);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(counts(&json, "/counts"), [50, 50, 0, 0], "{json}");
+    for transport in ["udp", "tcp"] {
+        let name = format!("node-call-{transport}");
+        let (code, stdout, path) = load(
+            &name,
+            &[
+                "call",
+                "--transport",
+                transport,
+                "--target",
+                &target,
+                "--rate",
+                "200",
+                "--count",
+                "100",
+                "--hold-ms",
+                "50",
+                "--users",
+                "callee%d",
+                "--user-count",
+                "50",
+            ],
+        );
+        let json = read_json(&path);
+        let _ = std::fs::remove_file(path);
+        assert_eq!(code, Some(0), "{transport}: {stdout}\n{json}");
+        assert_eq!(
+            counts(&json, "/counts"),
+            [100, 100, 0, 0],
+            "{transport}: {json}"
+        );
+        assert_eq!(
+            counts(&json, "/bye/counts"),
+            [100, 100, 0, 0],
+            "{transport}: {json}"
+        );
+        assert_eq!(json["calls"]["acks"], 100, "{transport}: {json}");
+        assert_eq!(json["calls"]["no_dialog"], 0, "{transport}: {json}");
+        assert_eq!(json["counts"]["unexpected"], 0, "{transport}: {json}");
+    }
+    // The UAS prints its counts once a second: the last line has them all.
+    std::thread::sleep(Duration::from_millis(1300));
+    let stderr = stop(uas);
+    assert_eq!(
+        stderr.lines().last().unwrap_or_default(),
+        "uas: invite 200 ack 200 bye 200 bye-unknown 0 cancel 0 other 0 dropped 0",
+        "{stderr}"
+    );
+}
+
+#[test]
+fn registers_through_the_node_over_tcp_and_tls() {
+    let certs = Certificates::new("node-register");
+    let node = Node::start(&certs);
+    let ca = certs.path("ca.pem");
+    let tls_target = format!("127.0.0.1:{}", node.tls_port);
+    let runs: [(&str, &str, Vec<&str>); 3] = [
+        ("tcp", &node.addr(), vec!["--transport", "tcp"]),
+        (
+            "tls",
+            &tls_target,
+            vec!["--transport", "tls", "--tls-ca", &ca],
+        ),
+        (
+            "tls-per-request",
+            &tls_target,
+            vec![
+                "--transport",
+                "tls",
+                "--tls-ca",
+                &ca,
+                "--connection-per-request",
+            ],
+        ),
+    ];
+    for (name, target, extra) in &runs {
+        let mut args = vec![
+            "register",
+            "--target",
+            target,
+            "--rate",
+            "400",
+            "--count",
+            "200",
+            "--threads",
+            "2",
+            "--user-count",
+            "100",
+        ];
+        args.extend(extra);
+        let (code, stdout, path) = load(&format!("node-register-{name}"), &args);
+        let json = read_json(&path);
+        let _ = std::fs::remove_file(path);
+        assert_eq!(code, Some(0), "{name}: {stdout}\n{json}");
+        assert_eq!(counts(&json, "/counts"), [200, 200, 0, 0], "{name}: {json}");
+        let c = &json["connections"];
+        let (opened, handshakes) = match *name {
+            "tcp" => (2, 0),
+            "tls" => (2, 2),
+            _ => (200, 200),
+        };
+        assert_eq!(
+            [&c["opened"], &c["tls_handshakes"]],
+            [opened, handshakes],
+            "{name}: {json}"
+        );
+        assert_eq!(c["failed"], 0, "{name}: {json}");
+    }
+}
