@@ -19,11 +19,12 @@ use crate::conn::{Conn, ConnStats, Transport};
 use crate::digest;
 use crate::report;
 use crate::scenario::{
-    Authenticated, Endpoints, MAX_BODY, Scenario, UserPattern, register_user_and_uri,
-    write_register, write_request,
+    Authenticated, Endpoints, MAX_BODY, Scenario, register_user_and_uri, write_register,
+    write_request,
 };
 use crate::schedule::{Ramp, Schedule};
 use crate::tls::TlsOptions;
+use crate::users::{UserPattern, Users};
 
 pub const USAGE: &str =
     "usage: sipshard-load options|register|message|call --target ADDR:PORT --rate R [options]
@@ -62,6 +63,11 @@ pub const USAGE: &str =
   --users PATTERN     user names, printf-like (register, message, call; default user%06d)
   --first N           first user number (default 0)
   --user-count N      users in the range, cycled through (default 1000)
+  --users-csv FILE    users from FILE instead of a pattern: user,password[,domain] a line (no
+                      quoting; empty password: none; # comments; an optional first line
+                      user,password[,domain] is a header); the domain (default --domain) goes
+                      into the AOR and Request-URI; register answers challenges with the
+                      passwords
   --expires S         Expires of each REGISTER (default 3600; 0 unregisters)
   --contact HOST:PORT register: each user's Contact is <sip:USER@HOST:PORT> instead of the
                       generator's own address (Via still names the generator): register users
@@ -124,14 +130,18 @@ pub enum Passwords {
     Same(String),
     /// `--passwords FILE`: `USER:PASSWORD` lines (users not in it get no credentials).
     PerUser(Arc<std::collections::HashMap<String, String>>),
+    /// `--users-csv FILE`: each request's user's password from the file.
+    Listed,
 }
 
 impl Passwords {
-    pub fn get(&self, user: &str) -> Option<&str> {
+    /// The password of request `j`, for `user`, of a run with `users`.
+    pub fn get<'a>(&'a self, users: &'a Users, j: u64, user: &str) -> Option<&'a str> {
         match self {
             Passwords::None => None,
             Passwords::Same(p) => Some(p),
             Passwords::PerUser(map) => map.get(user).map(String::as_str),
+            Passwords::Listed => users.password(j),
         }
     }
 
@@ -172,6 +182,8 @@ impl Options {
         let mut users = "user%06d".to_owned();
         let mut first = 0;
         let mut user_count = 1000;
+        let mut users_csv = None;
+        let mut pattern_given = false;
         let mut expires = 3600;
         let mut contact = None;
         let mut passwords = Passwords::None;
@@ -227,9 +239,16 @@ impl Options {
                 }
                 "--local" => local = value.parse().map_err(|_| bad())?,
                 "--domain" => domain = Some(value.clone()),
-                "--users" => users = value.clone(),
-                "--first" => first = value.parse().map_err(|_| bad())?,
-                "--user-count" => user_count = value.parse().map_err(|_| bad())?,
+                "--users" => (users, pattern_given) = (value.clone(), true),
+                "--first" => (first, pattern_given) = (value.parse().map_err(|_| bad())?, true),
+                "--user-count" => {
+                    (user_count, pattern_given) = (value.parse().map_err(|_| bad())?, true)
+                }
+                "--users-csv" => {
+                    let text =
+                        std::fs::read_to_string(value).map_err(|e| format!("{value}: {e}"))?;
+                    users_csv = Some(Users::parse_csv(&text).map_err(|e| format!("{value}: {e}"))?);
+                }
                 "--expires" => expires = value.parse().map_err(|_| bad())?,
                 "--contact" => {
                     // HOST:PORT, as it will stand in a SIP URI.
@@ -259,10 +278,23 @@ impl Options {
                 other => return Err(format!("unknown option {other}")),
             }
         }
+        if users_csv.is_some() && pattern_given {
+            return Err("--users-csv replaces --users, --first and --user-count".into());
+        }
+        if users_csv.is_some() && !passwords.is_none() {
+            return Err("with --users-csv the passwords are the file's".into());
+        }
+        if users_csv.is_some() && command == "register" {
+            passwords = Passwords::Listed;
+        }
+        let users = || match &users_csv {
+            Some(listed) => Ok(listed.clone()),
+            None => UserPattern::parse(&users, first, user_count).map(Users::from),
+        };
         let scenario = match command {
             "options" => Scenario::Options,
             "register" => Scenario::Register {
-                users: UserPattern::parse(&users, first, user_count)?,
+                users: users()?,
                 expires,
                 contact,
             },
@@ -271,12 +303,12 @@ impl Options {
                     return Err(format!("--body: at most {MAX_BODY} bytes"));
                 }
                 Scenario::Message {
-                    users: UserPattern::parse(&users, first, user_count)?,
+                    users: users()?,
                     body,
                 }
             }
             "call" => Scenario::Call {
-                users: UserPattern::parse(&users, first, user_count)?,
+                users: users()?,
                 hold_ms,
             },
             other => return Err(format!("unknown scenario {other}")),
@@ -789,6 +821,16 @@ fn measure(options: &Options) -> Result<Measured, String> {
             "connection_per_request": options.connection_per_request,
         },
     });
+    if let Scenario::Register { users, .. }
+    | Scenario::Message { users, .. }
+    | Scenario::Call { users, .. } = &options.scenario
+    {
+        let from = match users {
+            Users::Pattern(_) => "pattern",
+            Users::Listed(_) => "csv",
+        };
+        summary["settings"]["users"] = serde_json::json!({ "count": users.count(), "from": from });
+    }
     if options.transport.reliable() {
         summary["connections"] = serde_json::json!({
             "opened": conns.opened,
@@ -1240,7 +1282,10 @@ fn answer_challenge(
     send: &mut impl FnMut(&[u8]),
 ) -> bool {
     let (user, uri) = register_user_and_uri(&options.scenario, ends, done.j);
-    let Some(password) = options.passwords.get(&user) else {
+    let Scenario::Register { users, .. } = &options.scenario else {
+        return false;
+    };
+    let Some(password) = options.passwords.get(users, done.j, &user) else {
         return false;
     };
     let Some(challenge) = sipshard_net::Message::parse_datagram(response)
@@ -1286,6 +1331,7 @@ fn answer_challenge(
 mod tests {
     use super::{Options, next_probe};
     use crate::scenario::Scenario;
+    use crate::users::UserPattern;
 
     fn parse(args: &[&str]) -> Result<Options, String> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -1296,7 +1342,8 @@ mod tests {
     fn password_options() {
         let base = ["--target", "127.0.0.1:5060", "--rate", "10"];
         let o = parse(&[&base[..], &["--password", "x"]].concat()).unwrap();
-        assert_eq!(o.passwords.get("anyone"), Some("x"));
+        let users = UserPattern::parse("u%d", 0, 1).unwrap().into();
+        assert_eq!(o.passwords.get(&users, 0, "anyone"), Some("x"));
         let args: Vec<String> = [&base[..], &["--password", "x"]]
             .concat()
             .iter()
@@ -1305,11 +1352,41 @@ mod tests {
         assert!(Options::from_args("options", &args).is_err());
         let p = super::Passwords::parse_file("# c\r\nalice:a:b\r\n\nbob:\n").unwrap();
         assert_eq!(
-            (p.get("alice"), p.get("bob"), p.get("carol")),
+            (
+                p.get(&users, 0, "alice"),
+                p.get(&users, 0, "bob"),
+                p.get(&users, 0, "carol")
+            ),
             (Some("a:b"), Some(""), None)
         );
         assert!(super::Passwords::parse_file("alice\n").is_err());
         assert!(super::Passwords::parse_file(":pw\n").is_err());
+    }
+
+    #[test]
+    fn users_csv_option() {
+        let file = std::env::temp_dir().join(format!("users-csv-{}.csv", std::process::id()));
+        std::fs::write(&file, "alice,pw\n").unwrap();
+        let csv = file.to_str().unwrap();
+        let base = [
+            "--target",
+            "127.0.0.1:5060",
+            "--rate",
+            "10",
+            "--users-csv",
+            csv,
+        ];
+        let o = parse(&base).unwrap();
+        assert!(matches!(o.passwords, super::Passwords::Listed));
+        assert!(parse(&[&base[..], &["--users", "u%d"]].concat()).is_err());
+        assert!(parse(&[&base[..], &["--password", "x"]].concat()).is_err());
+        let args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        let o = Options::from_args("message", &args).unwrap();
+        assert!(o.passwords.is_none());
+        std::fs::write(&file, "alice\n").unwrap();
+        let e = parse(&base).unwrap_err();
+        assert!(e.contains("line 1: not user,password[,domain]"), "{e}");
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod scenario;
 mod schedule;
 mod tls;
 mod uas;
+mod users;
 
 use std::process::ExitCode;
 

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use sipshard_net::{HeaderName, Message, MessageWriter};
 
 use crate::conn::Transport;
+use crate::users::Users;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scenario {
@@ -14,7 +15,7 @@ pub enum Scenario {
     Options,
     /// REGISTER of users taken in turn from `users`, each with its own contact.
     Register {
-        users: UserPattern,
+        users: Users,
         /// The `Expires` header (0 unregisters).
         expires: u32,
         /// `HOST:PORT` of the Contact (each user's name at it), when not the generator's own
@@ -22,10 +23,10 @@ pub enum Scenario {
         contact: Option<String>,
     },
     /// MESSAGE (RFC 3428) with a text/plain `body` to users taken in turn from `users`.
-    Message { users: UserPattern, body: String },
+    Message { users: Users, body: String },
     /// INVITE to users taken in turn from `users` (with an SDP offer), ACK the 2xx, hold for
     /// `hold_ms`, BYE.
-    Call { users: UserPattern, hold_ms: u64 },
+    Call { users: Users, hold_ms: u64 },
 }
 
 impl Scenario {
@@ -52,71 +53,6 @@ fn sdp_offer(local: SocketAddr) -> String {
         "v=0\r\no=sipshard-load 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
 m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
     )
-}
-
-/// User names from a printf-like pattern (`user%06d`, `%d`) over `first..first + count`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserPattern {
-    prefix: String,
-    width: usize,
-    zero_pad: bool,
-    suffix: String,
-    pub first: u64,
-    pub count: u64,
-}
-
-impl UserPattern {
-    pub fn parse(pattern: &str, first: u64, count: u64) -> Result<UserPattern, String> {
-        if count == 0 {
-            return Err("the user range is empty".into());
-        }
-        let bad = || format!("user pattern needs exactly one %d (or %0Nd): {pattern}");
-        let start = pattern.find('%').ok_or_else(bad)?;
-        let rest = &pattern[start + 1..];
-        let d = rest.find('d').ok_or_else(bad)?;
-        let spec = &rest[..d];
-        if !spec.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let suffix = &rest[d + 1..];
-        if suffix.contains('%') {
-            return Err(bad());
-        }
-        let width = if spec.is_empty() {
-            0
-        } else {
-            spec.parse().map_err(|_| bad())?
-        };
-        let user = UserPattern {
-            prefix: pattern[..start].to_owned(),
-            width,
-            zero_pad: spec.starts_with('0'),
-            suffix: suffix.to_owned(),
-            first,
-            count,
-        };
-        // Users go into URIs unescaped: only unreserved characters.
-        let sample = user.user(0);
-        if !sample
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b))
-        {
-            return Err(format!(
-                "user names must be unreserved characters: {sample}"
-            ));
-        }
-        Ok(user)
-    }
-
-    /// The user of request `j` (the range is cycled through).
-    pub fn user(&self, j: u64) -> String {
-        let n = self.first + j % self.count;
-        if self.zero_pad {
-            format!("{}{n:0w$}{}", self.prefix, self.suffix, w = self.width)
-        } else {
-            format!("{}{n:w$}{}", self.prefix, self.suffix, w = self.width)
-        }
-    }
 }
 
 /// Where requests come from and go to.
@@ -201,11 +137,13 @@ pub enum Authenticated<'a> {
 /// The To (and From) user of REGISTER `j`, and its Request-URI (the digest-uri of its
 /// credentials).
 pub fn register_user_and_uri(scenario: &Scenario, ends: &Endpoints, j: u64) -> (String, String) {
-    let user = match scenario {
-        Scenario::Register { users, .. } => users.user(j),
-        _ => String::new(),
-    };
-    (user, format!("sip:{}", ends.domain))
+    match scenario {
+        Scenario::Register { users, .. } => (
+            users.user(j),
+            format!("sip:{}", users.domain(j).unwrap_or(&ends.domain)),
+        ),
+        _ => (String::new(), format!("sip:{}", ends.domain)),
+    }
 }
 
 /// REGISTER `j` with top Via branch `branch` (a no-op for other scenarios).
@@ -229,7 +167,7 @@ pub fn write_register(
         ends.transport.via()
     );
     let (user, uri) = register_user_and_uri(scenario, ends, j);
-    let domain = &ends.domain;
+    let domain = uri.strip_prefix("sip:").unwrap_or(&ends.domain);
     let aor = format!("<sip:{user}@{domain}>");
     let (call_id, cseq) = match auth {
         Authenticated::No => (call_id(ends, j, branch), "1 REGISTER"),
@@ -379,14 +317,20 @@ pub fn write_bye(
     w.finish(None, b"");
 }
 
-/// The Request-URI (and To) of MESSAGE or INVITE `j`: its user at the domain.
-fn user_uri(users: &UserPattern, ends: &Endpoints, j: u64) -> String {
-    format!("sip:{}@{}", users.user(j), ends.domain)
+/// The Request-URI (and To) of MESSAGE or INVITE `j`: its user at its domain (the CSV's, or
+/// the run's).
+fn user_uri(users: &Users, ends: &Endpoints, j: u64) -> String {
+    format!(
+        "sip:{}@{}",
+        users.user(j),
+        users.domain(j).unwrap_or(&ends.domain)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::users::UserPattern;
     use sipshard_net::{Message, Method};
 
     fn ends() -> Endpoints {
@@ -399,26 +343,9 @@ mod tests {
     }
 
     #[test]
-    fn user_patterns() {
-        let p = UserPattern::parse("user%06d", 5, 3).unwrap();
-        assert_eq!(
-            [p.user(0), p.user(2), p.user(3)],
-            ["user000005", "user000007", "user000005"]
-        );
-        let p = UserPattern::parse("%d-x", 0, 100).unwrap();
-        assert_eq!(p.user(42), "42-x");
-        // Space padding would put spaces in URIs.
-        assert!(UserPattern::parse("u%4d", 0, 100).is_err());
-        for bad in ["user", "user%s", "%d%d", "a b%d", "u%x6d"] {
-            assert!(UserPattern::parse(bad, 0, 10).is_err(), "{bad}");
-        }
-        assert!(UserPattern::parse("u%d", 0, 0).is_err());
-    }
-
-    #[test]
     fn register_with_another_contact_and_credentials() {
         let register = Scenario::Register {
-            users: UserPattern::parse("u%d", 0, 10).unwrap(),
+            users: UserPattern::parse("u%d", 0, 10).unwrap().into(),
             expires: 60,
             contact: Some("127.0.0.9:5080".into()),
         };
@@ -458,6 +385,41 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_users_domain_is_its_aor_and_request_uri() {
+        let users = Users::parse_csv("alice,pw,example.org:5070\nbob,pw\n").unwrap();
+        let register = Scenario::Register {
+            users: users.clone(),
+            expires: 60,
+            contact: None,
+        };
+        let mut out = Vec::new();
+        write_request(&mut out, &register, &ends(), 0, "z9hG4bK-x-0");
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.starts_with("REGISTER sip:example.org:5070 SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("To: <sip:alice@example.org:5070>\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            register_user_and_uri(&register, &ends(), 1),
+            ("bob".to_owned(), "sip:example.org".to_owned())
+        );
+        let message = Scenario::Message {
+            users,
+            body: "hi".into(),
+        };
+        write_request(&mut out, &message, &ends(), 2, "z9hG4bK-x-2");
+        let msg = Message::parse_datagram(&out).unwrap();
+        assert_eq!(
+            msg.request_uri().unwrap().as_str(),
+            "sip:alice@example.org:5070"
+        );
+    }
+
+    #[test]
     fn requests_parse_and_validate() {
         let mut out = Vec::new();
         write_request(&mut out, &Scenario::Options, &ends(), 7, "z9hG4bK-x-7");
@@ -466,7 +428,7 @@ mod tests {
         assert_eq!(msg.method(), Some(Method::Options));
         assert_eq!(msg.top_via().unwrap().branch(), Some("z9hG4bK-x-7"));
 
-        let users = UserPattern::parse("user%06d", 0, 1000).unwrap();
+        let users = UserPattern::parse("user%06d", 0, 1000).unwrap().into();
         let register = Scenario::Register {
             users,
             expires: 120,
@@ -491,7 +453,7 @@ mod tests {
             "{text}"
         );
 
-        let users = UserPattern::parse("u%d", 0, 10).unwrap();
+        let users: Users = UserPattern::parse("u%d", 0, 10).unwrap().into();
         let message = Scenario::Message {
             users: users.clone(),
             body: "hi".into(),

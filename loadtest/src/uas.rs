@@ -208,7 +208,8 @@ pub fn run(options: &Options) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{Ack, Dialog, Endpoints, Scenario, UserPattern, write_ack, write_bye};
+    use crate::scenario::{Ack, Dialog, Endpoints, Scenario, write_ack, write_bye};
+    use crate::users::UserPattern;
 
     fn setup() -> (Uas, Endpoints, Scenario) {
         let ends = Endpoints {
@@ -218,7 +219,7 @@ mod tests {
             transport: crate::conn::Transport::Udp,
         };
         let call = Scenario::Call {
-            users: UserPattern::parse("callee%d", 0, 10).unwrap(),
+            users: UserPattern::parse("callee%d", 0, 10).unwrap().into(),
             hold_ms: 0,
         };
         (Uas::new(ends.target), ends, call)

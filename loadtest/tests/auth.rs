@@ -293,3 +293,52 @@ fn a_proxy_challenge_without_qop_is_answered_from_the_password_file() {
     );
     assert!(seen.algorithms.iter().all(|a| a == "MD5"));
 }
+
+#[test]
+fn users_from_a_csv_answer_with_their_own_passwords() {
+    // alice and carol have the registrar's password, bob a wrong one, dave none (his challenge
+    // is a failure, not answered); carol's AOR is at another domain.
+    let r = registrar("s3cret", MD5_AND_SHA256, false);
+    let file = out_path("users.csv");
+    std::fs::write(
+        &file,
+        "user,password,domain\nalice,s3cret\nbob,guess\ncarol,s3cret,example.org\ndave,\n",
+    )
+    .unwrap();
+    let (code, stdout, path) = load(
+        "auth-csv",
+        &[
+            "register",
+            "--target",
+            &r.addr,
+            "--rate",
+            "1000",
+            "--count",
+            "40",
+            "--t1-ms",
+            "100",
+            "--users-csv",
+            file.to_str().unwrap(),
+        ],
+    );
+    let _ = std::fs::remove_file(&file);
+    let json = read_json(&path);
+    let _ = std::fs::remove_file(path);
+    assert_eq!(code, Some(1), "{stdout}\n{json}");
+    // Each user 10 times: alice and carol registered; bob challenged twice; dave once.
+    assert_eq!(counts(&json), [40, 20, 20, 0, 30], "{json}");
+    assert_eq!(
+        json["settings"]["users"],
+        serde_json::json!({ "count": 4, "from": "csv" })
+    );
+    let seen = r.seen.lock().unwrap();
+    assert_eq!(
+        (
+            seen.challenges,
+            seen.accepted,
+            seen.rejected,
+            seen.bad_resends
+        ),
+        (50, 20, 10, 0)
+    );
+}
