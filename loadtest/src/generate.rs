@@ -5,6 +5,7 @@
 //! merges the shards' results into the reports.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -601,13 +602,35 @@ fn measure(options: &Options) -> Result<Measured, String> {
     }
     drop(seconds_tx);
 
-    // One progress line a second until every shard is done.
+    // One progress line a second until every shard is done; on a terminal, a progress bar
+    // under them, redrawn four times a second.
     let mut last = (0u64, 0u64);
     let mut tick = 1u64;
     let mut so_far = report::new_histogram();
+    let terminal = std::io::stderr().is_terminal();
+    let mut bar_drawn = Instant::now();
+    let schedule_end_s = schedule
+        .total()
+        .checked_sub(1)
+        .and_then(|j| schedule.intended(j))
+        .map_or(0.0, |ns| ns as f64 / 1e9);
+    let sum = |f: fn(&Progress) -> &AtomicU64| -> u64 {
+        progress.iter().map(|p| f(p).load(Ordering::Relaxed)).sum()
+    };
     while !progress.iter().all(|p| p.done.load(Ordering::Acquire)) {
         for (index, counts, latency) in seconds.try_iter() {
             timeline.add(index, &counts, &latency);
+        }
+        if terminal && bar_drawn.elapsed() >= Duration::from_millis(250) {
+            let ended = sum(|p| &p.ok) + sum(|p| &p.failed) + sum(|p| &p.timed_out);
+            let bar = progress_bar(
+                sum(|p| &p.sent),
+                ended,
+                schedule.total(),
+                schedule_end_s - start.elapsed().as_secs_f64(),
+            );
+            eprint!("\r\x1b[K{bar}");
+            bar_drawn = Instant::now();
         }
         let next = start + Duration::from_secs(tick);
         let now = Instant::now();
@@ -615,9 +638,11 @@ fn measure(options: &Options) -> Result<Measured, String> {
             std::thread::sleep((next - now).min(Duration::from_millis(20)));
             continue;
         }
-        let sum = |f: fn(&Progress) -> &AtomicU64| -> u64 {
-            progress.iter().map(|p| f(p).load(Ordering::Relaxed)).sum()
-        };
+        if terminal {
+            // The line goes where the bar was; the bar is drawn again under it.
+            eprint!("\r\x1b[K");
+            bar_drawn -= Duration::from_secs(1);
+        }
         let sent = sum(|p| &p.sent);
         let ok = sum(|p| &p.ok);
         let failed = sum(|p| &p.failed);
@@ -639,6 +664,9 @@ fn measure(options: &Options) -> Result<Measured, String> {
         );
         last = (sent, finals);
         tick += 1;
+    }
+    if terminal {
+        eprint!("\r\x1b[K");
     }
 
     let mut counts = Counts::default();
@@ -953,6 +981,28 @@ fn raise_descriptor_limit() -> u64 {
         }
         limit.rlim_cur
     }
+}
+
+/// The progress bar of a run on a terminal: how much of the schedule was sent, and how long the
+/// schedule has left to run (exact: an open-loop run sends on time or catches up), or, once all
+/// is sent, how many requests still wait for their end.
+fn progress_bar(sent: u64, ended: u64, total: u64, left_s: f64) -> String {
+    const WIDTH: u64 = 30;
+    let filled = if total == 0 {
+        WIDTH
+    } else {
+        (sent.min(total) * WIDTH / total).min(WIDTH)
+    };
+    let percent = if total == 0 { 100 } else { sent * 100 / total };
+    let bar: String = (0..WIDTH)
+        .map(|i| if i < filled { '#' } else { '-' })
+        .collect();
+    let tail = if sent < total {
+        format!("{:.1} s left", left_s.max(0.0))
+    } else {
+        format!("waiting for {}", sent.saturating_sub(ended))
+    };
+    format!("[{bar}] {percent:>3}%  {sent}/{total} sent  {tail}")
 }
 
 /// Below this, a shard polls instead of sleeping (a sleep and wake-up costs about this much).
@@ -1387,6 +1437,19 @@ mod tests {
         let e = parse(&base).unwrap_err();
         assert!(e.contains("line 1: not user,password[,domain]"), "{e}");
         let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
+    fn the_progress_bar_shows_the_share_sent_and_the_time_left() {
+        assert_eq!(
+            super::progress_bar(250, 200, 1000, 7.54),
+            "[#######-----------------------]  25%  250/1000 sent  7.5 s left"
+        );
+        assert_eq!(
+            super::progress_bar(1000, 988, 1000, -0.2),
+            "[##############################] 100%  1000/1000 sent  waiting for 12"
+        );
+        assert!(super::progress_bar(0, 0, 0, 0.0).starts_with("[######"));
     }
 
     #[test]
