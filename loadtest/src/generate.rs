@@ -988,12 +988,10 @@ fn raise_descriptor_limit() -> u64 {
 /// is sent, how many requests still wait for their end.
 fn progress_bar(sent: u64, ended: u64, total: u64, left_s: f64) -> String {
     const WIDTH: u64 = 30;
-    let filled = if total == 0 {
-        WIDTH
-    } else {
-        (sent.min(total) * WIDTH / total).min(WIDTH)
-    };
-    let percent = if total == 0 { 100 } else { sent * 100 / total };
+    let filled = (sent.min(total) * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH);
+    let percent = (sent * 100).checked_div(total).unwrap_or(100);
     let bar: String = (0..WIDTH)
         .map(|i| if i < filled { '#' } else { '-' })
         .collect();
