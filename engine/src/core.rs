@@ -443,6 +443,11 @@ impl ShardCore {
     }
 
     /// The authenticator's counters, when authentication is enabled.
+    /// Bytes from a stream the shell could not read as SIP (a bad WebSocket upgrade or frame).
+    pub fn count_malformed(&mut self) {
+        self.counters.malformed += 1;
+    }
+
     /// A stream connection the shell closed for idling or for sending too slowly.
     pub fn count_connection_timed_out(&mut self) {
         self.counters.connections_timed_out += 1;
@@ -570,6 +575,19 @@ impl ShardCore {
         out: &mut Vec<Output>,
     ) {
         let parsed = Message::parse_stream(bytes);
+        self.on_parsed(bytes, parsed, from, now, out);
+    }
+
+    /// One WebSocket message (RFC 7118 §5): one SIP message, delimited by the WebSocket framing
+    /// like a datagram, so Content-Length may be absent.
+    pub fn on_websocket_message(
+        &mut self,
+        bytes: &[u8],
+        from: Inbound,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let parsed = Message::parse_datagram(bytes);
         self.on_parsed(bytes, parsed, from, now, out);
     }
 

@@ -28,7 +28,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream, UdpSocket};
 use glommio::{spawn_local, timer};
-use sipshard_net::{Frame, StreamFramer, Transport};
+use sipshard_net::{Frame, StreamFramer, Transport, websocket};
 use tracing::{debug, info, warn};
 
 use sipshard_registrar::redis_bridge;
@@ -133,8 +133,8 @@ struct UdpEndpoint {
     queued: socket2::Socket,
 }
 
-/// A connection's bounded queue of messages to write.
-type Outbox = LocalSender<Rc<[u8]>>;
+/// A connection's bounded queue of what to write on it.
+type Outbox = LocalSender<Outgoing>;
 
 struct Connections {
     shard: usize,
@@ -179,15 +179,15 @@ pub async fn run(
                     })
                 })
                 .map_err(glommio::GlommioError::from),
-            Transport::Tcp => {
-                TcpListener::bind(addr).map(|l| listeners.push((Transport::Tcp, addr, l)))
+            Transport::Tcp | Transport::Ws => {
+                TcpListener::bind(addr).map(|l| listeners.push((transport, addr, l)))
             }
-            Transport::Tls if settings.tls.is_some() => {
-                TcpListener::bind(addr).map(|l| listeners.push((Transport::Tls, addr, l)))
+            Transport::Tls | Transport::Wss if settings.tls.is_some() => {
+                TcpListener::bind(addr).map(|l| listeners.push((transport, addr, l)))
             }
             other => {
                 let _ = bound.send(Err(format!(
-                    "{other} listening is not supported yet ({addr})"
+                    "{other} listening needs a TLS certificate ({addr})"
                 )));
                 return;
             }
@@ -340,9 +340,9 @@ async fn on_datagram(shell: &Rc<Shell>, local: SocketAddr, bytes: &[u8], remote:
     perform(shell, out).await;
 }
 
-/// Accepts the connections of one TCP or TLS listener. A TLS connection counts (limits, and as
-/// the peer's connection for sends, which wait in its queue) from the TCP accept on; it is served
-/// once its handshake completes.
+/// Accepts the connections of one TCP, TLS, WS or WSS listener. A TLS connection counts (limits,
+/// and as the peer's connection for sends, which wait in its queue) from the TCP accept on; it is
+/// served once its handshake completes.
 async fn accept_loop(
     shell: Rc<Shell>,
     transport: Transport,
@@ -350,7 +350,9 @@ async fn accept_loop(
     listener: TcpListener,
 ) {
     let acceptor = match (transport, &shell.settings.tls) {
-        (Transport::Tls, Some(config)) => Some(futures_rustls::TlsAcceptor::from(config.clone())),
+        (Transport::Tls | Transport::Wss, Some(config)) => {
+            Some(futures_rustls::TlsAcceptor::from(config.clone()))
+        }
         _ => None,
     };
     let mut incoming = listener.incoming();
@@ -371,13 +373,7 @@ async fn accept_loop(
                 match &acceptor {
                     None => {
                         spawn_local(serve_connection(
-                            shell,
-                            stream,
-                            Transport::Tcp,
-                            local,
-                            remote,
-                            conn,
-                            rx,
+                            shell, stream, transport, local, remote, conn, rx,
                         ))
                         .detach();
                     }
@@ -386,16 +382,8 @@ async fn accept_loop(
                         spawn_local(async move {
                             match handshake(accept).await {
                                 Ok(tls) => {
-                                    serve_connection(
-                                        shell,
-                                        tls,
-                                        Transport::Tls,
-                                        local,
-                                        remote,
-                                        conn,
-                                        rx,
-                                    )
-                                    .await
+                                    serve_connection(shell, tls, transport, local, remote, conn, rx)
+                                        .await
                                 }
                                 Err(e) => {
                                     debug!(%remote, "TLS handshake failed: {e}");
@@ -448,120 +436,324 @@ fn admit_connection(shell: &Shell, remote: SocketAddr) -> bool {
     false
 }
 
-/// Reads SIP messages from one connection (TCP, or TLS once its handshake is done) and writes
-/// what the shard queues for it.
+/// Serves one connection (TCP, TLS once its handshake is done, WebSocket once upgraded): reads
+/// SIP messages and hands them to the core, and writes what the shard queues for it.
 async fn serve_connection<S>(
     shell: Rc<Shell>,
-    stream: S,
+    mut stream: S,
     transport: Transport,
     local: SocketAddr,
     remote: SocketAddr,
     conn: ConnId,
-    rx: local_channel::LocalReceiver<Rc<[u8]>>,
+    rx: local_channel::LocalReceiver<Outgoing>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let writer_task = spawn_local(async move {
-        while let Some(bytes) = rx.recv().await {
-            // TLS buffers what it encrypts until flushed; for TCP the flush costs nothing.
-            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
-                break;
+    let websocket = matches!(transport, Transport::Ws | Transport::Wss);
+    let mut frames = Vec::new();
+    if websocket {
+        match accept_websocket(&shell, &mut stream, remote).await {
+            Some(after_head) => frames = after_head,
+            None => {
+                shell.connections.borrow_mut().remove(conn);
+                return;
             }
         }
-    });
+    }
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let writer_task = spawn_local(write_loop(writer, rx, websocket));
     let from = Inbound {
         transport,
         local,
         remote,
         conn: Some(conn),
     };
-    let max = shell.settings.max_message_bytes;
-    let mut framer = StreamFramer::new(max);
-    let mut buf: Vec<u8> = Vec::with_capacity(shell.settings.read_chunk_bytes);
-    let mut chunk = vec![0u8; shell.settings.read_chunk_bytes];
-    let mut out = Vec::new();
-    // When the first byte of the message in progress arrived, while one is.
-    let mut message_started: Option<Instant> = None;
-    'read: loop {
-        let (limit, why) = match message_started {
-            Some(started) => (
-                (started + shell.settings.incomplete_message_timeout)
-                    .saturating_duration_since(Instant::now()),
-                "a message not completed in time",
-            ),
-            None => (shell.settings.idle_timeout, "idle"),
-        };
-        let n = match within(limit, reader.read(&mut chunk), why).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                debug!(%remote, "closing the connection: {e}");
-                shell.core.borrow_mut().count_connection_timed_out();
-                break;
-            }
-            Err(_) => break,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        let mut completed = false;
-        loop {
-            match framer.next_frame(&buf) {
-                Ok(Frame::Incomplete) => break,
-                Ok(Frame::Ping { len }) => {
-                    buf.drain(..len);
-                    out.push(Output::Send {
-                        transport,
-                        to: remote,
-                        conn: Some(conn),
-                        bytes: Rc::from(&b"\r\n"[..]),
-                        txn: None,
-                    });
-                }
-                Ok(Frame::Pong { len }) => {
-                    buf.drain(..len);
-                }
-                Ok(Frame::Message { len }) => {
-                    let admitted = {
-                        let mut core = shell.core.borrow_mut();
-                        let now = Instant::now();
-                        let admitted = core.admit(remote.ip(), now);
-                        if admitted {
-                            core.on_stream_message(&buf[..len], from, now, &mut out);
-                        }
-                        admitted
-                    };
-                    completed = true;
-                    if !admitted {
-                        // Banned: what it sent before is answered, then the connection closes.
-                        perform(&shell, std::mem::take(&mut out)).await;
-                        flush_batches(&shell).await;
-                        break 'read;
-                    }
-                    buf.drain(..len);
-                }
-                Err(e) => {
-                    shell
-                        .core
-                        .borrow_mut()
-                        .on_unframeable(&buf, e, from, &mut out);
-                    perform(&shell, std::mem::take(&mut out)).await;
-                    flush_batches(&shell).await;
-                    break 'read;
-                }
-            }
-        }
-        message_started = match (buf.is_empty(), completed, message_started) {
-            (true, _, _) => None,
-            (false, false, Some(started)) => Some(started),
-            (false, _, _) => Some(Instant::now()),
-        };
-        perform(&shell, std::mem::take(&mut out)).await;
-        flush_batches(&shell).await;
+    let mut connection = Reading {
+        shell: &shell,
+        from,
+        chunk: vec![0u8; shell.settings.read_chunk_bytes],
+        message_started: None,
+    };
+    if websocket {
+        connection.websocket_messages(&mut reader, frames).await;
+    } else {
+        connection.sip_messages(&mut reader).await;
     }
     shell.connections.borrow_mut().remove(conn);
     // Dropping the sender (in remove) ends the writer once its queue is flushed.
     writer_task.await;
     debug!(%remote, "connection closed");
+}
+
+/// What the shard writes on a connection.
+#[derive(Debug)]
+enum Outgoing {
+    /// A SIP message (in a WebSocket message on a WebSocket connection, RFC 7118 §5).
+    Message(Rc<[u8]>),
+    /// Bytes written as they are: a WebSocket control frame.
+    Raw(Vec<u8>),
+}
+
+/// Writes what is queued for a connection until its queue closes.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    rx: local_channel::LocalReceiver<Outgoing>,
+    websocket: bool,
+) {
+    let mut frame = Vec::new();
+    while let Some(outgoing) = rx.recv().await {
+        let bytes: &[u8] = match &outgoing {
+            Outgoing::Message(message) if websocket => {
+                // Text when it is (RFC 7118 §5 allows either; browsers expect text).
+                let opcode = match std::str::from_utf8(message) {
+                    Ok(_) => websocket::Opcode::Text,
+                    Err(_) => websocket::Opcode::Binary,
+                };
+                frame.clear();
+                websocket::encode_frame(opcode, true, message, None, &mut frame);
+                &frame
+            }
+            Outgoing::Message(message) => message,
+            Outgoing::Raw(bytes) => bytes,
+        };
+        // TLS buffers what it encrypts until flushed; for TCP the flush costs nothing.
+        if writer.write_all(bytes).await.is_err() || writer.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Longest WebSocket upgrade request head read.
+const MAX_UPGRADE_HEAD: usize = 8 * 1024;
+
+/// Reads the WebSocket opening handshake (RFC 6455 §4.2, RFC 7118 §4.1: the `sip` subprotocol)
+/// within `incomplete-message-timeout` and answers it: 101, and the bytes read after the head
+/// (the first frames); or the HTTP error and `None` (the connection closes).
+async fn accept_websocket<S>(shell: &Shell, stream: &mut S, remote: SocketAddr) -> Option<Vec<u8>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + shell.settings.incomplete_message_timeout;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 2048];
+    let answer = loop {
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let n = match within(
+            limit,
+            stream.read(&mut chunk),
+            "no complete upgrade in time",
+        )
+        .await
+        {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    shell.core.borrow_mut().count_connection_timed_out();
+                }
+                debug!(%remote, "WebSocket upgrade not received: {e}");
+                return None;
+            }
+        };
+        head.extend_from_slice(&chunk[..n]);
+        match websocket::parse_upgrade(&head, MAX_UPGRADE_HEAD) {
+            Ok(None) => continue,
+            Ok(Some(upgrade)) => break Ok(upgrade),
+            Err(e) => break Err(e),
+        }
+    };
+    let (response, frames) = match answer {
+        Ok(upgrade) => (
+            websocket::upgrade_response(&upgrade),
+            Some(head.split_off(upgrade.head_len)),
+        ),
+        Err(e) => {
+            debug!(%remote, "WebSocket upgrade refused: {e}");
+            shell.core.borrow_mut().count_malformed();
+            (e.response(), None)
+        }
+    };
+    let written = stream.write_all(&response).await.and(stream.flush().await);
+    frames.filter(|_| written.is_ok())
+}
+
+/// The read side of one connection.
+struct Reading<'a> {
+    shell: &'a Rc<Shell>,
+    from: Inbound,
+    chunk: Vec<u8>,
+    /// When the first byte of the message in progress arrived, while one is.
+    message_started: Option<Instant>,
+}
+
+impl Reading<'_> {
+    /// Reads the next bytes into `chunk`: their count, or `None` when the connection is done —
+    /// closed, failed, idle past `idle-timeout`, or with a message in progress for longer than
+    /// `incomplete-message-timeout` (a slow sender).
+    async fn read<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> Option<usize> {
+        let settings = &self.shell.settings;
+        let (limit, why) = match self.message_started {
+            Some(started) => (
+                (started + settings.incomplete_message_timeout)
+                    .saturating_duration_since(Instant::now()),
+                "a message not completed in time",
+            ),
+            None => (settings.idle_timeout, "idle"),
+        };
+        match within(limit, reader.read(&mut self.chunk), why).await {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                debug!(remote = %self.from.remote, "closing the connection: {e}");
+                self.shell.core.borrow_mut().count_connection_timed_out();
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Updates the start of the message in progress after a read: none when nothing is left
+    /// over; now when what is left started after a complete message; else unchanged.
+    fn track_progress(&mut self, pending: bool, completed: bool) {
+        self.message_started = match (pending, completed, self.message_started) {
+            (false, _, _) => None,
+            (true, false, Some(started)) => Some(started),
+            (true, _, _) => Some(Instant::now()),
+        };
+    }
+
+    /// Hands one SIP message to the core, if the flood guard admits its source: false when it
+    /// does not (the connection is then closed).
+    fn deliver(&self, message: &[u8], out: &mut Vec<Output>) -> bool {
+        let mut core = self.shell.core.borrow_mut();
+        let now = Instant::now();
+        if !core.admit(self.from.remote.ip(), now) {
+            return false;
+        }
+        match self.from.transport {
+            Transport::Ws | Transport::Wss => {
+                core.on_websocket_message(message, self.from, now, out)
+            }
+            _ => core.on_stream_message(message, self.from, now, out),
+        }
+        true
+    }
+
+    /// SIP over TCP or TLS: messages framed by Content-Length (RFC 3261 §18.3), CRLF keep-alives
+    /// answered (RFC 5626 §4.4.1).
+    async fn sip_messages<R: AsyncRead + Unpin>(&mut self, reader: &mut R) {
+        let shell = self.shell;
+        let from = self.from;
+        let mut framer = StreamFramer::new(shell.settings.max_message_bytes);
+        let mut buf: Vec<u8> = Vec::with_capacity(shell.settings.read_chunk_bytes);
+        let mut out = Vec::new();
+        'read: while let Some(n) = self.read(reader).await {
+            buf.extend_from_slice(&self.chunk[..n]);
+            let mut completed = false;
+            loop {
+                match framer.next_frame(&buf) {
+                    Ok(Frame::Incomplete) => break,
+                    Ok(Frame::Ping { len }) => {
+                        buf.drain(..len);
+                        out.push(Output::Send {
+                            transport: from.transport,
+                            to: from.remote,
+                            conn: from.conn,
+                            bytes: Rc::from(&b"\r\n"[..]),
+                            txn: None,
+                        });
+                    }
+                    Ok(Frame::Pong { len }) => {
+                        buf.drain(..len);
+                    }
+                    Ok(Frame::Message { len }) => {
+                        if !self.deliver(&buf[..len], &mut out) {
+                            // Banned: what it sent before is answered, then the connection
+                            // closes.
+                            break 'read;
+                        }
+                        buf.drain(..len);
+                        completed = true;
+                    }
+                    Err(e) => {
+                        shell
+                            .core
+                            .borrow_mut()
+                            .on_unframeable(&buf, e, from, &mut out);
+                        break 'read;
+                    }
+                }
+            }
+            self.track_progress(!buf.is_empty(), completed);
+            perform(shell, std::mem::take(&mut out)).await;
+            flush_batches(shell).await;
+        }
+        perform(shell, out).await;
+        flush_batches(shell).await;
+    }
+
+    /// SIP over WebSocket (RFC 7118 §5): one SIP message per WebSocket message; pings answered,
+    /// a close echoed; a protocol error closes the connection with its close code.
+    async fn websocket_messages<R: AsyncRead + Unpin>(&mut self, reader: &mut R, first: Vec<u8>) {
+        let shell = self.shell;
+        let Some(control) = self
+            .from
+            .conn
+            .and_then(|c| shell.connections.borrow().by_id(c))
+        else {
+            return;
+        };
+        let mut decoder =
+            websocket::FrameDecoder::new(websocket::Role::Server, shell.settings.max_message_bytes);
+        let mut out = Vec::new();
+        let mut input_owned = first;
+        'read: loop {
+            let mut input: &[u8] = &input_owned;
+            let mut completed = false;
+            loop {
+                let mut reply = Vec::new();
+                match decoder.next_event(&mut input) {
+                    Ok(None) => break,
+                    Ok(Some(websocket::Event::Message { payload, .. })) => {
+                        if !self.deliver(&payload, &mut out) {
+                            break 'read;
+                        }
+                        completed = true;
+                    }
+                    Ok(Some(websocket::Event::Ping(payload))) => {
+                        websocket::encode_pong(&payload, None, &mut reply);
+                    }
+                    Ok(Some(websocket::Event::Pong(_))) => {}
+                    Ok(Some(websocket::Event::Close { code, .. })) => {
+                        websocket::encode_close(code.unwrap_or(1000), "", None, &mut reply);
+                        let _ = control.try_send(Outgoing::Raw(reply));
+                        break 'read;
+                    }
+                    Err(e) => {
+                        debug!(remote = %self.from.remote, "WebSocket: {e}");
+                        shell.core.borrow_mut().count_malformed();
+                        websocket::encode_close(e.close_code(), "", None, &mut reply);
+                        let _ = control.try_send(Outgoing::Raw(reply));
+                        break 'read;
+                    }
+                }
+                if !reply.is_empty() && control.try_send(Outgoing::Raw(reply)).is_err() {
+                    // A peer that does not read what it asks for is not kept.
+                    break 'read;
+                }
+            }
+            self.track_progress(decoder.buffered() > 0, completed);
+            perform(shell, std::mem::take(&mut out)).await;
+            flush_batches(shell).await;
+            let Some(n) = self.read(reader).await else {
+                break;
+            };
+            input_owned.clear();
+            input_owned.extend_from_slice(&self.chunk[..n]);
+        }
+        perform(shell, out).await;
+        flush_batches(shell).await;
+    }
 }
 
 /// Takes the Redis thread's completions for this shard whenever it signals some (a byte on the
@@ -784,7 +976,7 @@ fn transmit_here(shell: &Rc<Shell>, transmit: Transmit) {
         .connections
         .borrow()
         .by_id(conn)
-        .is_some_and(|tx| tx.try_send(Rc::from(bytes)).is_ok());
+        .is_some_and(|tx| tx.try_send(Outgoing::Message(Rc::from(bytes))).is_ok());
     if sent {
         return;
     }
@@ -853,7 +1045,7 @@ async fn send(
         }
         let own = shell.connections.borrow().by_id(conn);
         match own {
-            Some(tx) => return tx.try_send(bytes).is_ok(),
+            Some(tx) => return tx.try_send(Outgoing::Message(bytes)).is_ok(),
             None if matches!(txn, Some(TransactionId::Client(_))) => {
                 debug!(remote = %to, "the flow of a request is gone");
                 return false;
@@ -863,7 +1055,7 @@ async fn send(
     }
     let existing = shell.connections.borrow().to_remote(to);
     match existing {
-        Some(tx) => tx.try_send(bytes).is_ok(),
+        Some(tx) => tx.try_send(Outgoing::Message(bytes)).is_ok(),
         None if matches!(transport, Transport::Tcp | Transport::Tls) => {
             open_connection(shell, transport, to, bytes, txn)
         }
@@ -895,7 +1087,7 @@ fn open_connection(
         .connections
         .borrow()
         .by_id(conn)
-        .is_some_and(|tx| tx.try_send(bytes).is_ok());
+        .is_some_and(|tx| tx.try_send(Outgoing::Message(bytes)).is_ok());
     let shell = shell.clone();
     spawn_local(async move {
         let failure = match connect(&shell, transport, to).await {
@@ -982,8 +1174,8 @@ impl Connections {
 
     /// Registers a connection and its bounded outbound queue. Ids carry the shard number in
     /// their top bits so any shard can tell which one owns a connection.
-    fn add(&mut self, remote: SocketAddr) -> (ConnId, local_channel::LocalReceiver<Rc<[u8]>>) {
-        let (tx, rx) = local_channel::new_bounded::<Rc<[u8]>>(CONNECTION_QUEUE);
+    fn add(&mut self, remote: SocketAddr) -> (ConnId, local_channel::LocalReceiver<Outgoing>) {
+        let (tx, rx) = local_channel::new_bounded::<Outgoing>(CONNECTION_QUEUE);
         self.next_id += 1;
         let id = ((self.shard as u64) << 48) | self.next_id;
         self.by_id.insert(id, (remote, Rc::new(tx)));

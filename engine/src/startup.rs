@@ -45,15 +45,6 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
     };
     let mut listens = Vec::new();
     for listen in &config.global.transports {
-        if !matches!(
-            listen.transport,
-            Transport::Udp | Transport::Tcp | Transport::Tls
-        ) {
-            return Err(format!(
-                "[global] transports: {} is not available in this build yet (UDP, TCP and TLS are)",
-                listen.uri
-            ));
-        }
         let ip = match &listen.host {
             ListenHost::Any => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             ListenHost::Ip(ip) => *ip,
