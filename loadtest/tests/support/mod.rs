@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // Each test file uses its own part of this module.
 
+pub mod schema;
 pub mod stream;
 
 use std::io::{BufRead, BufReader};
