@@ -737,14 +737,6 @@ static KEYS: &[Key] = &[
         kind: Kind::OptionalPath(|c| &mut c.global.tls_certificates_private_key),
     },
     Key {
-        section: REGISTRAR,
-        name: "reg-domains",
-        default: "localhost 127.0.0.1",
-        doc: "Domains this registrar accepts registrations for; * accepts any.",
-        kind: Kind::Domains(|c| &mut c.registrar.reg_domains),
-    },
-    Key {
-    Key {
         section: GLOBAL,
         name: "tls-certificates-ca-file",
         default: "",
@@ -782,6 +774,14 @@ static KEYS: &[Key] = &[
             field: |c| &mut c.global.incomplete_message_timeout,
         },
     },
+    Key {
+        section: REGISTRAR,
+        name: "reg-domains",
+        default: "localhost 127.0.0.1",
+        doc: "Domains this registrar accepts registrations for; * accepts any.",
+        kind: Kind::Domains(|c| &mut c.registrar.reg_domains),
+    },
+    Key {
         section: REGISTRAR,
         name: "db-implementation",
         default: "internal",
@@ -1178,6 +1178,10 @@ impl Config {
                 tls_certificates_dir: None,
                 tls_certificates_file: None,
                 tls_certificates_private_key: None,
+                tls_certificates_ca_file: None,
+                tls_verify_incoming: false,
+                idle_timeout: Duration::ZERO,
+                incomplete_message_timeout: Duration::ZERO,
             },
             registrar: Registrar {
                 reg_domains: Vec::new(),
@@ -1200,10 +1204,6 @@ impl Config {
                 redis_replay_window: Duration::ZERO,
             },
             forward: Forward {
-                tls_certificates_ca_file: None,
-                tls_verify_incoming: false,
-                idle_timeout: Duration::ZERO,
-                incomplete_message_timeout: Duration::ZERO,
                 allow_foreign_domains: false,
             },
             authentication: Authentication {
@@ -2022,6 +2022,10 @@ mod tests {
                 tls_certificates_dir: Some("/etc/flexisip/tls/".into()),
                 tls_certificates_file: None,
                 tls_certificates_private_key: None,
+                tls_certificates_ca_file: None,
+                tls_verify_incoming: false,
+                idle_timeout: Duration::from_secs(3600),
+                incomplete_message_timeout: Duration::from_secs(10),
             },
             registrar: Registrar {
                 reg_domains: vec!["localhost".into(), "127.0.0.1".into()],
@@ -2065,10 +2069,6 @@ mod tests {
             },
             cluster: Cluster {
                 enabled: false,
-                tls_certificates_ca_file: None,
-                tls_verify_incoming: false,
-                idle_timeout: Duration::from_secs(3600),
-                incomplete_message_timeout: Duration::from_secs(10),
                 nodes: vec![],
             },
         };

@@ -213,14 +213,14 @@ pub struct Counters {
     /// Stream connections closed at once: over the per-shard or per-address limit, or from a
     /// banned source.
     pub connections_refused: u64,
+    /// Stream connections closed for idling past `idle-timeout`, or for taking longer than
+    /// `incomplete-message-timeout` over a message (a slow sender) or a WebSocket upgrade.
+    pub connections_timed_out: u64,
     /// Messages with more Vias than [`MAX_VIAS`]: requests answered 400, responses dropped.
     pub too_many_vias: u64,
     /// Challenges to UDP requests that offered fewer algorithms to stay within the
     /// amplification limit (`dos::headers_within_budget`).
     pub challenges_trimmed: u64,
-    /// Stream connections closed for idling past `idle-timeout`, or for taking longer than
-    /// `incomplete-message-timeout` over a message (a slow sender) or a WebSocket upgrade.
-    pub connections_timed_out: u64,
 }
 
 /// A shard's authenticator and the domains whose users it challenges.
@@ -438,11 +438,6 @@ impl ShardCore {
         self.counters.connections_refused += 1;
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
-    /// The authenticator's counters, when authentication is enabled.
     /// Bytes from a stream the shell could not read as SIP (a bad WebSocket upgrade or frame).
     pub fn count_malformed(&mut self) {
         self.counters.malformed += 1;
@@ -453,6 +448,11 @@ impl ShardCore {
         self.counters.connections_timed_out += 1;
     }
 
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The authenticator's counters, when authentication is enabled.
     pub fn auth_counters(&self) -> Option<&AuthCounters> {
         self.auth.as_ref().map(|a| a.authenticator.counters())
     }
@@ -735,12 +735,12 @@ impl ShardCore {
         let peer = transaction::Peer {
             transport: from.transport,
             addr: from.remote,
+            conn: from.conn,
         };
         match self.transactions.handle_request(msg, peer, now) {
             Ok(RequestMatch::New(server)) => self.on_new_request(server, msg, from, now, out),
             Ok(RequestMatch::Absorbed) => {}
             Ok(RequestMatch::EndToEndAck) => self.forward_ack(msg, from, out),
-            conn: from.conn,
             Err(TransactionError::TableFull) => {
                 self.counters.overloaded += 1;
                 if msg.method() != Some(Method::Ack) {
@@ -1459,6 +1459,7 @@ impl ShardCore {
             let peer = transaction::Peer {
                 transport: target.transport,
                 addr: target.addr,
+                conn: target.conn,
             };
             let client =
                 match self
@@ -1534,7 +1535,6 @@ impl ShardCore {
     ) -> ForwardEdits<'m, 'a> {
         let mut edits = ForwardEdits::new(msg);
         edits
-                conn: target.conn,
             .stamp_top_via(stamp)
             .decrement_max_forwards()
             .remove_top_routes(route.pop_top_routes);
