@@ -442,3 +442,67 @@ fn bad_certificate_files_refuse_to_start() {
         "{line}"
     );
 }
+
+/// Whether the node refuses a client using `config`: its handshake fails, or (TLS 1.3, where
+/// the server checks the client's certificate after the client finished) the first exchange
+/// ends in an alert or a close instead of an answer.
+fn refuses(port: u16, config: Arc<ClientConfig>) -> bool {
+    let tcp = TcpStream::connect((LOOPBACK, port)).expect("connect to the node");
+    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).unwrap();
+    let name = ServerName::try_from("localhost").expect("server name");
+    let conn = ClientConnection::new(config, name).expect("client connection");
+    let mut tls = StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        if tls.conn.complete_io(&mut tls.sock).is_err() {
+            return true;
+        }
+    }
+    let options = "OPTIONS sip:127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bK-mtls-1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:eve@127.0.0.1>;tag=mtls-1\r\n\
+         To: <sip:127.0.0.1>\r\n\
+         Call-ID: mtls-1\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n";
+    if tls.write_all(options.as_bytes()).and(tls.flush()).is_err() {
+        return true;
+    }
+    let mut answer = [0u8; 16];
+    !matches!(tls.read(&mut answer), Ok(n) if n > 0)
+}
+
+/// `tls-verify-incoming` with `tls-certificates-ca-file` (mutual TLS, as between cluster nodes):
+/// a client presenting a certificate from that CA registers; one presenting none, or a
+/// self-signed one, is refused.
+#[test]
+fn mutual_tls_refuses_clients_without_a_trusted_certificate() {
+    let certs = Certificates::new(&["localhost", "127.0.0.1"]);
+    let ca_file = certs.dir.join("ca.pem");
+    std::fs::write(&ca_file, certs.ca.pem()).unwrap();
+    let mut args = certs.file_args();
+    args.extend([
+        "--set".to_owned(),
+        "global/tls-verify-incoming=true".to_owned(),
+        "--set".to_owned(),
+        format!("global/tls-certificates-ca-file={}", ca_file.display()),
+    ]);
+    let (mut node, port) = start_node(&args);
+
+    let trusted = certs.ca.issue(&["client.example.org"], Validity::Now);
+    let mut client = Client::connect(port, certs.ca.client_config(Some(&trusted)), "localhost");
+    client.send(&register("frank", port, &client, "mtls-reg-1"));
+    let ok = client.read_final_response();
+    assert!(ok.starts_with("SIP/2.0 200 "), "REGISTER answered:\n{ok}");
+
+    assert!(
+        refuses(port, certs.ca.client_config(None)),
+        "a client without a certificate was served"
+    );
+    let stranger = certs::self_signed(&["client.example.org"]);
+    assert!(
+        refuses(port, certs.ca.client_config(Some(&stranger))),
+        "a client with a self-signed certificate was served"
+    );
+    node.process.assert_running();
+}
