@@ -204,13 +204,19 @@ pub enum AuthDbImplementation {
     File,
 }
 
-/// `[cluster]`: the nodes that share the registration database.
+/// `[cluster]`: the nodes that share the registration database and serve one domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
     /// `enabled`.
     pub enabled: bool,
+    /// `cluster-domain`: the name clients reach the cluster by (SRV), lower-cased; this node
+    /// answers for it as for its own names. Empty: none.
+    pub cluster_domain: String,
     /// `nodes`: addresses of every node of the cluster.
     pub nodes: Vec<IpAddr>,
+    /// `internal-transport`: where the other nodes reach this one (a `sip:` URI with an IP
+    /// address). `None`: the first of `transports` whose address is one of `nodes`.
+    pub internal_transport: Option<Listen>,
 }
 
 /// One socket to listen on, from one URI of `transports`.
@@ -514,7 +520,7 @@ static SECTIONS: &[Section] = &[
     },
     Section {
         name: CLUSTER,
-        doc: "The nodes that share the registration database.",
+        doc: "Several nodes serving one domain: they share the registration database (Redis), trust each other, and reach each other's stream clients through the node that holds the connection (Path).",
     },
 ];
 
@@ -562,6 +568,8 @@ enum Kind {
     Addresses(Field<Vec<IpAddr>>),
     /// `host:port` items (IPv6 hosts in brackets).
     HostPorts(Field<Vec<String>>),
+    /// One SIP URI with an IP address, as in `transports`, or nothing.
+    InternalTransport(Field<Option<Listen>>),
     /// One word (no spaces), or nothing.
     Word(Field<String>),
     Database(Field<DbImplementation>),
@@ -1077,10 +1085,24 @@ static KEYS: &[Key] = &[
     },
     Key {
         section: CLUSTER,
+        name: "cluster-domain",
+        default: "",
+        doc: "The domain name by which clients reach the cluster (its DNS SRV records); this node answers for it as for its own names.",
+        kind: Kind::OptionalHost(|c| &mut c.cluster.cluster_domain),
+    },
+    Key {
+        section: CLUSTER,
         name: "nodes",
         default: "",
-        doc: "IP addresses of every node of the cluster.",
+        doc: "IP addresses of every node of the cluster: their requests are never challenged nor rate limited.",
         kind: Kind::Addresses(|c| &mut c.cluster.nodes),
+    },
+    Key {
+        section: CLUSTER,
+        name: "internal-transport",
+        default: "",
+        doc: "The SIP URI the other nodes reach this node at, with an IP address and one of the transports this node listens on, e.g. sip:10.0.0.1:5060;transport=tcp. It goes in the Path this node adds to its stream clients' bindings and in the Record-Route facing other nodes. Empty: the first of transports whose address is in nodes.",
+        kind: Kind::InternalTransport(|c| &mut c.cluster.internal_transport),
     },
 ];
 
@@ -1225,7 +1247,9 @@ impl Config {
             },
             cluster: Cluster {
                 enabled: false,
+                cluster_domain: String::new(),
                 nodes: Vec::new(),
+                internal_transport: None,
             },
         }
     }
@@ -1604,6 +1628,7 @@ impl Kind {
             Kind::Transports(field) => *field(config) = parse_transports(value)?,
             Kind::Addresses(field) => *field(config) = parse_addresses(value)?,
             Kind::HostPorts(field) => *field(config) = parse_host_ports(value)?,
+            Kind::InternalTransport(field) => *field(config) = parse_internal_transport(value)?,
             Kind::Word(field) => {
                 if value.split_whitespace().count() > 1 {
                     return Err(format!("expected one word, got {value:?}"));
@@ -1850,6 +1875,24 @@ fn parse_transports(value: &str) -> Result<Vec<Listen>, String> {
     Ok(listens)
 }
 
+/// `internal-transport`: one URI of `transports` syntax naming an IP address (the nodes reach
+/// each other without DNS). A `sip:` URI without `transport=` means UDP there (RFC 3263 §4.1:
+/// the default for a `sip:` URI with an address).
+fn parse_internal_transport(value: &str) -> Result<Option<Listen>, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let listen = parse_listen(value)?.into_iter().next();
+    match listen {
+        Some(listen) if matches!(listen.host, ListenHost::Ip(_)) => Ok(Some(listen)),
+        _ => Err(format!(
+            "{value:?}: expected one SIP URI with an IP address, such as \
+             sip:10.0.0.1:5060;transport=tcp (the nodes reach each other without DNS)"
+        )),
+    }
+}
+
 /// One URI of `transports`: `sip:*:5060`, `sip:host:port;transport=tcp`, `sips:host`. A `sip:`
 /// URI without `transport=` listens on UDP and TCP, as Flexisip does; `sips:` means TLS (or WSS).
 /// Without a port, the transport's default: 5060, 5061 for TLS, 80/443 for WS/WSS (RFC 7118).
@@ -2069,7 +2112,9 @@ mod tests {
             },
             cluster: Cluster {
                 enabled: false,
+                cluster_domain: String::new(),
                 nodes: vec![],
+                internal_transport: None,
             },
         };
         assert_eq!(c, expected);

@@ -20,19 +20,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sipshard_net::{
-    ErrorAction, ForwardEdits, HeaderName, HostKind, Message, Method, ParseError, Transport, Uri,
-    ViaStamp, error_response, reason_phrase, stamped_response_to,
+    ErrorAction, ForwardEdits, HeaderName, HostKind, Message, Method, NameAddr, ParseError, SipUri,
+    Transport, Uri, ViaStamp, error_response, reason_phrase, stamped_response_to,
 };
 use sipshard_registrar::redis_data::{self, ContactOutcome, ScriptCall, StoredBinding};
 use sipshard_registrar::{
-    Aor, BindingStore, ContactEcho, NextHop, RegisterError, RegisterOutcome, RegisterRequest,
-    RegistrarConfig, Source, owner_shard,
+    Aor, Binding, BindingStore, ContactEcho, NextHop, RegisterError, RegisterOutcome,
+    RegisterRequest, RegistrarConfig, Source, owner_shard,
 };
 use tracing::{debug, warn};
 
 use crate::auth::{
     AuthCounters, AuthDomains, AuthOutcome, AuthSettings, Authenticator, PasswordDb,
 };
+use crate::cluster::{self, ClusterSettings};
 use crate::dos::{self, FloodCounters, FloodGuard};
 use crate::fork::{self, Fork, Verdict};
 use crate::routing::{self, Decision, LocalIdentity, RouteEdits};
@@ -153,6 +154,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The connection the contact registered over, to be preferred while it lives.
     pub conn: Option<ConnId>,
+    /// Routes to push, in order: the binding's Path (RFC 3327 §5.3), less this node's own entry.
+    pub route: Vec<String>,
 }
 
 /// Settings the core needs, derived once from the configuration.
@@ -172,6 +175,8 @@ pub struct CoreSettings {
     /// Digest authentication; `None` when disabled.
     pub auth: Option<ShardAuthSettings>,
     pub registrar_db: RegistrarDb,
+    /// `[cluster] enabled`: the other nodes, this node's internal address and flow-token key.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// What each shard builds its own [`Authenticator`] from (its tables are per shard; the
@@ -775,7 +780,16 @@ impl ShardCore {
         if self.is_loop(msg) {
             return self.reply(server, msg, from, 482, "Loop Detected", &[], now);
         }
-        let (decision, route) = routing::decide(msg, &self.settings.identity);
+        let (mut decision, mut route) = routing::decide(msg, &self.settings.identity);
+        let mut flow = None;
+        if decision == Decision::Flow {
+            match self.flow_target(&route, from) {
+                FlowRoute::Inbound => {
+                    (decision, route) = routing::decide_without_flows(msg, &self.settings.identity);
+                }
+                other => flow = Some(other),
+            }
+        }
         if !self.authorize(server, msg, from, &decision, now) {
             return;
         }
@@ -813,6 +827,14 @@ impl ShardCore {
                 }
             }
             Decision::LookupAor => self.on_lookup(server, msg, from, route, now, out),
+            Decision::Flow => match flow {
+                Some(FlowRoute::Deliver(target)) => {
+                    let request: Rc<[u8]> = msg.as_bytes().into();
+                    self.fork(server, request, from, &route, vec![target], now);
+                }
+                // RFC 5626 §5.3: a flow token that was tampered with gets a 403.
+                _ => self.reply(server, msg, from, 403, "Invalid Flow Token", &[], now),
+            },
             Decision::Forward => match self.next_hop(msg, &route) {
                 Some(target) => {
                     let request: Rc<[u8]> = msg.as_bytes().into();
@@ -821,6 +843,36 @@ impl ShardCore {
                 None => self.reply(server, msg, from, 404, "Next Hop Not Resolvable", &[], now),
             },
         }
+    }
+
+    /// Where a request goes whose last Routes were ours with flow tokens (RFC 5626 §5.3): over
+    /// the client connection a token names, unless the request came over that connection (the
+    /// client sent it: it goes where its Request-URI says). Without `[cluster]` this node
+    /// issues no tokens, and a user part in its Route means nothing.
+    fn flow_target(&self, route: &RouteEdits, from: Inbound) -> FlowRoute {
+        let Some(cluster) = &self.settings.cluster else {
+            return FlowRoute::Inbound;
+        };
+        let mut target = None;
+        for token in &route.flow_tokens {
+            match cluster.flows.open(token) {
+                Ok(flow) if Some(flow.conn) == from.conn => {}
+                Ok(flow) => {
+                    target.get_or_insert(Target {
+                        uri: String::new(),
+                        transport: flow.transport,
+                        addr: flow.remote,
+                        conn: Some(flow.conn),
+                        route: Vec::new(),
+                    });
+                }
+                Err(e) => {
+                    debug!(remote = %from.remote, ?e, "flow token refused");
+                    return FlowRoute::Forged;
+                }
+            }
+        }
+        target.map_or(FlowRoute::Inbound, FlowRoute::Deliver)
     }
 
     /// Digest authentication (`[module::Authentication]`), before the registrar and before
@@ -842,7 +894,7 @@ impl ShardCore {
         };
         let is_register = match decision {
             Decision::Register => true,
-            Decision::LookupAor | Decision::Forward => {
+            Decision::LookupAor | Decision::Forward | Decision::Flow => {
                 let unchallengeable = matches!(msg.method(), Some(Method::Ack | Method::Cancel));
                 let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
                 let local_user = msg.from().ok().is_some_and(|f| match f.uri {
@@ -956,10 +1008,22 @@ impl ShardCore {
             local: from.local,
             connection: from.conn,
         };
-        let request = match RegisterRequest::from_message(msg, source, &self.settings.registrar) {
+        let mut request = match RegisterRequest::from_message(msg, source, &self.settings.registrar)
+        {
             Ok(request) => request,
             Err(e) => return self.answer_register(server, msg, from, Err(e), now),
         };
+        // A stream client is reachable only over its connection, which this node holds: the
+        // binding gets this node's internal URI with the connection's flow token as the first
+        // Path entry (RFC 3327 §5.3 order: nearest the registrar first), so the other nodes
+        // route to it through here.
+        if let Some(cluster) = &self.settings.cluster {
+            if let Some(token) = cluster.token_for(from.transport, from.remote, from.conn) {
+                request
+                    .path
+                    .insert(0, cluster.internal_uri(Some(&token)).into());
+            }
+        }
         let owner = owner_shard(&request.aor, self.shards);
         if owner == self.shard {
             if self.settings.registrar_db == RegistrarDb::Memory {
@@ -1116,7 +1180,7 @@ impl ShardCore {
             ..self.settings.registrar.clone()
         });
         let _ = scratch.load(aor, &bindings, now);
-        Ok(targets_in(&scratch, aor, now))
+        Ok(targets_in(&scratch, aor, now, &self.settings))
     }
 
     /// A connection id means something only on the node that holds the connection: other
@@ -1366,7 +1430,7 @@ impl ShardCore {
     /// The reachable contacts of an AOR, best first. Contacts naming a host by DNS name are
     /// skipped: this node does not resolve names yet.
     fn targets(&self, aor: &Aor, now: Instant) -> Vec<Target> {
-        targets_in(&self.bindings, aor, now)
+        targets_in(&self.bindings, aor, now, &self.settings)
     }
 
     fn on_targets(
@@ -1426,6 +1490,9 @@ impl ShardCore {
             Some(Method::Invite | Method::Subscribe | Method::Refer | Method::Notify)
         );
         let loop_hash = loop_hash(&msg);
+        let cluster = self.settings.cluster.as_ref();
+        let inbound_token =
+            cluster.and_then(|c| c.token_for(from.transport, from.remote, from.conn));
         let mut call = ProxyCall {
             request: request.clone(),
             inbound: from,
@@ -1446,14 +1513,23 @@ impl ShardCore {
             if route.strict_request_uri.is_none() && !target.uri.is_empty() {
                 edits.set_request_uri(&target.uri);
             }
+            for value in &target.route {
+                edits.prepend_route(value);
+            }
             if record_route {
-                // RFC 5658: when the request changes transport, Record-Route twice, the entry
-                // facing the callee on top, so each side reaches this node over its own
-                // transport.
-                if target.transport != from.transport {
-                    edits.prepend_record_route(&self.record_route(target.transport));
+                // RFC 5658: when the two sides reach this node differently (transport, the
+                // internal address of a cluster, a flow token), Record-Route twice, the entry
+                // facing the callee on top, so each side reaches this node its own way.
+                let target_token =
+                    cluster.and_then(|c| c.token_for(target.transport, target.addr, target.conn));
+                let inbound_rr =
+                    self.record_route(from.transport, from.remote.ip(), inbound_token.as_deref());
+                let outbound_rr =
+                    self.record_route(target.transport, target.addr.ip(), target_token.as_deref());
+                if outbound_rr != inbound_rr {
+                    edits.prepend_record_route(&outbound_rr);
                 }
-                edits.prepend_record_route(&self.record_route(from.transport));
+                edits.prepend_record_route(&inbound_rr);
             }
             edits.write(&mut forwarded);
             let peer = transaction::Peer {
@@ -1519,6 +1595,7 @@ impl ShardCore {
             transport,
             addr,
             conn: None,
+            route: Vec::new(),
         })
     }
 
@@ -1553,12 +1630,24 @@ impl ShardCore {
     /// The ACK for a 2xx belongs to no transaction (§13.2.2.4): forward it statelessly along
     /// its route, or absorb it when it is for us.
     fn forward_ack(&mut self, msg: &Message<'_>, from: Inbound, out: &mut Vec<Output>) {
-        let (decision, route) = routing::decide(msg, &self.settings.identity);
-        if decision != Decision::Forward {
-            return;
+        let (mut decision, mut route) = routing::decide(msg, &self.settings.identity);
+        let mut target = None;
+        if decision == Decision::Flow {
+            match self.flow_target(&route, from) {
+                FlowRoute::Deliver(flow) => target = Some(flow),
+                FlowRoute::Inbound => {
+                    (decision, route) = routing::decide_without_flows(msg, &self.settings.identity);
+                }
+                FlowRoute::Forged => {}
+            }
         }
-        let Some(target) = self.next_hop(msg, &route) else {
-            self.counters.dropped += 1;
+        if decision == Decision::Forward {
+            target = self.next_hop(msg, &route);
+        }
+        let Some(target) = target else {
+            if matches!(decision, Decision::Forward | Decision::Flow) {
+                self.counters.dropped += 1;
+            }
             return;
         };
         let stamp = ViaStamp::for_request(msg, from.remote);
@@ -1569,7 +1658,7 @@ impl ShardCore {
         out.push(Output::Send {
             transport: target.transport,
             to: target.addr,
-            conn: None,
+            conn: target.conn,
             bytes: bytes.into(),
             txn: None,
         });
@@ -1949,16 +2038,20 @@ impl ShardCore {
         format!("{}:{}", self.settings.advertised_host, self.port(transport))
     }
 
-    fn record_route(&self, transport: Transport) -> String {
-        let param = match transport {
-            Transport::Udp => String::new(),
-            other => format!(";transport={}", other.via_token().to_ascii_lowercase()),
-        };
-        format!(
-            "<sip:{}:{}{param};lr>",
-            self.settings.advertised_host,
-            self.port(transport)
-        )
+    /// This node's Record-Route value facing a peer: its internal URI toward another node of
+    /// the cluster (the nodes reach each other without DNS), else its advertised host and the
+    /// port of `transport` (the seed: "nodes use their hostname in Record-Route"), with the
+    /// flow token of a client connection when there is one.
+    fn record_route(&self, transport: Transport, peer: IpAddr, token: Option<&str>) -> String {
+        match &self.settings.cluster {
+            Some(cluster) if cluster.is_node(peer) => cluster.internal_uri(None),
+            _ => cluster::route_uri(
+                &self.settings.advertised_host,
+                self.port(transport),
+                transport,
+                token,
+            ),
+        }
     }
 
     /// §16.3 step 4: a request that carries a Via of ours whose branch was computed from this
@@ -1971,6 +2064,17 @@ impl ShardCore {
                 && via.branch().is_some_and(|b| b.starts_with(&prefix))
         })
     }
+}
+
+/// Where a request routed by flow tokens goes ([`ShardCore::flow_target`]).
+#[derive(Debug)]
+enum FlowRoute {
+    /// Over the client connection a token names.
+    Deliver(Target),
+    /// Every token names the connection the request came over: route it by its Request-URI.
+    Inbound,
+    /// A token fails its check (RFC 5626 §5.3: 403).
+    Forged,
 }
 
 /// The fields a loop check compares (§16.6 step 8): Request-URI, From tag, To tag, Call-ID,
@@ -2002,14 +2106,19 @@ fn stable_hash(parts: &[&[u8]]) -> u64 {
     hash
 }
 
-/// The transport and address a SIP URI names, when its host is an IP literal (§18.1.1 / RFC
-/// 3263 without DNS: the `transport` parameter, else UDP; `sips:` means TLS; the default port
-/// of the transport).
 /// The reachable contacts of `aor` in `store`, best first (see [`ShardCore::targets`]).
-fn targets_in(store: &BindingStore, aor: &Aor, now: Instant) -> Vec<Target> {
+fn targets_in(
+    store: &BindingStore,
+    aor: &Aor,
+    now: Instant,
+    settings: &CoreSettings,
+) -> Vec<Target> {
     store
         .lookup(aor, now)
         .filter_map(|b| {
+            if !b.path.is_empty() {
+                return path_target(b, settings);
+            }
             let contact = contact_address(&b.uri);
             let (transport, addr, conn) = match b.next_hop() {
                 NextHop::Address { transport, addr } => (transport, addr, None),
@@ -2032,15 +2141,60 @@ fn targets_in(store: &BindingStore, aor: &Aor, now: Instant) -> Vec<Target> {
                 transport,
                 addr,
                 conn,
+                route: Vec::new(),
             })
         })
         .collect()
 }
 
+/// The target of a binding registered with a Path (RFC 3327 §5.3): its first entry is the next
+/// hop and the Path the route set. When that entry is this node's own (a cluster node's Path
+/// with a flow token), the request goes straight over the connection the token names, with the
+/// rest of the Path as its route set. `None` when the first entry cannot be reached (no IP
+/// address: this node does not resolve names yet) or its token fails the check.
+fn path_target(b: &Binding, settings: &CoreSettings) -> Option<Target> {
+    let first = NameAddr::parse(b.path.first()?.as_bytes()).ok()?;
+    let Uri::Sip(next) = first.uri else {
+        return None;
+    };
+    if settings.identity.is_this_node(&next) {
+        let flow = match (&settings.cluster, next.user) {
+            (Some(cluster), Some(token)) => cluster.flows.open(token),
+            _ => return None,
+        };
+        let flow = flow
+            .map_err(|e| debug!(contact = %b.uri, ?e, "own Path entry refused"))
+            .ok()?;
+        return Some(Target {
+            uri: b.uri.to_string(),
+            transport: flow.transport,
+            addr: flow.remote,
+            conn: Some(flow.conn),
+            route: b.path[1..].iter().map(|p| p.to_string()).collect(),
+        });
+    }
+    let (transport, addr) = sip_uri_address(&next)?;
+    Some(Target {
+        uri: b.uri.to_string(),
+        transport,
+        addr,
+        conn: None,
+        route: b.path.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+/// The transport and address a SIP URI names, when its host is an IP literal (§18.1.1 / RFC
+/// 3263 without DNS: the `transport` parameter, else UDP; `sips:` means TLS; the default port
+/// of the transport).
 fn contact_address(uri: &str) -> Option<(Transport, SocketAddr)> {
     let Ok(Uri::Sip(uri)) = Uri::parse(uri) else {
         return None;
     };
+    sip_uri_address(&uri)
+}
+
+/// [`contact_address`] of a parsed URI.
+fn sip_uri_address(uri: &SipUri<'_>) -> Option<(Transport, SocketAddr)> {
     let ip = match uri.host.kind {
         HostKind::Ipv4(ip) => std::net::IpAddr::V4(ip),
         HostKind::Ipv6(Some(ip)) => std::net::IpAddr::V6(ip),

@@ -5,6 +5,7 @@
 //! owns sockets and timers and feeds them.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod dos;

@@ -1,5 +1,11 @@
 //! Routing decisions of the proxy (RFC 3261 §16.3–§16.5), as pure functions of a validated
 //! request and who we are. No I/O: the core carries the decision out.
+//!
+//! A Route of ours may carry a flow token as its user part (this node's Path and Record-Route
+//! in a cluster, [`crate::cluster`]): when no other Route remains, the request is for the client
+//! connection the token names ([`Decision::Flow`]). Checking the token needs the node's key, so
+//! the core does it; a request that arrived over that very flow is routed again with
+//! [`decide_without_flows`].
 
 use sipshard_net::{HeaderName, Message, Method, SipUri, Uri};
 
@@ -51,6 +57,10 @@ pub enum Decision {
     LookupAor,
     /// Forward to the next hop named by the topmost remaining Route, or by the Request-URI.
     Forward,
+    /// Our own Routes, now removed, were the last and carried flow tokens
+    /// ([`RouteEdits::flow_tokens`]): send over the client connection one of them names (RFC
+    /// 5626 §5.3), keeping the Request-URI.
+    Flow,
 }
 
 /// Preprocessing of Route information (§16.4) that the forwarded request must reflect.
@@ -61,10 +71,23 @@ pub struct RouteEdits {
     /// The Request-URI was placed by this node in a Record-Route and the previous hop is a strict
     /// router: the last Route value becomes the Request-URI and is removed (§16.4).
     pub strict_request_uri: Option<String>,
+    /// The user parts of the removed Routes of ours: flow tokens (our own URIs have no user
+    /// part otherwise). At most two: this node Record-Routes twice at most.
+    pub flow_tokens: Vec<String>,
 }
 
 /// The §16.3 checks and §16.4/§16.5 routing of a validated request.
 pub fn decide(msg: &Message<'_>, me: &LocalIdentity) -> (Decision, RouteEdits) {
+    decide_inner(msg, me, true)
+}
+
+/// [`decide`] for a request that arrived over the flow its Route's tokens name (the client
+/// itself sent it): the tokens are not where it goes, the Request-URI is.
+pub fn decide_without_flows(msg: &Message<'_>, me: &LocalIdentity) -> (Decision, RouteEdits) {
+    decide_inner(msg, me, false)
+}
+
+fn decide_inner(msg: &Message<'_>, me: &LocalIdentity, flows: bool) -> (Decision, RouteEdits) {
     let method = msg.method().unwrap_or(Method::Options);
     let mut edits = RouteEdits::default();
     let reply = |status, reason| Decision::Reply {
@@ -99,6 +122,12 @@ pub fn decide(msg: &Message<'_>, me: &LocalIdentity) -> (Decision, RouteEdits) {
             .iter()
             .take_while(|r| r.uri.as_sip().is_some_and(|u| me.is_this_node(u)))
             .count();
+        edits.flow_tokens = routes[..edits.pop_top_routes]
+            .iter()
+            .filter_map(|r| r.uri.as_sip().and_then(|u| u.user))
+            .take(2)
+            .map(str::to_owned)
+            .collect();
     }
     let remaining_routes =
         routes.len() - edits.pop_top_routes - usize::from(edits.strict_request_uri.is_some());
@@ -130,6 +159,9 @@ pub fn decide(msg: &Message<'_>, me: &LocalIdentity) -> (Decision, RouteEdits) {
             },
             edits,
         );
+    }
+    if flows && remaining_routes == 0 && !edits.flow_tokens.is_empty() {
+        return (Decision::Flow, edits);
     }
     if remaining_routes > 0 {
         return (Decision::Forward, edits);
@@ -312,6 +344,33 @@ From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.org>\r\nCall-ID: x\r\nCSeq
         ));
         assert_eq!(edits.strict_request_uri.as_deref(), Some("sip:b@192.0.2.9"));
         assert_eq!(status(&d), 403);
+    }
+
+    #[test]
+    fn flow_tokens_in_our_last_routes() {
+        let invite = "INVITE sip:a@192.0.2.9:5070;transport=tcp SIP/2.0";
+        let (d, edits) = decide_bytes(&request(
+            invite,
+            "Route: <sip:tok1@127.0.0.1;transport=tcp;lr>, <sip:127.0.0.1;lr>\r\n",
+        ));
+        assert_eq!(d, Decision::Flow);
+        assert_eq!(edits.pop_top_routes, 2);
+        assert_eq!(edits.flow_tokens, ["tok1"]);
+        // Routes remain: the token is noted, the request follows the route.
+        let (d, edits) = decide_bytes(&request(
+            invite,
+            "Route: <sip:tok1@127.0.0.1;lr>, <sip:192.0.2.20;lr>\r\n",
+        ));
+        assert_eq!(d, Decision::Forward);
+        assert_eq!(edits.flow_tokens, ["tok1"]);
+        // Sent over the flow itself: routed by its Request-URI, as without a token.
+        let bytes = request(invite, "Route: <sip:tok1@127.0.0.1;lr>\r\n");
+        let msg = Message::parse_datagram(&bytes).unwrap();
+        assert_eq!(status(&decide_without_flows(&msg, &me()).0), 403);
+        // §16.3 checks come first.
+        let zero = request(invite, "Route: <sip:tok1@127.0.0.1;lr>\r\n")
+            .replace_ascii("Max-Forwards: 70", "Max-Forwards: 0");
+        assert_eq!(status(&decide_bytes(&zero).0), 483);
     }
 
     trait ReplaceAscii {

@@ -14,6 +14,7 @@ use sipshard_registrar::ha::{Credentials, Discovery, HaConfig};
 use sipshard_registrar::{Domains, RegistrarConfig, redis_bridge};
 
 use crate::auth::{AuthSettings, Authenticator, PasswordDb};
+use crate::cluster::{ClusterSettings, FLOW_KEY_BYTES, FlowKey};
 use crate::config::{Config, DbImplementation, ListenHost};
 use crate::core::{CoreSettings, RegistrarDb, ShardAuthSettings};
 use crate::dos::FloodSettings;
@@ -64,6 +65,13 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
             ListenHost::Any => hosts.extend(["127.0.0.1".to_owned(), "localhost".to_owned()]),
             other => hosts.push(other.to_string().to_ascii_lowercase()),
         }
+    }
+    let cluster = cluster_settings(config, &listens)?;
+    if let Some(cluster) = &cluster {
+        hosts.push(cluster.internal_host.clone());
+    }
+    if config.cluster.enabled && !config.cluster.cluster_domain.is_empty() {
+        hosts.push(config.cluster.cluster_domain.clone());
     }
     hosts.dedup();
     let advertised_host = config
@@ -168,8 +176,64 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
             ports,
             auth,
             registrar_db,
+            cluster,
         },
     })
+}
+
+/// `[cluster]`, when enabled: the internal address (`internal-transport`, else the first of
+/// `transports` on an address in `nodes`), which must be one this node listens on, and a
+/// fresh flow-token key (tokens are read back only by the node that made them).
+fn cluster_settings(
+    config: &Config,
+    listens: &[(Transport, SocketAddr)],
+) -> Result<Option<ClusterSettings>, String> {
+    let c = &config.cluster;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let internal = c.internal_transport.clone().or_else(|| {
+        config
+            .global
+            .transports
+            .iter()
+            .find(|l| matches!(l.host, ListenHost::Ip(ip) if c.nodes.contains(&ip)))
+            .cloned()
+    });
+    let Some(internal) = internal else {
+        return Err(
+            "[cluster] enabled=true needs internal-transport (the URI the other nodes reach this \
+             one at), or a transports URI whose address is one of nodes"
+                .to_owned(),
+        );
+    };
+    let ListenHost::Ip(ip) = internal.host else {
+        return Err(format!(
+            "[cluster] internal-transport {}: needs an IP address",
+            internal.uri
+        ));
+    };
+    let listened = listens.iter().any(|(t, a)| {
+        *t == internal.transport
+            && a.port() == internal.port
+            && (a.ip() == ip || a.ip().is_unspecified())
+    });
+    if !listened {
+        return Err(format!(
+            "[cluster] internal-transport {}: this node does not listen there ({} {}:{} is in no \
+             transports URI)",
+            internal.uri, internal.transport, internal.host, internal.port
+        ));
+    }
+    let secret = random_secret(FLOW_KEY_BYTES)
+        .map_err(|e| format!("[cluster] cannot read /dev/urandom for the flow-token key: {e}"))?;
+    Ok(Some(ClusterSettings {
+        internal_host: internal.host.to_string(),
+        internal_port: internal.port,
+        internal_transport: internal.transport,
+        nodes: c.nodes.clone(),
+        flows: FlowKey::new(&secret),
+    }))
 }
 
 /// The TLS server configuration when a transport is TLS: certificate and key loaded (an error
@@ -299,7 +363,7 @@ fn auth_settings(config: &Config) -> Result<Option<ShardAuthSettings>, String> {
         .ok_or(format!("{section} enabled=true needs file-path"))?;
     let db = read_password_file(path)?;
     let secret = if a.nonce_secret.is_empty() {
-        random_secret().map_err(|e| {
+        random_secret(RANDOM_SECRET_BYTES).map_err(|e| {
             format!(
                 "{section} nonce-secret is empty and no random secret could be read from \
                  /dev/urandom ({e}); set nonce-secret"
@@ -377,9 +441,10 @@ pub fn read_password_file(path: &Path) -> Result<PasswordDb, String> {
     })
 }
 
-/// A fresh `nonce-secret` for a node that runs alone.
-fn random_secret() -> std::io::Result<Vec<u8>> {
-    let mut secret = vec![0; RANDOM_SECRET_BYTES];
+/// `bytes` bytes from the kernel's random source: a `nonce-secret` for a node that runs alone,
+/// the flow-token key of a cluster node.
+fn random_secret(bytes: usize) -> std::io::Result<Vec<u8>> {
+    let mut secret = vec![0; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
     Ok(secret)
 }

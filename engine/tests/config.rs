@@ -243,10 +243,10 @@ fn unknown_key_names_the_nearest() {
         e,
         "test.conf:2: unknown key [global] reg-domains (did you mean [module::Registrar] reg-domains?)"
     );
-    let e = refusal("[cluster]\ncluster-domain=sip.example.org\n");
+    let e = refusal("[cluster]\nmaster=10.0.0.1\n");
     assert_eq!(
         e,
-        "test.conf:2: unknown key [cluster] cluster-domain (keys of [cluster] are enabled, nodes)"
+        "test.conf:2: unknown key [cluster] master (keys of [cluster] are enabled, cluster-domain, nodes, internal-transport)"
     );
     let err = parse("[global]\nthread=2\n").unwrap_err();
     assert_eq!(
@@ -657,4 +657,37 @@ fn authentication_errors_are_one_line_and_name_the_key() {
     );
     let e = refusal("[module::Authentication]\nfilepath=/etc/passwords\n");
     assert!(e.ends_with("(did you mean file-path?)"), "{e}");
+}
+
+/// `[cluster]` as Flexisip writes it: `cluster-domain`, `nodes`, and `internal-transport`, the
+/// URI the other nodes reach this one at (an IP address: nodes reach each other without DNS).
+#[test]
+fn cluster_keys() {
+    let c = parse(
+        "[cluster]\nenabled=true\n\
+         cluster-domain=Example.ORG\nnodes=10.0.0.1 10.0.0.2\n\
+         internal-transport=sip:10.0.0.1:5070;transport=tcp\n",
+    )
+    .unwrap();
+    assert_eq!(c.cluster.cluster_domain, "example.org");
+    let internal = c.cluster.internal_transport.expect("internal-transport");
+    assert_eq!(
+        (internal.transport, internal.host, internal.port),
+        (Transport::Tcp, ListenHost::Ip(ip("10.0.0.1")), 5070)
+    );
+    // A sip: URI without transport= is UDP there (RFC 3263 §4.1).
+    let c = parse("[cluster]\ninternal-transport=sip:10.0.0.1\n").unwrap();
+    let internal = c.cluster.internal_transport.expect("internal-transport");
+    assert_eq!((internal.transport, internal.port), (Transport::Udp, 5060));
+    // The seed's [cluster] has none: the node takes its transports address among nodes.
+    let seed = parse(SEED).unwrap();
+    assert!(seed.cluster.enabled && seed.cluster.internal_transport.is_none());
+
+    for bad in ["sip:node1.example.org", "sip:*:5060", "10.0.0.1:5060"] {
+        let e = refusal(&format!("[cluster]\ninternal-transport={bad}\n"));
+        assert!(
+            e.starts_with("test.conf:2: [cluster] internal-transport: "),
+            "{bad}: {e}"
+        );
+    }
 }

@@ -427,6 +427,25 @@ impl<'m, 'a> ForwardEdits<'m, 'a> {
         self
     }
 
+    /// Adds a Route above any existing ones: a route set the proxy pushes itself, such as a
+    /// binding's Path (RFC 3327 §5.3, RFC 3261 §16.6 step 6 "preloaded" routes).
+    pub fn prepend_route(&mut self, value: &str) -> &mut Self {
+        let at = match self
+            .msg
+            .header_lines()
+            .iter()
+            .find(|h| h.name == HeaderName::Route)
+        {
+            Some(first) => {
+                let at = self.line_start(first);
+                Span { start: at, end: at }
+            }
+            None => self.top_of_headers(),
+        };
+        self.push(at, format_args!("Route: {value}\r\n"));
+        self
+    }
+
     /// Decrements Max-Forwards, or adds `Max-Forwards: 70` when absent (§16.6 step 3). The caller
     /// has already answered 483 to a request whose Max-Forwards is 0 (§16.3 step 3).
     pub fn decrement_max_forwards(&mut self) -> &mut Self {
@@ -635,6 +654,42 @@ Content-Length: 4\r\n\r\nv=0\n";
         // Everything after the inserted Record-Route is byte-identical.
         let tail = |b: &[u8]| b[b.windows(9).position(|w| w == b"Contact: ").unwrap()..].to_vec();
         assert_eq!(tail(fwd.as_bytes()), tail(INVITE));
+    }
+
+    #[test]
+    fn pushed_routes_go_above_the_remaining_ones_in_order() {
+        let with_routes = String::from_utf8_lossy(INVITE).replace(
+            "Contact: ",
+            "Route: <sip:me.example.com;lr>, <sip:next.example.com;lr>\r\nContact: ",
+        );
+        let req = Message::parse_datagram(with_routes.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        ForwardEdits::new(&req)
+            .remove_top_route()
+            .prepend_route("<sip:p0.example.com;lr>")
+            .prepend_route("<sip:p1.example.com;lr>")
+            .write(&mut out);
+        let fwd = Message::parse_datagram(&out).unwrap();
+        fwd.validate().unwrap();
+        let routes: Vec<_> = fwd
+            .name_addrs(HeaderName::Route)
+            .map(|r| r.unwrap().uri.as_str())
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "sip:p0.example.com;lr",
+                "sip:p1.example.com;lr",
+                "sip:next.example.com;lr"
+            ]
+        );
+        // Without a Route, the pushed ones are the route set.
+        let plain = Message::parse_datagram(INVITE).unwrap();
+        ForwardEdits::new(&plain)
+            .prepend_route("<sip:p0.example.com;lr>")
+            .write(&mut out);
+        let fwd = Message::parse_datagram(&out).unwrap();
+        assert_eq!(fwd.name_addrs(HeaderName::Route).count(), 1);
     }
 
     #[test]

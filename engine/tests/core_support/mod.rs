@@ -32,5 +32,6 @@ pub fn core_settings() -> CoreSettings {
         ports: vec![(Transport::Udp, 5060)],
         auth: None,
         registrar_db: RegistrarDb::Memory,
+        cluster: None,
     }
 }
