@@ -1,8 +1,10 @@
-//! A shard's way to the target: its UDP socket, one TCP or TLS connection kept for the whole run
-//! (RFC 3261 §18: messages cut out of the stream by `net`'s `StreamFramer`, Content-Length
-//! mandatory), or, with `--connection-per-request`, a new TCP or TLS connection for every
-//! request, closed when its final response came (so that connection set-ups and TLS handshakes
-//! per second are what is measured).
+//! A shard's way to the target: its UDP socket, one TCP, TLS or WebSocket connection kept for the
+//! whole run (RFC 3261 §18: messages cut out of the stream by `net`'s `StreamFramer`,
+//! Content-Length mandatory; over WebSocket, RFC 7118: one SIP message per WebSocket message,
+//! framed by `net`'s sans-IO codec, `sipshard_net::websocket`, in the client role), or, with
+//! `--connection-per-request`, a new connection for every request, closed when its final
+//! response came (so that connection set-ups and TLS handshakes per second are what is
+//! measured).
 //!
 //! Sends go through `&self` (the state sits in a `RefCell`; a write that would block waits in an
 //! outbox flushed on the next call), so the shell's send closures can share the connection with
@@ -20,6 +22,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, HandshakeKind};
+use sipshard_net::websocket::{self, Event, FrameDecoder, Opcode, Role};
 use sipshard_net::{DEFAULT_MAX_MESSAGE_BYTES, Frame, StreamFramer};
 
 use crate::tls::TlsClient;
@@ -37,6 +40,8 @@ pub enum Transport {
     Udp,
     Tcp,
     Tls,
+    Ws,
+    Wss,
 }
 
 impl Transport {
@@ -45,6 +50,8 @@ impl Transport {
             "udp" => Some(Transport::Udp),
             "tcp" => Some(Transport::Tcp),
             "tls" => Some(Transport::Tls),
+            "ws" => Some(Transport::Ws),
+            "wss" => Some(Transport::Wss),
             _ => None,
         }
     }
@@ -55,6 +62,8 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
         }
     }
 
@@ -64,16 +73,30 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
         }
     }
 
-    /// The `transport` URI parameter of a Contact reached over this transport (none for UDP).
+    /// The `transport` URI parameter of a Contact reached over this transport (none for UDP;
+    /// `ws` for WS and WSS alike, RFC 7118 §5.2).
     pub fn uri_param(self) -> &'static str {
         match self {
             Transport::Udp => "",
             Transport::Tcp => ";transport=tcp",
             Transport::Tls => ";transport=tls",
+            Transport::Ws | Transport::Wss => ";transport=ws",
         }
+    }
+
+    /// Over TLS (TLS and WSS).
+    pub fn secure(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
+    /// Over WebSocket (WS and WSS).
+    pub fn websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
     }
 
     /// Reliable: requests are not retransmitted (RFC 3261 §17.1.2.2).
@@ -109,6 +132,31 @@ impl ConnStats {
     }
 }
 
+/// How a stream connection is layered over TCP: TLS, WebSocket, both or neither.
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    pub tls: Option<TlsClient>,
+    pub websocket: Option<WsTarget>,
+}
+
+impl Layers {
+    fn transport(&self) -> Transport {
+        match (self.tls.is_some(), self.websocket.is_some()) {
+            (false, false) => Transport::Tcp,
+            (true, false) => Transport::Tls,
+            (false, true) => Transport::Ws,
+            (true, true) => Transport::Wss,
+        }
+    }
+}
+
+/// The WebSocket upgrade request's `Host` and path (`ws://HOST/PATH`).
+#[derive(Debug, Clone)]
+pub struct WsTarget {
+    pub host: String,
+    pub path: String,
+}
+
 pub struct Conn {
     transport: Transport,
     inner: RefCell<Inner>,
@@ -134,22 +182,19 @@ impl Conn {
         }
     }
 
-    /// One connection to `target` from `local` (the kernel picks the port), over TLS when `tls`
-    /// is given; returns once it is connected and the handshake is done, or fails saying why
-    /// (refused, timed out, the certificate not trusted...).
-    pub fn stream(target: SocketAddr, local: IpAddr, tls: Option<&TlsClient>) -> io::Result<Conn> {
-        let mut stream = Stream::open(target, local, tls)?;
+    /// One connection to `target` from `local` (the kernel picks the port) with `layers` over
+    /// it; returns once it is connected, the TLS handshake done and the WebSocket upgrade
+    /// accepted, or fails saying why (refused, timed out, the certificate not trusted, the
+    /// upgrade refused...).
+    pub fn stream(target: SocketAddr, local: IpAddr, layers: &Layers) -> io::Result<Conn> {
+        let mut stream = Stream::open(target, local, layers)?;
         let mut stats = ConnStats {
             opened: 1,
             ..ConnStats::default()
         };
         stream.establish(&mut stats)?;
         Ok(Conn {
-            transport: if tls.is_some() {
-                Transport::Tls
-            } else {
-                Transport::Tcp
-            },
+            transport: layers.transport(),
             inner: RefCell::new(Inner::Stream {
                 stream: Box::new(stream),
                 stats,
@@ -162,20 +207,16 @@ impl Conn {
     pub fn per_request(
         target: SocketAddr,
         local: IpAddr,
-        tls: Option<TlsClient>,
+        layers: Layers,
         limit: usize,
         lifetime: Duration,
     ) -> Conn {
         Conn {
-            transport: if tls.is_some() {
-                Transport::Tls
-            } else {
-                Transport::Tcp
-            },
+            transport: layers.transport(),
             inner: RefCell::new(Inner::PerRequest(Box::new(Pool {
                 target,
                 local,
-                tls,
+                layers,
                 limit,
                 lifetime,
                 slots: Vec::new(),
@@ -309,10 +350,11 @@ fn pollfd(fd: std::os::fd::RawFd, output: bool) -> libc::pollfd {
     }
 }
 
-/// One TCP connection, with TLS over it or not.
+/// One TCP connection, with TLS over it or not, and WebSocket over that or not.
 struct Stream {
     socket: TcpStream,
     tls: Option<Box<ClientConnection>>,
+    websocket: Option<Box<WebSocket>>,
     /// Whether the handshake's end was counted.
     handshake_counted: bool,
     /// Bytes (plaintext) not yet written, or not yet taken by rustls.
@@ -330,7 +372,7 @@ impl Stream {
     /// Starts connecting `local` (port chosen by the kernel) to `target` without waiting: the
     /// socket is non-blocking from the start, reads and writes give `WouldBlock` until the
     /// connection is up (and its error after it failed).
-    fn open(target: SocketAddr, local: IpAddr, tls: Option<&TlsClient>) -> io::Result<Stream> {
+    fn open(target: SocketAddr, local: IpAddr, layers: &Layers) -> io::Result<Stream> {
         use socket2::{Domain, Protocol, SockAddr, Socket, Type};
         let socket = Socket::new(
             Domain::for_address(target),
@@ -345,18 +387,26 @@ impl Stream {
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e),
         }
-        let tls = match tls {
+        let tls = match &layers.tls {
             Some(t) => Some(Box::new(
                 ClientConnection::new(t.config.clone(), t.server_name.clone())
                     .map_err(io::Error::other)?,
             )),
             None => None,
         };
+        // The upgrade request goes first (through TLS, which sends it after its handshake).
+        let mut outbox = Vec::new();
+        let websocket = layers.websocket.as_ref().map(|target| {
+            let ws = WebSocket::new();
+            outbox = websocket::client_request(&target.host, &target.path, &ws.key);
+            Box::new(ws)
+        });
         Ok(Stream {
             socket: socket.into(),
             tls,
+            websocket,
             handshake_counted: false,
-            outbox: Vec::new(),
+            outbox,
             inbox: Vec::new(),
             head: 0,
             framer: StreamFramer::new(DEFAULT_MAX_MESSAGE_BYTES),
@@ -364,25 +414,33 @@ impl Stream {
         })
     }
 
-    /// Waits (at most [`ESTABLISH_TIMEOUT`]) for the connection and its TLS handshake.
+    /// Waits (at most [`ESTABLISH_TIMEOUT`]) for the connection, its TLS handshake and its
+    /// WebSocket upgrade.
     fn establish(&mut self, stats: &mut ConnStats) -> io::Result<()> {
         let deadline = Instant::now() + ESTABLISH_TIMEOUT;
+        let layered = self.tls.is_some() || self.websocket.is_some();
         loop {
             self.flush(stats)?;
-            let connected = match &self.tls {
-                Some(tls) => !tls.is_handshaking(),
+            let connected = if layered {
+                self.tls.as_ref().is_none_or(|tls| !tls.is_handshaking())
+                    && self.websocket.as_ref().is_none_or(|ws| ws.upgraded)
+            } else {
                 // Writable with no error pending: connected.
-                None => {
-                    self.wait_until(deadline, libc::POLLOUT)? && self.socket.peer_addr().is_ok()
-                }
+                self.wait_until(deadline, libc::POLLOUT)? && self.socket.peer_addr().is_ok()
             };
             if connected {
                 self.count_handshake(stats);
                 return Ok(());
             }
-            if self.tls.is_some() {
-                match self.fill(stats) {
+            if layered {
+                match self.fill(stats).and_then(|()| self.upgrade(stats)) {
                     Ok(()) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            "the server closed the connection during the handshake",
+                        ));
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
@@ -399,7 +457,7 @@ impl Stream {
             if Instant::now() >= deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "connecting (and the TLS handshake) took over 5 s",
+                    "connecting (and the TLS handshake, the WebSocket upgrade) took over 5 s",
                 ));
             }
         }
@@ -458,11 +516,121 @@ impl Stream {
         if self.closed {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        if self.outbox.len() + message.len() > MAX_OUTBOX {
+        let queued = self.outbox.len() + self.websocket.as_ref().map_or(0, |ws| ws.held.len());
+        if queued + message.len() > MAX_OUTBOX {
             return Err(io::Error::other("the connection's outbox is full"));
         }
-        self.outbox.extend_from_slice(message);
+        match &mut self.websocket {
+            None => self.outbox.extend_from_slice(message),
+            // One SIP message per WebSocket message, in a text frame (RFC 7118 §5), held until
+            // the upgrade is accepted (RFC 6455 §4.1: nothing is sent before).
+            Some(ws) => {
+                let mask = ws.mask();
+                let out = if ws.upgraded {
+                    &mut self.outbox
+                } else {
+                    &mut ws.held
+                };
+                websocket::encode_frame(Opcode::Text, true, message, Some(mask), out);
+            }
+        }
         self.flush(stats)
+    }
+
+    /// Checks the server's answer to the WebSocket upgrade once it is in the inbox; when it
+    /// accepted, lets the held frames go.
+    fn upgrade(&mut self, stats: &mut ConnStats) -> io::Result<()> {
+        let Some(ws) = &mut self.websocket else {
+            return Ok(());
+        };
+        if ws.upgraded {
+            return Ok(());
+        }
+        match websocket::check_upgrade_response(&self.inbox[self.head..], &ws.key, MAX_HTTP_HEAD) {
+            Ok(None) => Ok(()),
+            Ok(Some(len)) => {
+                self.head += len;
+                ws.upgraded = true;
+                self.outbox.append(&mut ws.held);
+                self.flush(stats)
+            }
+            Err(e) => {
+                self.fail(stats);
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("WebSocket upgrade: {e}"),
+                ))
+            }
+        }
+    }
+
+    /// The next WebSocket message out of the inbox, copied to the front of `buf`, answering
+    /// pings and the close frame on the way; `None` when the inbox holds no complete one.
+    fn next_ws_message(
+        &mut self,
+        buf: &mut [u8],
+        stats: &mut ConnStats,
+    ) -> io::Result<Option<usize>> {
+        let Some(ws) = &mut self.websocket else {
+            return Ok(None);
+        };
+        if !ws.upgraded {
+            return Ok(None);
+        }
+        let ended = loop {
+            let mut input = &self.inbox[self.head..];
+            let before = input.len();
+            let event = ws.decoder.next_event(&mut input);
+            self.head += before - input.len();
+            match event {
+                Ok(None) => return Ok(None),
+                Ok(Some(Event::Message { payload, .. })) if payload.len() <= buf.len() => {
+                    buf[..payload.len()].copy_from_slice(&payload);
+                    return Ok(Some(payload.len()));
+                }
+                // Larger than a datagram: not a SIP message this client can take.
+                Ok(Some(Event::Message { .. })) => {
+                    websocket::encode_close(1009, "", Some(ws.mask()), &mut self.outbox);
+                    break Err(io::ErrorKind::InvalidData);
+                }
+                Ok(Some(Event::Ping(payload))) => {
+                    websocket::encode_pong(&payload, Some(ws.mask()), &mut self.outbox);
+                }
+                Ok(Some(Event::Pong(_))) => {}
+                Ok(Some(Event::Close { code, .. })) => {
+                    websocket::encode_close(
+                        code.unwrap_or(1000),
+                        "",
+                        Some(ws.mask()),
+                        &mut self.outbox,
+                    );
+                    break Ok(());
+                }
+                Err(e) => {
+                    websocket::encode_close(e.close_code(), "", Some(ws.mask()), &mut self.outbox);
+                    break Err(io::ErrorKind::InvalidData);
+                }
+            }
+        };
+        // The close frame goes out; then nothing more is read or written.
+        let _ = self.flush(stats);
+        match ended {
+            Ok(()) => {
+                self.peer_closed(stats);
+                Err(io::ErrorKind::UnexpectedEof.into())
+            }
+            Err(kind) => {
+                self.fail(stats);
+                Err(kind.into())
+            }
+        }
+    }
+
+    fn peer_closed(&mut self, stats: &mut ConnStats) {
+        if !self.closed {
+            self.closed = true;
+            stats.closed_by_peer += 1;
+        }
     }
 
     /// Writes as much of the outbox as the socket takes (through rustls over TLS).
@@ -507,6 +675,16 @@ impl Stream {
         loop {
             if self.closed {
                 return Err(io::ErrorKind::WouldBlock.into());
+            }
+            if self.websocket.is_some() {
+                self.upgrade(stats)?;
+                if let Some(len) = self.next_ws_message(buf, stats)? {
+                    return Ok(len);
+                }
+                self.inbox.drain(..self.head);
+                self.head = 0;
+                self.fill(stats)?;
+                continue;
             }
             match self.framer.next_frame(&self.inbox[self.head..]) {
                 Ok(Frame::Message { len }) if len <= buf.len() => {
@@ -560,10 +738,7 @@ impl Stream {
                 }
             }
             Ok(false) => {
-                if !self.closed {
-                    self.closed = true;
-                    stats.closed_by_peer += 1;
-                }
+                self.peer_closed(stats);
                 Err(io::ErrorKind::UnexpectedEof.into())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -582,17 +757,95 @@ impl Stream {
         }
     }
 
-    /// Ends the connection: a TLS close_notify if it can go at once, then the socket is closed
-    /// when the stream is dropped.
+    /// Ends the connection: a WebSocket close frame and a TLS close_notify if they can go at
+    /// once, then the socket is closed when the stream is dropped.
     fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        if let Some(ws) = self.websocket.as_mut().filter(|ws| ws.upgraded) {
+            websocket::encode_close(1000, "", Some(ws.mask()), &mut self.outbox);
+            // Failing to send it changes nothing: the connection is closed either way.
+            let _ = self.flush(&mut ConnStats::default());
+        }
         if let Some(tls) = &mut self.tls {
-            if !self.closed {
-                tls.send_close_notify();
-                let _ = tls.write_tls(&mut self.socket);
-            }
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut self.socket);
         }
         self.closed = true;
     }
+}
+
+/// A connection ends cleanly however it ends: at the end of the run, or dropped after the check
+/// before the run.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The longest HTTP response head accepted for the WebSocket upgrade.
+const MAX_HTTP_HEAD: usize = 8192;
+
+/// The client side of a WebSocket connection (RFC 6455), over `sipshard_net::websocket`.
+struct WebSocket {
+    /// `Sec-WebSocket-Key` of the upgrade request.
+    key: String,
+    /// The server accepted the upgrade (101 with the `sip` subprotocol).
+    upgraded: bool,
+    decoder: FrameDecoder,
+    /// Frames sent before the upgrade was accepted.
+    held: Vec<u8>,
+    /// The state of the frame masks' generator.
+    masks: u64,
+}
+
+impl WebSocket {
+    fn new() -> WebSocket {
+        let random = random_bytes();
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&random[..16]);
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&random[16..]);
+        WebSocket {
+            key: websocket::client_key(nonce),
+            upgraded: false,
+            decoder: FrameDecoder::new(Role::Client, DEFAULT_MAX_MESSAGE_BYTES),
+            held: Vec::new(),
+            masks: u64::from_le_bytes(seed) | 1,
+        }
+    }
+
+    /// A frame's mask (RFC 6455 §5.3): xorshift64* seeded from the kernel's random bytes for
+    /// each connection. Masks keep a client from steering the bytes an intermediary sees; a load
+    /// generator's need not resist prediction more than that, and one getrandom per connection
+    /// rather than per frame keeps masking cheap at high rates.
+    fn mask(&mut self) -> [u8; 4] {
+        let mut x = self.masks;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.masks = x;
+        let word = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32;
+        word.to_le_bytes()
+    }
+}
+
+/// 24 bytes from the kernel's random source (for the WebSocket key and the masks' seed); should
+/// getrandom fail, the clock's nanoseconds and the process id stand in.
+fn random_bytes() -> [u8; 24] {
+    let mut bytes = [0u8; 24];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the valid buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mixed = now ^ (u128::from(std::process::id()) << 64);
+        bytes[..16].copy_from_slice(&mixed.to_le_bytes());
+        bytes[16..].copy_from_slice(&(mixed as u64).rotate_left(17).to_le_bytes());
+    }
+    bytes
 }
 
 /// Writes as much of `outbox` as `socket` takes now and drops it from the outbox.
@@ -678,7 +931,7 @@ fn read_tls(
 struct Pool {
     target: SocketAddr,
     local: IpAddr,
-    tls: Option<TlsClient>,
+    layers: Layers,
     /// The most connections open at once.
     limit: usize,
     /// How long a connection may live (its request's Timer F).
@@ -710,7 +963,7 @@ impl Pool {
                     self.limit
                 )));
             }
-            self.next = Some(Stream::open(self.target, self.local, self.tls.as_ref())?);
+            self.next = Some(Stream::open(self.target, self.local, &self.layers)?);
             self.stats.opened += 1;
         }
         match &self.next {
@@ -849,15 +1102,30 @@ mod tests {
     }
 
     #[test]
+    fn websocket_keys_and_masks_differ() {
+        let (mut a, mut b) = (WebSocket::new(), WebSocket::new());
+        assert_ne!(a.key, b.key);
+        assert_eq!(a.key.len(), 24, "16 bytes in base64");
+        let masks: std::collections::HashSet<[u8; 4]> = (0..1000)
+            .map(|_| a.mask())
+            .chain((0..1000).map(|_| b.mask()))
+            .collect();
+        assert!(masks.len() > 1990, "{}", masks.len());
+    }
+
+    #[test]
     fn transports_name_themselves_as_sip_does() {
         for (name, via, param) in [
             ("udp", "UDP", ""),
             ("TCP", "TCP", ";transport=tcp"),
             ("tls", "TLS", ";transport=tls"),
+            ("ws", "WS", ";transport=ws"),
+            ("wss", "WSS", ";transport=ws"),
         ] {
             let t = Transport::parse(name).unwrap();
             assert_eq!((t.via(), t.uri_param()), (via, param));
             assert_eq!(t.reliable(), t != Transport::Udp);
+            assert_eq!(t.name(), name.to_ascii_lowercase());
         }
         assert_eq!(Transport::parse("sctp"), None);
     }

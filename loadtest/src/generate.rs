@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 
 use crate::call::Calls;
 use crate::client::{Client, Counts, Received, Timers};
-use crate::conn::{Conn, ConnStats, Transport};
+use crate::conn::{Conn, ConnStats, Layers, Transport, WsTarget};
 use crate::digest;
 use crate::report;
 use crate::scenario::{
@@ -29,9 +29,9 @@ use crate::users::{UserPattern, Users};
 
 pub const USAGE: &str =
     "usage: sipshard-load options|register|message|call --target ADDR:PORT --rate R [options]
-  Sends requests over UDP, TCP or TLS on an exact open-loop schedule (request i at start + i/R)
-  and reports latency from each request's intended send time (corrected for coordinated
-  omission) and from its actual send time.
+  Sends requests over UDP, TCP, TLS or WebSocket on an exact open-loop schedule (request i at
+  start + i/R) and reports latency from each request's intended send time (corrected for
+  coordinated omission) and from its actual send time.
   --rate R            requests per second over all threads (required)
   --count N           stop after N requests (default unlimited; --count or --duration bounds)
   --duration SECS     send for at most SECS seconds (default 10)
@@ -40,26 +40,31 @@ pub const USAGE: &str =
   --threads N         shards, each with its own socket (or connection) and 1/N of the rate
                       (default 1)
   --local IP          local address to bind (default 127.0.0.1; ports are picked)
-  --transport T       udp (default), tcp or tls: over TCP or TLS each thread opens one
+  --transport T       udp (default), tcp, tls, ws or wss: over a stream each thread opens one
                       connection to the target and sends its requests over it, framed by
-                      Content-Length (RFC 3261 §18.3); nothing is retransmitted, Timer F
-                      (64*T1) still times requests out; Via says TCP or TLS and REGISTER's
-                      Contact has ;transport=tcp or ;transport=tls. A connection that fails
-                      or is closed leaves its outstanding requests to time out
+                      Content-Length (RFC 3261 §18.3), or over WebSocket (ws, wss: RFC 7118,
+                      one SIP message per text message, after an upgrade offering `sip`);
+                      nothing is retransmitted, Timer F (64*T1) still times requests out; Via
+                      says TCP, TLS, WS or WSS and REGISTER's Contact has ;transport=tcp, tls
+                      or ws. A connection that fails or is closed leaves its outstanding
+                      requests to time out
+  --ws-path PATH      ws, wss: the path of the upgrade request (default /; its Host is
+                      --tls-server-name or the target)
   --connection-per-request
-                      tcp, tls (not call): a new connection (and TLS handshake) for every
-                      request, closed when its final response came: measures connection
-                      set-ups and handshakes per second (the latency includes them). Open
-                      connections per thread are bounded by the file descriptor limit
-  --tls-ca FILE       tls: trust the PEM certificates in FILE (default the system's bundle,
-                      /etc/ssl/certs/ca-certificates.crt)
-  --tls-insecure      tls: INSECURE, FOR BENCHMARKS ONLY: trust ANY certificate for ANY name
-                      (self-signed test certificates). Anyone on the path can read and change
-                      the traffic. Handshake signatures are still checked
-  --tls-server-name N tls: the name the certificate must carry, sent as SNI (default the
+                      tcp, tls, ws, wss (not call): a new connection (and TLS handshake,
+                      WebSocket upgrade) for every request, closed when its final response
+                      came: measures connection set-ups and handshakes per second (the
+                      latency includes them). Open connections per thread are bounded by the
+                      file descriptor limit
+  --tls-ca FILE       tls, wss: trust the PEM certificates in FILE (default the system's
+                      bundle, /etc/ssl/certs/ca-certificates.crt)
+  --tls-insecure      tls, wss: INSECURE, FOR BENCHMARKS ONLY: trust ANY certificate for ANY
+                      name (self-signed test certificates). Anyone on the path can read and
+                      change the traffic. Handshake signatures are still checked
+  --tls-server-name N tls, wss: the name the certificate must carry, sent as SNI (default the
                       target's IP address, checked against the certificate's IP addresses)
-  --tls-resumption    tls: resume TLS sessions on new connections (default: every handshake
-                      is a full one)
+  --tls-resumption    tls, wss: resume TLS sessions on new connections (default: every
+                      handshake is a full one)
   --domain D          domain of Request-URIs and AORs (default the target's IP)
   --users PATTERN     user names, printf-like (register, message, call; default user%06d)
   --first N           first user number (default 0)
@@ -119,6 +124,8 @@ pub struct Options {
     pub connection_per_request: bool,
     /// `--tls-*`.
     pub tls: TlsOptions,
+    /// `--ws-path`.
+    pub ws_path: String,
 }
 
 /// Where a user's digest password comes from.
@@ -192,6 +199,7 @@ impl Options {
         let mut connection_per_request = false;
         let mut tls = TlsOptions::default();
         let mut tls_given = false;
+        let mut ws_path = None;
         let mut body = "sipshard-load".to_owned();
         let mut hold_ms = 0;
         let mut t1_ms = 500;
@@ -266,6 +274,13 @@ impl Options {
                 "--t1-ms" => t1_ms = value.parse().ok().filter(|&t| t >= 1).ok_or_else(bad)?,
                 "--transport" => transport = Transport::parse(value).ok_or_else(bad)?,
                 "--tls-ca" => (tls.ca, tls_given) = (Some(value.clone()), true),
+                "--ws-path" => {
+                    // It goes into the request line as it is.
+                    if !value.starts_with('/') || value.contains(|c: char| c.is_whitespace()) {
+                        return Err(bad());
+                    }
+                    ws_path = Some(value.clone());
+                }
                 "--tls-server-name" => (tls.server_name, tls_given) = (Some(value.clone()), true),
                 "--password" => passwords = Passwords::Same(value.clone()),
                 "--passwords" => {
@@ -322,12 +337,17 @@ impl Options {
         if !passwords.is_none() && command != "register" {
             return Err("--password and --passwords are for register".into());
         }
-        if tls_given && transport != Transport::Tls {
-            return Err("--tls-* options go with --transport tls".into());
+        if tls_given && !transport.secure() {
+            return Err("--tls-* options go with --transport tls or wss".into());
+        }
+        if ws_path.is_some() && !transport.websocket() {
+            return Err("--ws-path goes with --transport ws or wss".into());
         }
         if connection_per_request && (!transport.reliable() || command == "call") {
             return Err(
-                "--connection-per-request is for --transport tcp or tls, and not for call".into(),
+                "--connection-per-request is for a stream transport (tcp, tls, ws, wss), not for \
+                 call"
+                    .into(),
             );
         }
         if local.is_unspecified() {
@@ -351,6 +371,7 @@ impl Options {
             transport,
             connection_per_request,
             tls,
+            ws_path: ws_path.unwrap_or_else(|| "/".to_owned()),
         })
     }
 }
@@ -869,7 +890,10 @@ fn measure(options: &Options) -> Result<Measured, String> {
             "closed_by_peer": conns.closed_by_peer,
         });
     }
-    if options.transport == Transport::Tls {
+    if options.transport.websocket() {
+        summary["settings"]["ws_path"] = serde_json::json!(options.ws_path);
+    }
+    if options.transport.secure() {
         let tls = &options.tls;
         summary["settings"]["tls"] = serde_json::json!({
             "ca": tls.ca,
@@ -927,10 +951,20 @@ fn connect(options: &Options, timers: Timers) -> Result<Vec<Conn>, String> {
     let target = options.target;
     let local = options.local;
     let transport = options.transport;
-    let tls = match transport {
-        Transport::Tls => Some(options.tls.client(target)?),
-        _ => None,
+    let tls = if transport.secure() {
+        Some(options.tls.client(target)?)
+    } else {
+        None
     };
+    let websocket = transport.websocket().then(|| WsTarget {
+        host: options
+            .tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| target.to_string()),
+        path: options.ws_path.clone(),
+    });
+    let layers = Layers { tls, websocket };
     let failed = |e: std::io::Error| {
         format!(
             "connect to {target} over {} from {local}: {e}",
@@ -950,14 +984,14 @@ fn connect(options: &Options, timers: Timers) -> Result<Vec<Conn>, String> {
     }
     if !options.connection_per_request {
         return (0..options.threads)
-            .map(|_| Conn::stream(target, local, tls.as_ref()).map_err(failed))
+            .map(|_| Conn::stream(target, local, &layers).map_err(failed))
             .collect();
     }
-    drop(Conn::stream(target, local, tls.as_ref()).map_err(failed)?);
+    drop(Conn::stream(target, local, &layers).map_err(failed)?);
     let limit = (raise_descriptor_limit().saturating_sub(64) / options.threads).max(1) as usize;
     let lifetime = Duration::from_nanos(timers.timeout());
     Ok((0..options.threads)
-        .map(|_| Conn::per_request(target, local, tls.clone(), limit, lifetime))
+        .map(|_| Conn::per_request(target, local, layers.clone(), limit, lifetime))
         .collect())
 }
 

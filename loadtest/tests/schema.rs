@@ -1,14 +1,14 @@
 //! The JSON summaries of real runs validate against `loadtest/schema/summary.schema.json`
 //! (draft 2020-12): options over UDP with a ramp, a call (BYE and ACK counts), register over TLS
-//! with a connection per request and users from a CSV (connections, TLS settings), and a
-//! `--search`. And the check can fail: summaries with a count missing, a wrong type, a negative
+//! with a connection per request and users from a CSV (connections, TLS settings), options over
+//! WebSocket, and a `--search`. And the check can fail: summaries with a count missing, a wrong type, a negative
 //! count or a field the schema does not know are refused, as is a schema keyword the validator
 //! does not implement.
 
 mod support;
 
 use support::schema::validate;
-use support::stream::{Certificates, responder};
+use support::stream::{Certificates, responder, ws_responder};
 use support::{load, out_path, read_json, server};
 
 fn schema() -> serde_json::Value {
@@ -32,6 +32,7 @@ fn real_summaries_validate() {
     let uas = server("uas", &[]);
     let certs = Certificates::new("schema");
     let tls = responder(Some(&certs), None);
+    let ws = ws_responder(None);
     let csv = out_path("schema-users.csv");
     std::fs::write(&csv, "user,password,domain\nalice,pw\nbob,pw,example.org\n").unwrap();
     let ca = certs.path("ca.pem");
@@ -86,6 +87,20 @@ fn real_summaries_validate() {
             ],
         ),
         run(
+            "schema-ws",
+            &[
+                "options",
+                "--transport",
+                "ws",
+                "--target",
+                &ws.addr,
+                "--rate",
+                "200",
+                "--count",
+                "20",
+            ],
+        ),
+        run(
             "schema-search",
             &[
                 "register",
@@ -110,7 +125,8 @@ fn real_summaries_validate() {
     assert!(summaries[1]["bye"].is_object() && summaries[1]["calls"].is_object());
     assert!(summaries[2]["connections"].is_object());
     assert_eq!(summaries[2]["settings"]["users"]["from"], "csv");
-    assert!(summaries[3]["at_90"].is_object(), "{}", summaries[3]);
+    assert_eq!(summaries[3]["settings"]["ws_path"], "/");
+    assert!(summaries[4]["at_90"].is_object(), "{}", summaries[4]);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! with a certificate for 127.0.0.1 signed by a CA generated in the test): persistent
 //! connections (one handshake per thread), a connection and a full handshake per request (or a
 //! resumed one with `--tls-resumption`), and the certificate checks: a CA not trusted or a name
-//! the certificate does not carry stops the run with the reason, `--tls-insecure` goes on.
+//! the certificate does not carry stops the run with the reason, `--tls-insecure` goes on. And
+//! WebSocket over TCP and TLS (`--transport ws|wss`) against the same responder speaking the
+//! server side of `sipshard_net::websocket`.
 
 mod support;
 
@@ -167,4 +169,92 @@ fn an_untrusted_certificate_stops_the_run_unless_insecure() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("--tls-ca /dev/null"), "{stderr}");
+}
+
+/// WebSocket (RFC 7118) over TCP and over TLS: the upgrade offers `sip` with the path asked for,
+/// each SIP message goes in a masked text frame, Via says WS or WSS and Contact
+/// `;transport=ws`; with a connection per request each closes with a close frame.
+#[test]
+fn register_over_websocket_and_secure_websocket() {
+    let certs = Certificates::new("ws");
+    let ca = certs.path("ca.pem");
+    for (transport, secure, per_request) in [("ws", false, false), ("wss", true, true)] {
+        let r = support::stream::ws_responder(secure.then_some(&certs));
+        let mut args = vec![
+            "register",
+            "--transport",
+            transport,
+            "--ws-path",
+            "/sip",
+            "--target",
+            &r.addr,
+            "--rate",
+            "400",
+            "--count",
+            "100",
+            "--threads",
+            "2",
+        ];
+        if secure {
+            args.extend(["--tls-ca", &ca]);
+        }
+        if per_request {
+            args.push("--connection-per-request");
+        }
+        let name = format!("register-{transport}");
+        let (code, stdout, path) = load(&name, &args);
+        let json = read_json(&path);
+        let _ = std::fs::remove_file(path);
+        assert_eq!(code, Some(0), "{transport}: {stdout}\n{json}");
+        assert_eq!(json["transport"], transport);
+        assert_eq!(counts(&json), [100, 100, 0, 0, 0], "{json}");
+        assert_eq!(json["settings"]["ws_path"], "/sip");
+        let (connections, handshakes) = if per_request { (100, 100) } else { (2, 0) };
+        let c = &json["connections"];
+        assert_eq!(
+            [&c["opened"], &c["tls_handshakes"], &c["failed"]],
+            [connections, handshakes, 0],
+            "{json}"
+        );
+        // The check before the run is one more connection with a connection per request.
+        let expected = connections + u64::from(per_request);
+        assert_eq!(r.seen.upgrades.load(Ordering::Relaxed), expected);
+        let via = transport.to_ascii_uppercase();
+        let requests = r.seen.requests.lock().unwrap();
+        assert_eq!(requests.len(), 100);
+        assert!(
+            requests
+                .iter()
+                .all(|(v, c)| *v == via
+                    && c.as_deref().is_some_and(|c| c.ends_with(";transport=ws>"))),
+            "{:?}",
+            requests.first()
+        );
+        drop(requests);
+        // Each connection ends with a close frame (the check's too).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while r.seen.ws_closes.load(Ordering::Relaxed) < expected
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(r.seen.ws_closes.load(Ordering::Relaxed), expected);
+    }
+}
+
+#[test]
+fn a_server_that_does_not_upgrade_stops_the_run() {
+    // A SIP-over-TCP server: the upgrade request is not SIP, it hangs up.
+    let r = responder(None, None);
+    let out = std::process::Command::new(LOAD)
+        .args(["options", "--transport", "ws", "--target", &r.addr])
+        .args(["--rate", "10", "--count", "1"])
+        .output()
+        .expect("run sipshard-load");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("closed the connection during the handshake"),
+        "{stderr}"
+    );
 }

@@ -1,5 +1,6 @@
-//! A SIP responder over TCP or TLS written here (a thread per connection, 200 to every request,
-//! messages cut out by Content-Length), with what it saw; and test certificates (rcgen: a CA and
+//! A SIP responder over TCP or TLS, with WebSocket over them or not, written here (a thread per
+//! connection, 200 to every request, messages cut out by Content-Length or one per WebSocket
+//! message, the server side of `sipshard_net::websocket`), with what it saw; and test certificates (rcgen: a CA and
 //! a server certificate it signed, as PEM files), for the transport tests and the node's TLS
 //! listen. Only 127.0.0.1.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection};
+use sipshard_net::websocket::{self, Event, FrameDecoder, Opcode, Role};
 use sipshard_net::{Frame, HeaderName, Message, StreamFramer};
 
 /// A CA and a server certificate it signed for `127.0.0.1` and `localhost`, as PEM files in a
@@ -83,6 +85,9 @@ pub struct Seen {
     pub answered: AtomicU64,
     /// Connections whose TLS handshake failed (the client refused the certificate).
     pub failed_handshakes: AtomicU64,
+    /// WebSocket upgrades accepted, and close frames received.
+    pub upgrades: AtomicU64,
+    pub ws_closes: AtomicU64,
     /// The top Via's transport and the Contact of every request, in arrival order.
     pub requests: Mutex<Vec<(String, Option<String>)>>,
 }
@@ -103,6 +108,15 @@ impl Drop for StreamResponder {
 /// certificate when given; `silent`: reads requests, answers none, and closes the connection
 /// after `silent` of them.
 pub fn responder(certificates: Option<&Certificates>, silent: Option<u64>) -> StreamResponder {
+    start(certificates, silent, false)
+}
+
+/// As [`responder`], over WebSocket (RFC 7118): the upgrade must offer `sip`.
+pub fn ws_responder(certificates: Option<&Certificates>) -> StreamResponder {
+    start(certificates, None, true)
+}
+
+fn start(certificates: Option<&Certificates>, silent: Option<u64>, ws: bool) -> StreamResponder {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("non-blocking");
     let config = certificates.map(Certificates::server_config);
@@ -120,7 +134,7 @@ pub fn responder(certificates: Option<&Certificates>, silent: Option<u64>) -> St
             };
             seen.connections.fetch_add(1, Ordering::Relaxed);
             let (stop, seen, config) = (Arc::clone(&stop), Arc::clone(&seen), config.clone());
-            std::thread::spawn(move || serve(stream, config, silent, &stop, &seen));
+            std::thread::spawn(move || serve(stream, config, silent, ws, &stop, &seen));
         }
     });
     r
@@ -152,6 +166,7 @@ fn serve(
     stream: TcpStream,
     config: Option<Arc<ServerConfig>>,
     silent: Option<u64>,
+    ws: bool,
     stop: &AtomicBool,
     seen: &Seen,
 ) {
@@ -184,6 +199,8 @@ fn serve(
         }
     };
     let mut framer = StreamFramer::new(65536);
+    // Over WebSocket: the decoder once the upgrade is accepted.
+    let mut decoder: Option<FrameDecoder> = None;
     let mut inbox = Vec::new();
     let mut chunk = vec![0u8; 65536];
     let mut count = 0u64;
@@ -195,44 +212,76 @@ fn serve(
             Err(_) => return,
         }
         let mut out = Vec::new();
-        loop {
-            match framer.next_frame(&inbox).expect("well-framed requests") {
-                Frame::Message { len } => {
-                    let request = inbox.drain(..len).collect::<Vec<u8>>();
-                    let msg = Message::parse_datagram(&request).expect("a request");
-                    let transport = msg.top_via().expect("Via").transport.to_owned();
-                    let contact = msg
-                        .headers()
-                        .find(|h| h.name == HeaderName::Contact)
-                        .map(|h| String::from_utf8_lossy(h.value).into_owned());
-                    seen.requests
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((transport, contact));
-                    count += 1;
-                    if silent.is_some() {
-                        continue;
+        let mut requests = Vec::new();
+        if !ws {
+            loop {
+                match framer.next_frame(&inbox) {
+                    Ok(Frame::Message { len }) => requests.push(inbox.drain(..len).collect()),
+                    Ok(Frame::Ping { len } | Frame::Pong { len }) => {
+                        inbox.drain(..len);
                     }
-                    let text = std::str::from_utf8(&request).expect("UTF-8");
-                    let copied: String = text
-                        .split("\r\n")
-                        .filter(|l| {
-                            ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
-                                .iter()
-                                .any(|p| l.starts_with(p))
-                        })
-                        .map(|l| format!("{l}\r\n"))
-                        .collect();
-                    out.extend_from_slice(
-                        format!("SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n").as_bytes(),
-                    );
-                    seen.answered.fetch_add(1, Ordering::Relaxed);
+                    Ok(Frame::Incomplete) => break,
+                    // Not SIP (a WebSocket upgrade, say): hang up.
+                    Err(_) => return,
                 }
-                Frame::Ping { len } | Frame::Pong { len } => {
-                    inbox.drain(..len);
-                }
-                Frame::Incomplete => break,
             }
+        } else {
+            if decoder.is_none() {
+                match websocket::parse_upgrade(&inbox, 8192) {
+                    Ok(None) => continue,
+                    Ok(Some(upgrade)) => {
+                        inbox.drain(..upgrade.head_len);
+                        out.extend_from_slice(&websocket::upgrade_response(&upgrade));
+                        seen.upgrades.fetch_add(1, Ordering::Relaxed);
+                        decoder = Some(FrameDecoder::new(Role::Server, 65536));
+                    }
+                    Err(e) => {
+                        let _ = io.write_all(&e.response());
+                        return;
+                    }
+                }
+            }
+            let Some(decoder) = decoder.as_mut() else {
+                return;
+            };
+            let mut input = &inbox[..];
+            let closing = loop {
+                match decoder.next_event(&mut input) {
+                    Ok(Some(Event::Message { payload, .. })) => requests.push(payload),
+                    Ok(Some(Event::Ping(p))) => websocket::encode_pong(&p, None, &mut out),
+                    Ok(Some(Event::Pong(_))) => {}
+                    Ok(Some(Event::Close { code, .. })) => {
+                        seen.ws_closes.fetch_add(1, Ordering::Relaxed);
+                        websocket::encode_close(code.unwrap_or(1000), "", None, &mut out);
+                        break true;
+                    }
+                    Ok(None) => break false,
+                    Err(e) => {
+                        websocket::encode_close(e.close_code(), "", None, &mut out);
+                        break true;
+                    }
+                }
+            };
+            inbox.clear();
+            if closing {
+                let _ = io.write_all(&out);
+                return;
+            }
+        }
+        for request in requests {
+            let Some(response) = answer(&request, seen) else {
+                continue;
+            };
+            count += 1;
+            if silent.is_some() {
+                continue;
+            }
+            if ws {
+                websocket::encode_frame(Opcode::Text, true, &response, None, &mut out);
+            } else {
+                out.extend_from_slice(&response);
+            }
+            seen.answered.fetch_add(1, Ordering::Relaxed);
         }
         if silent.is_some_and(|n| count >= n) {
             return;
@@ -241,4 +290,29 @@ fn serve(
             return;
         }
     }
+}
+
+/// Records a request and writes the 200 answering it (`None` for what is not a request).
+fn answer(request: &[u8], seen: &Seen) -> Option<Vec<u8>> {
+    let msg = Message::parse_datagram(request).ok()?;
+    let transport = msg.top_via().ok()?.transport.to_owned();
+    let contact = msg
+        .headers()
+        .find(|h| h.name == HeaderName::Contact)
+        .map(|h| String::from_utf8_lossy(h.value).into_owned());
+    seen.requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((transport, contact));
+    let text = std::str::from_utf8(request).ok()?;
+    let copied: String = text
+        .split("\r\n")
+        .filter(|l| {
+            ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    Some(format!("SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n").into_bytes())
 }
