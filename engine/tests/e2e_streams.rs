@@ -55,6 +55,19 @@ fn register(user: &str, port: u16, via: &str, contact: &str, call_id: &str) -> S
     )
 }
 
+/// `user` registered over a new TCP connection from 127.0.0.1, its Contact the connection's own
+/// address: the connection and that contact.
+fn register_over_tcp(port: u16, user: &str, call_id: &str) -> (SipStream<TcpStream>, String) {
+    let mut ua = connect(port);
+    let lp = local_port(&ua);
+    let contact = format!("127.0.0.1:{lp};transport=tcp");
+    let via = format!("TCP 127.0.0.1:{lp}");
+    ua.send(&register(user, port, &via, &contact, call_id));
+    let ok = ua.read_final_response();
+    assert!(ok.starts_with("SIP/2.0 200 "), "REGISTER answered:\n{ok}");
+    (ua, contact)
+}
+
 /// A UDP caller on its own port (so SO_REUSEPORT may hand its requests to any shard).
 struct Caller {
     socket: UdpSocket,
@@ -135,18 +148,7 @@ impl Caller {
 fn calls_reach_a_tcp_callee_whichever_shard_takes_them() {
     let port = support::free_port();
     let mut node = start_node(port, &[]);
-    let mut bob = connect(port);
-    let lp = local_port(&bob);
-    let contact = format!("127.0.0.1:{lp};transport=tcp");
-    bob.send(&register(
-        "bob",
-        port,
-        &format!("TCP 127.0.0.1:{lp}"),
-        &contact,
-        "x-reg",
-    ));
-    let ok = bob.read_final_response();
-    assert!(ok.starts_with("SIP/2.0 200 "), "REGISTER answered:\n{ok}");
+    let (mut bob, contact) = register_over_tcp(port, "bob", "x-reg");
 
     for call in 0..16 {
         let caller = Caller::new(port);
@@ -180,18 +182,7 @@ fn calls_reach_a_tcp_callee_whichever_shard_takes_them() {
 fn a_closed_flow_fails_calls_at_once() {
     let port = support::free_port();
     let mut node = start_node(port, &[]);
-    let mut bob = connect(port);
-    let lp = local_port(&bob);
-    let contact = format!("127.0.0.1:{lp};transport=tcp");
-    bob.send(&register(
-        "bob",
-        port,
-        &format!("TCP 127.0.0.1:{lp}"),
-        &contact,
-        "d-reg",
-    ));
-    let ok = bob.read_final_response();
-    assert!(ok.starts_with("SIP/2.0 200 "), "REGISTER answered:\n{ok}");
+    let (bob, _) = register_over_tcp(port, "bob", "d-reg");
     drop(bob);
     thread::sleep(Duration::from_millis(300));
 
@@ -276,17 +267,8 @@ fn slow_and_idle_peers_are_cut_off_while_others_are_served() {
         false
     });
 
-    let mut alice = connect(port);
-    let lp = local_port(&alice);
-    alice.send(&register(
-        "alice",
-        port,
-        &format!("TCP 127.0.0.1:{lp}"),
-        &format!("127.0.0.1:{lp};transport=tcp"),
-        "ok-reg",
-    ));
-    let ok = alice.read_final_response();
-    assert!(ok.starts_with("SIP/2.0 200 "), "REGISTER answered:\n{ok}");
+    // Served meanwhile (register_over_tcp checks the 200).
+    register_over_tcp(port, "alice", "ok-reg");
 
     let mut pongs = 0;
     while started.elapsed() < Duration::from_secs(5) {
