@@ -181,9 +181,12 @@ pub fn node_options(config: &Config, threads: Option<usize>) -> Result<NodeOptio
     })
 }
 
-/// `[cluster]`, when enabled: the internal address (`internal-transport`, else the first of
-/// `transports` on an address in `nodes`), which must be one this node listens on, and a
-/// fresh flow-token key (tokens are read back only by the node that made them).
+/// `[cluster]`, when enabled: the internal address and a fresh flow-token key (tokens are read
+/// back only by the node that made them). The internal address is `internal-transport`, which
+/// must be one this node listens on; else the first listen address (host names resolved) that
+/// is in `nodes`; else, for a listen on every address (`sip:*`), the first of `nodes` that is
+/// an address of this host. The seed's `transports=sips:host1.example.org` with
+/// `nodes=<IP host1> ...` works as written.
 fn cluster_settings(
     config: &Config,
     listens: &[(Transport, SocketAddr)],
@@ -192,45 +195,60 @@ fn cluster_settings(
     if !c.enabled {
         return Ok(None);
     }
-    let internal = c.internal_transport.clone().or_else(|| {
-        config
-            .global
-            .transports
-            .iter()
-            .find(|l| matches!(l.host, ListenHost::Ip(ip) if c.nodes.contains(&ip)))
-            .cloned()
-    });
-    let Some(internal) = internal else {
-        return Err(
-            "[cluster] enabled=true needs internal-transport (the URI the other nodes reach this \
-             one at), or a transports URI whose address is one of nodes"
-                .to_owned(),
-        );
+    let internal = match &c.internal_transport {
+        Some(listen) => {
+            let ip = match listen.host {
+                ListenHost::Ip(ip) => ip,
+                // The configuration accepts IP addresses only.
+                _ => {
+                    return Err(format!(
+                        "[cluster] internal-transport {}: needs an IP address",
+                        listen.uri
+                    ));
+                }
+            };
+            let listened = listens.iter().any(|(t, a)| {
+                *t == listen.transport
+                    && a.port() == listen.port
+                    && (a.ip() == ip || a.ip().is_unspecified())
+            });
+            if !listened {
+                return Err(format!(
+                    "[cluster] internal-transport {}: this node does not listen there ({} {}:{} \
+                     is in no transports URI)",
+                    listen.uri, listen.transport, listen.host, listen.port
+                ));
+            }
+            (listen.transport, SocketAddr::new(ip, listen.port))
+        }
+        None => {
+            let named = listens
+                .iter()
+                .find(|(_, a)| c.nodes.contains(&a.ip()))
+                .copied();
+            let any = || {
+                let (transport, any) = listens.iter().find(|(_, a)| a.ip().is_unspecified())?;
+                // An address of this host is one a socket can be bound to.
+                let ip = c
+                    .nodes
+                    .iter()
+                    .find(|ip| std::net::UdpSocket::bind((**ip, 0)).is_ok())?;
+                Some((*transport, SocketAddr::new(*ip, any.port())))
+            };
+            named.or_else(any).ok_or_else(|| {
+                "[cluster] enabled=true needs internal-transport (the URI the other nodes reach \
+                 this one at): no transports address is one of nodes"
+                    .to_owned()
+            })?
+        }
     };
-    let ListenHost::Ip(ip) = internal.host else {
-        return Err(format!(
-            "[cluster] internal-transport {}: needs an IP address",
-            internal.uri
-        ));
-    };
-    let listened = listens.iter().any(|(t, a)| {
-        *t == internal.transport
-            && a.port() == internal.port
-            && (a.ip() == ip || a.ip().is_unspecified())
-    });
-    if !listened {
-        return Err(format!(
-            "[cluster] internal-transport {}: this node does not listen there ({} {}:{} is in no \
-             transports URI)",
-            internal.uri, internal.transport, internal.host, internal.port
-        ));
-    }
+    let (transport, addr) = internal;
     let secret = random_secret(FLOW_KEY_BYTES)
         .map_err(|e| format!("[cluster] cannot read /dev/urandom for the flow-token key: {e}"))?;
     Ok(Some(ClusterSettings {
-        internal_host: internal.host.to_string(),
-        internal_port: internal.port,
-        internal_transport: internal.transport,
+        internal_host: ListenHost::Ip(addr.ip()).to_string(),
+        internal_port: addr.port(),
+        internal_transport: transport,
         nodes: c.nodes.clone(),
         flows: FlowKey::new(&secret),
     }))
@@ -451,4 +469,65 @@ fn random_secret(bytes: usize) -> std::io::Result<Vec<u8>> {
 
 fn seconds(d: std::time::Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(ini: &str, listens: &[(Transport, &str)]) -> Result<ClusterSettings, String> {
+        let config = Config::from_ini_str(ini, "test.conf").expect("a valid configuration");
+        let listens: Vec<(Transport, SocketAddr)> = listens
+            .iter()
+            .map(|(t, a)| (*t, a.parse().expect("an address")))
+            .collect();
+        cluster_settings(&config, &listens).map(|c| c.expect("[cluster] enabled"))
+    }
+
+    const NODES: &str = "[cluster]\nenabled=true\nnodes=127.0.0.2 127.0.0.3\n";
+
+    #[test]
+    fn the_internal_address_is_given_or_found_among_the_listens() {
+        let given = cluster(
+            &format!("{NODES}internal-transport=sip:127.0.0.3:5070;transport=tcp\n"),
+            &[
+                (Transport::Udp, "0.0.0.0:5060"),
+                (Transport::Tcp, "0.0.0.0:5070"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            given.internal_uri(None),
+            "<sip:127.0.0.3:5070;transport=tcp;lr>"
+        );
+        let err = cluster(
+            &format!("{NODES}internal-transport=sip:127.0.0.3:5080;transport=tcp\n"),
+            &[(Transport::Tcp, "0.0.0.0:5070")],
+        )
+        .unwrap_err();
+        assert!(err.contains("does not listen there"), "{err}");
+
+        // The seed: a host name in transports (resolved to one of nodes), no internal-transport.
+        let resolved = cluster(
+            NODES,
+            &[
+                (Transport::Tls, "192.0.2.1:5061"),
+                (Transport::Tls, "127.0.0.2:5061"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            resolved.internal_uri(None),
+            "<sip:127.0.0.2:5061;transport=tls;lr>"
+        );
+        // sip:* — the first node address that is one of this host's (all of 127/8 is).
+        let any = cluster(NODES, &[(Transport::Udp, "0.0.0.0:5060")]).unwrap();
+        assert_eq!(any.internal_uri(None), "<sip:127.0.0.2:5060;lr>");
+        let err = cluster(
+            "[cluster]\nenabled=true\nnodes=192.0.2.7\n",
+            &[(Transport::Udp, "0.0.0.0:5060")],
+        )
+        .unwrap_err();
+        assert!(err.contains("needs internal-transport"), "{err}");
+    }
 }

@@ -691,3 +691,25 @@ fn cluster_keys() {
         );
     }
 }
+
+/// `configs/cluster/`: each host's file loads, names the three nodes and an internal address
+/// that is its own.
+#[test]
+fn the_cluster_example_loads() {
+    for host in 1..=3 {
+        let path = format!(
+            "{}/../configs/cluster/host{host}/sipshard.conf",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let c = Config::load(Some(Path::new(&path)), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.cluster.enabled);
+        assert_eq!(
+            c.cluster.nodes,
+            [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")]
+        );
+        let internal = c.cluster.internal_transport.expect("internal-transport");
+        assert_eq!(internal.host, ListenHost::Ip(ip(&format!("10.0.0.{host}"))));
+        assert_eq!(c.registrar.db_implementation, DbImplementation::Redis);
+        assert_eq!(c.global.aliases, [format!("host{host}.example.org")]);
+    }
+}
