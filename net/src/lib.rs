@@ -4,7 +4,8 @@
 //! holds positions into the receive buffer; header values are parsed into typed views
 //! ([`Via`], [`NameAddr`], [`Contact`], [`CSeq`], …) only when read. Writing splices the original
 //! bytes ([`ForwardEdits`]) or builds new messages ([`MessageWriter`], [`response_to`]).
-//! [`StreamFramer`] cuts messages out of TCP/TLS/WebSocket streams.
+//! [`StreamFramer`] cuts messages out of TCP and TLS streams; over WebSocket each message is one
+//! SIP message ([`websocket`]).
 //!
 //! This crate does no I/O and reads no clock: bytes in, values or bytes out. Every input gets a
 //! `Result`; no input panics (fuzzed, see `fuzz/`).
