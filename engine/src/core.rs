@@ -2148,10 +2148,11 @@ fn targets_in(
 }
 
 /// The target of a binding registered with a Path (RFC 3327 §5.3): its first entry is the next
-/// hop and the Path the route set. When that entry is this node's own (a cluster node's Path
-/// with a flow token), the request goes straight over the connection the token names, with the
-/// rest of the Path as its route set. `None` when the first entry cannot be reached (no IP
-/// address: this node does not resolve names yet) or its token fails the check.
+/// hop (when it names a host rather than an address, which this node does not resolve yet, the
+/// proxy the REGISTER came from, which is usually the same) and the Path the route set. When
+/// that entry is this node's own (a cluster node's Path with a flow token), the request goes
+/// straight over the connection the token names, with the rest of the Path as its route set;
+/// `None` when its token fails the check (the node restarted: the connection is gone).
 fn path_target(b: &Binding, settings: &CoreSettings) -> Option<Target> {
     let first = NameAddr::parse(b.path.first()?.as_bytes()).ok()?;
     let Uri::Sip(next) = first.uri else {
@@ -2173,7 +2174,8 @@ fn path_target(b: &Binding, settings: &CoreSettings) -> Option<Target> {
             route: b.path[1..].iter().map(|p| p.to_string()).collect(),
         });
     }
-    let (transport, addr) = sip_uri_address(&next)?;
+    let (transport, addr) =
+        sip_uri_address(&next).unwrap_or((b.source.transport, b.source.remote));
     Some(Target {
         uri: b.uri.to_string(),
         transport,

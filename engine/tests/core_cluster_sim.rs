@@ -371,3 +371,29 @@ Call-ID: call-c\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{BOB}>\r\nContent-Length:
         ]
     );
 }
+
+#[test]
+fn a_path_naming_a_host_goes_to_the_proxy_the_register_came_from() {
+    let mut node = Node::new();
+    let edge = "127.0.0.50:5060";
+    let path = "<sip:edge.example.net;lr>";
+    let (status, _) = node.final_status(
+        edge,
+        None,
+        &register(
+            "erin",
+            "sip:erin@192.0.2.33:5060",
+            "SIP/2.0/UDP 127.0.0.50:5060",
+            &format!("Path: {path}\r\n"),
+        ),
+    );
+    assert_eq!(status, 200);
+    let invite = format!(
+        "INVITE sip:erin@example.org SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-e1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.org>;tag=b\r\nTo: <sip:erin@example.org>\r\n\
+Call-ID: call-e\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{BOB}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = node.request(BOB, None, &invite);
+    assert_eq!((sent.transport, sent.to), (Transport::Udp, addr(edge)));
+    assert_eq!(sent.values(HeaderName::Route), [path]);
+}
