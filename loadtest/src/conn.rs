@@ -16,9 +16,10 @@
 //! the only place that waits.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, HandshakeKind};
@@ -210,8 +211,15 @@ impl Conn {
         layers: Layers,
         limit: usize,
         lifetime: Duration,
-    ) -> Conn {
-        Conn {
+    ) -> io::Result<Conn> {
+        // SAFETY: epoll_create1 returns a new descriptor (owned from here on) or -1.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `epoll` is a valid descriptor nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        Ok(Conn {
             transport: layers.transport(),
             inner: RefCell::new(Inner::PerRequest(Box::new(Pool {
                 target,
@@ -219,15 +227,18 @@ impl Conn {
                 layers,
                 limit,
                 lifetime,
+                epoll,
                 slots: Vec::new(),
                 free: Vec::new(),
                 live: 0,
+                generations: Vec::new(),
+                expiries: VecDeque::new(),
                 next: None,
                 ready: Vec::new(),
                 polled: false,
                 stats: ConnStats::default(),
             }))),
-        }
+        })
     }
 
     pub fn transport(&self) -> Transport {
@@ -267,10 +278,8 @@ impl Conn {
         match &mut *self.inner.borrow_mut() {
             Inner::Udp { .. } => Ok(()),
             Inner::Stream { stream, stats } => stream.flush(stats),
-            Inner::PerRequest(pool) => {
-                pool.flush_all();
-                Ok(())
-            }
+            // Writes resume on each connection's writable event (`Pool::poll`).
+            Inner::PerRequest(_) => Ok(()),
         }
     }
 
@@ -279,11 +288,7 @@ impl Conn {
         match &*self.inner.borrow() {
             Inner::Udp { .. } => false,
             Inner::Stream { stream, .. } => stream.pending_output(),
-            Inner::PerRequest(pool) => pool
-                .slots
-                .iter()
-                .flatten()
-                .any(|s| s.stream.pending_output()),
+            Inner::PerRequest(_) => false,
         }
     }
 
@@ -313,12 +318,8 @@ impl Conn {
         let mut fds: Vec<libc::pollfd> = match &*inner {
             Inner::Udp { socket, .. } => vec![pollfd(socket.as_raw_fd(), false)],
             Inner::Stream { stream, .. } => vec![stream.pollfd()],
-            Inner::PerRequest(pool) => pool
-                .slots
-                .iter()
-                .flatten()
-                .map(|s| s.stream.pollfd())
-                .collect(),
+            // Readable when a connection has an event (or none is open: then it just sleeps).
+            Inner::PerRequest(pool) => vec![pollfd(pool.epoll.as_raw_fd(), false)],
         };
         drop(inner);
         let ts = libc::timespec {
@@ -927,7 +928,11 @@ fn read_tls(
     }
 }
 
-/// The connections of `--connection-per-request`.
+/// The connections of `--connection-per-request`, watched by one edge-triggered epoll instance,
+/// so that a round of receiving costs what is ready, not what is open (with thousands of
+/// handshakes in flight against a slow server, polling every connection each round would slow
+/// the sending it is measuring). The shard's `ppoll` waits on the epoll descriptor itself, which
+/// keeps the wait's nanosecond timeout.
 struct Pool {
     target: SocketAddr,
     local: IpAddr,
@@ -936,22 +941,24 @@ struct Pool {
     limit: usize,
     /// How long a connection may live (its request's Timer F).
     lifetime: Duration,
-    /// Open connections with the time each must be closed by; `None`: a free slot.
-    slots: Vec<Option<Slot>>,
+    epoll: OwnedFd,
+    /// Open connections; `None`: a free slot.
+    slots: Vec<Option<Stream>>,
     free: Vec<usize>,
     live: usize,
+    /// Each slot's use count: tells an epoll event or an expiry for a closed connection from
+    /// one for the connection now in its slot.
+    generations: Vec<u32>,
+    /// (deadline, slot, generation) in the order connections were opened, which is the order of
+    /// their deadlines (one lifetime for all).
+    expiries: VecDeque<(Instant, usize, u32)>,
     /// Opened by `open_next` for the next `send`.
     next: Option<Stream>,
-    /// Slots the last poll found readable, not yet read dry.
+    /// Slots with input not yet read dry (edge-triggered: each is read until it would block).
     ready: Vec<usize>,
     /// Whether this round of receiving has polled already (one poll per round).
     polled: bool,
     stats: ConnStats,
-}
-
-struct Slot {
-    stream: Stream,
-    deadline: Instant,
 }
 
 impl Pool {
@@ -978,32 +985,47 @@ impl Pool {
             return Err(io::ErrorKind::NotConnected.into());
         };
         let result = stream.send(message, &mut self.stats);
-        let slot = Slot {
-            stream,
-            deadline: Instant::now() + self.lifetime,
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                self.slots.len() - 1
+            }
         };
-        match self.free.pop() {
-            Some(i) => self.slots[i] = Some(slot),
-            None => self.slots.push(Some(slot)),
-        }
+        self.generations[i] = self.generations[i].wrapping_add(1);
+        let generation = self.generations[i];
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: (u64::from(generation) << 32) | i as u64,
+        };
+        // SAFETY: a valid epoll descriptor, the stream's open socket, a valid event. Closing the
+        // socket (dropping the stream) removes it from the epoll set.
+        let added = unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                stream.socket.as_raw_fd(),
+                &mut event,
+            )
+        };
+        self.slots[i] = Some(stream);
         self.live += 1;
+        self.expiries
+            .push_back((Instant::now() + self.lifetime, i, generation));
+        if added != 0 {
+            let e = io::Error::last_os_error();
+            self.close(i);
+            return Err(e);
+        }
         result
     }
 
     fn close(&mut self, i: usize) {
-        if let Some(mut slot) = self.slots[i].take() {
-            slot.stream.close();
+        if let Some(mut stream) = self.slots[i].take() {
+            stream.close();
             self.free.push(i);
             self.live -= 1;
-        }
-    }
-
-    fn flush_all(&mut self) {
-        for slot in self.slots.iter_mut().flatten() {
-            if slot.stream.pending_output() {
-                // A failure closes the stream; its request times out.
-                let _ = slot.stream.flush(&mut self.stats);
-            }
         }
     }
 
@@ -1011,11 +1033,11 @@ impl Pool {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             while let Some(&i) = self.ready.last() {
-                let Some(slot) = self.slots[i].as_mut() else {
+                let Some(stream) = self.slots[i].as_mut() else {
                     self.ready.pop();
                     continue;
                 };
-                match slot.stream.recv(buf, &mut self.stats) {
+                match stream.recv(buf, &mut self.stats) {
                     Ok(n) => {
                         if is_final_response(&buf[..n]) {
                             self.close(i);
@@ -1023,7 +1045,7 @@ impl Pool {
                         }
                         return Ok(n);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && !slot.stream.closed => {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && !stream.closed => {
                         self.ready.pop();
                     }
                     // Failed or closed by the peer: nothing more will come.
@@ -1042,42 +1064,44 @@ impl Pool {
         }
     }
 
-    /// Finds the readable connections (without waiting), writes to the writable ones, closes
-    /// those past their deadline.
+    /// Takes the events waiting (without waiting): writes to the connections that became
+    /// writable, queues those with input; closes the connections past their deadline.
     fn poll(&mut self) {
-        let now = Instant::now();
-        let mut indexes = Vec::with_capacity(self.live);
-        let mut fds = Vec::with_capacity(self.live);
-        for i in 0..self.slots.len() {
-            let Some(slot) = &self.slots[i] else {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
+        // SAFETY: a valid epoll descriptor and an array of `events.len()` events; no wait.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                0,
+            )
+        };
+        for event in events.iter().take(usize::try_from(n).unwrap_or(0)) {
+            let (flags, data) = (event.events, event.u64);
+            let (i, generation) = ((data & 0xffff_ffff) as usize, (data >> 32) as u32);
+            if self.generations.get(i) != Some(&generation) {
+                continue;
+            }
+            let Some(stream) = self.slots[i].as_mut() else {
                 continue;
             };
-            if slot.deadline <= now {
-                self.close(i);
-                continue;
+            if flags & libc::EPOLLOUT as u32 != 0 {
+                // A failure closes the stream (seen when it is read); its request times out.
+                let _ = stream.flush(&mut self.stats);
             }
-            indexes.push(i);
-            fds.push(slot.stream.pollfd());
-        }
-        if fds.is_empty() {
-            return;
-        }
-        // SAFETY: a valid array of pollfds of its length; a zero timeout.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
-        if n <= 0 {
-            return;
-        }
-        for (fd, &i) in fds.iter().zip(&indexes) {
-            if fd.revents == 0 {
-                continue;
-            }
-            if fd.revents & libc::POLLOUT != 0 {
-                if let Some(slot) = self.slots[i].as_mut() {
-                    let _ = slot.stream.flush(&mut self.stats);
-                }
-            }
-            if fd.revents & !libc::POLLOUT != 0 {
+            if flags & !(libc::EPOLLOUT as u32) != 0 {
                 self.ready.push(i);
+            }
+        }
+        let now = Instant::now();
+        while let Some(&(deadline, i, generation)) = self.expiries.front() {
+            if deadline > now {
+                break;
+            }
+            self.expiries.pop_front();
+            if self.generations[i] == generation {
+                self.close(i);
             }
         }
     }

@@ -990,9 +990,12 @@ fn connect(options: &Options, timers: Timers) -> Result<Vec<Conn>, String> {
     drop(Conn::stream(target, local, &layers).map_err(failed)?);
     let limit = (raise_descriptor_limit().saturating_sub(64) / options.threads).max(1) as usize;
     let lifetime = Duration::from_nanos(timers.timeout());
-    Ok((0..options.threads)
-        .map(|_| Conn::per_request(target, local, layers.clone(), limit, lifetime))
-        .collect())
+    (0..options.threads)
+        .map(|_| {
+            Conn::per_request(target, local, layers.clone(), limit, lifetime)
+                .map_err(|e| format!("epoll: {e}"))
+        })
+        .collect()
 }
 
 /// Raises this process's soft limit on open files to the hard limit (connections per request

@@ -163,6 +163,41 @@ fn a_connection_per_request() {
     assert_eq!(ports.len(), 300, "each request from its own port");
 }
 
+/// A connection per request to a server that never answers: each request times out at Timer F
+/// (when the generator also closes its connection), nothing is retransmitted, the run ends.
+#[test]
+fn unanswered_connections_are_closed_at_their_timeout() {
+    let r = responder(None, Some(u64::MAX));
+    let started = std::time::Instant::now();
+    let (code, stdout, path) = load(
+        "tcp-per-request-silent",
+        &[
+            "options",
+            "--transport",
+            "tcp",
+            "--connection-per-request",
+            "--target",
+            &r.addr,
+            "--rate",
+            "500",
+            "--count",
+            "50",
+            "--t1-ms",
+            "10",
+        ],
+    );
+    let json = read_json(&path);
+    let _ = std::fs::remove_file(path);
+    assert_eq!(code, Some(1), "{stdout}\n{json}");
+    assert_eq!(
+        ["sent", "ok", "timed_out", "retransmissions"].map(|k| count(&json, k)),
+        [50, 0, 50, 0],
+        "{json}"
+    );
+    assert_eq!(json["connections"]["opened"], 50, "{json}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 #[test]
 fn connection_per_request_is_refused_over_udp_and_for_calls() {
     for args in [
