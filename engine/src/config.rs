@@ -33,7 +33,7 @@
 //!   start-up error.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -107,6 +107,10 @@ pub struct Global {
     /// `incomplete-message-timeout`: longest a stream peer may take to complete one message
     /// (or its WebSocket upgrade) once it started it.
     pub incomplete_message_timeout: Duration,
+    /// `admin-listen`: the admin HTTP endpoint's address (`crate::admin`); `None`: no endpoint.
+    pub admin_listen: Option<SocketAddr>,
+    /// `shutdown-grace-period`: how long SIGTERM lets transactions in progress finish.
+    pub shutdown_grace_period: Duration,
 }
 
 /// `[module::Registrar]`: which domains we register for and how bindings are kept.
@@ -572,6 +576,8 @@ enum Kind {
     InternalTransport(Field<Option<Listen>>),
     /// One word (no spaces), or nothing.
     Word(Field<String>),
+    /// `IP:port` (IPv6 in brackets), or nothing.
+    OptionalSocketAddr(Field<Option<SocketAddr>>),
     Database(Field<DbImplementation>),
     LogLevel(Field<LogLevel>),
 }
@@ -780,6 +786,25 @@ static KEYS: &[Key] = &[
             min: Duration::from_millis(100),
             max: Duration::from_secs(600),
             field: |c| &mut c.global.incomplete_message_timeout,
+        },
+    },
+    Key {
+        section: GLOBAL,
+        name: "admin-listen",
+        default: "127.0.0.1:9060",
+        doc: "IP:port of the admin HTTP endpoint: /metrics (Prometheus), /health, /ready, /bindings?aor=. It has no authentication: keep it on loopback or a management network. Empty: no endpoint. If it cannot be bound the node logs an error and serves SIP without it.",
+        kind: Kind::OptionalSocketAddr(|c| &mut c.global.admin_listen),
+    },
+    Key {
+        section: GLOBAL,
+        name: "shutdown-grace-period",
+        default: "5",
+        doc: "On SIGTERM or SIGINT the node closes its stream listeners, answers new out-of-dialog requests 503 with Retry-After, and lets requests in progress finish for up to this long, then flushes the Redis journal (for what is left of it, at least 1 s) and exits 0. A second signal stops at once. A bare number counts seconds.",
+        kind: Kind::Duration {
+            bare: Unit::Seconds,
+            min: Duration::ZERO,
+            max: Duration::from_secs(3600),
+            field: |c| &mut c.global.shutdown_grace_period,
         },
     },
     Key {
@@ -1204,6 +1229,8 @@ impl Config {
                 tls_verify_incoming: false,
                 idle_timeout: Duration::ZERO,
                 incomplete_message_timeout: Duration::ZERO,
+                admin_listen: None,
+                shutdown_grace_period: Duration::ZERO,
             },
             registrar: Registrar {
                 reg_domains: Vec::new(),
@@ -1573,6 +1600,17 @@ impl Kind {
             Kind::Bool(field) => *field(config) = parse_bool(value)?,
             Kind::Count { min, max, field } => *field(config) = parse_count(value, min, max)?,
             Kind::Port(field) => *field(config) = parse_port(value)?,
+            Kind::OptionalSocketAddr(field) => {
+                let value = value.trim();
+                *field(config) = match value {
+                    "" => None,
+                    _ => Some(value.parse().map_err(|_| {
+                        format!(
+                            "expected IP:port ([address]:port for IPv6) or nothing, got {value:?}"
+                        )
+                    })?),
+                }
+            }
             Kind::Duration {
                 bare,
                 min,
@@ -2069,6 +2107,8 @@ mod tests {
                 tls_verify_incoming: false,
                 idle_timeout: Duration::from_secs(3600),
                 incomplete_message_timeout: Duration::from_secs(10),
+                admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9060))),
+                shutdown_grace_period: Duration::from_secs(5),
             },
             registrar: Registrar {
                 reg_domains: vec!["localhost".into(), "127.0.0.1".into()],

@@ -36,6 +36,7 @@ use crate::auth::{
 use crate::cluster::{self, ClusterSettings};
 use crate::dos::{self, FloodCounters, FloodGuard};
 use crate::fork::{self, Fork, Verdict};
+use crate::metrics;
 use crate::routing::{self, Decision, LocalIdentity, RouteEdits};
 use crate::transaction::{
     self, Action, ClientId, RequestMatch, ResponseMatch, ServerId, TimerConfig, TransactionError,
@@ -226,6 +227,18 @@ pub struct Counters {
     /// Challenges to UDP requests that offered fewer algorithms to stay within the
     /// amplification limit (`dos::headers_within_budget`).
     pub challenges_trimmed: u64,
+    /// Requests by method, in [`metrics::METHODS`] order (retransmissions included).
+    pub requests_by_method: [u64; metrics::METHODS.len()],
+    /// Responses received, by status class ([`metrics::CLASSES`]).
+    pub responses_received_by_class: [u64; metrics::CLASSES.len()],
+    /// Responses sent (generated or relayed, retransmissions included), by status class.
+    pub responses_sent_by_class: [u64; metrics::CLASSES.len()],
+    /// Request retransmissions absorbed by their server transaction.
+    pub retransmissions: u64,
+    /// 503 responses this shard generated.
+    pub service_unavailable_sent: u64,
+    /// New out-of-dialog requests answered 503 while draining ([`ShardCore::set_draining`]).
+    pub draining_refused: u64,
 }
 
 /// A shard's authenticator and the domains whose users it challenges.
@@ -360,6 +373,9 @@ pub struct ShardCore {
     auth: Option<ShardAuth>,
     /// `[module::DoSProtection]`; `None` when disabled.
     flood: Option<FloodGuard>,
+    /// Set when the node stops (SIGTERM): new out-of-dialog requests are answered 503 with this
+    /// Retry-After.
+    draining: Option<u32>,
 }
 
 impl ShardCore {
@@ -399,6 +415,7 @@ impl ShardCore {
             wall_clock,
             auth,
             flood: None,
+            draining: None,
         }
     }
 
@@ -460,6 +477,54 @@ impl ShardCore {
     /// The authenticator's counters, when authentication is enabled.
     pub fn auth_counters(&self) -> Option<&AuthCounters> {
         self.auth.as_ref().map(|a| a.authenticator.counters())
+    }
+
+    // ---- operations (the admin endpoint, the graceful stop) ---------------------------------
+
+    /// The node is stopping: from now on a new out-of-dialog request is answered 503 with
+    /// `retry_after_s` (RFC 3263 §4.3: the client tries another server at once), while requests
+    /// within dialogs, ACK and CANCEL go on, so that calls and transactions in progress finish.
+    pub fn set_draining(&mut self, retry_after_s: u32) {
+        self.draining = Some(retry_after_s);
+    }
+
+    /// Requests this shard still owes a final response, or an answer to another shard: forwarded
+    /// requests without a final response yet, and requests waiting on another shard or on the
+    /// bindings database. Transactions that only absorb retransmissions are not counted.
+    pub fn in_progress(&self) -> usize {
+        let calls = self.calls.values().filter(|c| !c.final_sent).count();
+        calls + self.waiting.len() + self.database_waits.len()
+    }
+
+    /// Server and client transactions open.
+    pub fn transactions_open(&self) -> (usize, usize) {
+        (
+            self.transactions.server_count(),
+            self.transactions.client_count(),
+        )
+    }
+
+    /// Bindings and AORs the store holds (in Redis mode: its cache).
+    pub fn bindings_held(&self) -> (usize, usize) {
+        (self.bindings.len(), self.bindings.aor_count())
+    }
+
+    /// The live bindings of `aor`, an AOR this shard owns, for operators (`/bindings`); `None`
+    /// when the store does not hold it (in Redis mode: not cached).
+    pub fn bindings_of(&self, aor: &Aor, now: Instant) -> Option<Vec<Binding>> {
+        self.bindings
+            .holds(aor)
+            .then(|| self.bindings.lookup(aor, now).cloned().collect())
+    }
+
+    /// Counts a response about to be sent, by class (and a 503).
+    fn count_response_sent(&mut self, bytes: &[u8]) {
+        if let Some(class) = metrics::class_index(bytes) {
+            self.counters.responses_sent_by_class[class] += 1;
+            if bytes.starts_with(b"SIP/2.0 503") {
+                self.counters.service_unavailable_sent += 1;
+            }
+        }
     }
 
     /// The wall clock, for Date headers and nonce time stamps (the shell sets it each second).
@@ -628,9 +693,13 @@ impl ShardCore {
         }
         if msg.is_request() {
             self.counters.requests += 1;
+            self.counters.requests_by_method[metrics::method_index(msg.method())] += 1;
             self.on_request(&msg, from, now, out);
         } else {
             self.counters.responses += 1;
+            if let Some(class) = metrics::class_index(msg.as_bytes()) {
+                self.counters.responses_received_by_class[class] += 1;
+            }
             match self.branch_owner(&msg) {
                 Some(shard) if shard != self.shard => out.push(Output::ToShard {
                     shard,
@@ -721,6 +790,7 @@ impl ShardCore {
         bytes: Vec<u8>,
         out: &mut Vec<Output>,
     ) {
+        self.count_response_sent(&bytes);
         out.push(Output::Send {
             transport: from.transport,
             to,
@@ -744,7 +814,7 @@ impl ShardCore {
         };
         match self.transactions.handle_request(msg, peer, now) {
             Ok(RequestMatch::New(server)) => self.on_new_request(server, msg, from, now, out),
-            Ok(RequestMatch::Absorbed) => {}
+            Ok(RequestMatch::Absorbed) => self.counters.retransmissions += 1,
             Ok(RequestMatch::EndToEndAck) => self.forward_ack(msg, from, out),
             Err(TransactionError::TableFull) => {
                 self.counters.overloaded += 1;
@@ -776,6 +846,14 @@ impl ShardCore {
     ) {
         if msg.method() == Some(Method::Cancel) {
             return self.on_cancel(server, msg, from, now);
+        }
+        if let Some(retry_after_s) = self.draining {
+            let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
+            if !in_dialog {
+                self.counters.draining_refused += 1;
+                let extra = [("Retry-After", retry_after_s.to_string())];
+                return self.reply(server, msg, from, 503, "Shutting Down", &extra, now);
+            }
         }
         if self.is_loop(msg) {
             return self.reply(server, msg, from, 482, "Loop Detected", &[], now);
@@ -1991,13 +2069,18 @@ impl ShardCore {
     fn drain_actions(&mut self, now: Instant, out: &mut Vec<Output>) {
         while let Some(action) = self.transactions.poll_action() {
             match action {
-                Action::Send { id, to, bytes } => out.push(Output::Send {
-                    transport: to.transport,
-                    to: to.addr,
-                    conn: to.conn,
-                    bytes,
-                    txn: Some(id),
-                }),
+                Action::Send { id, to, bytes } => {
+                    if matches!(id, TransactionId::Server(_)) {
+                        self.count_response_sent(&bytes);
+                    }
+                    out.push(Output::Send {
+                        transport: to.transport,
+                        to: to.addr,
+                        conn: to.conn,
+                        bytes,
+                        txn: Some(id),
+                    })
+                }
                 Action::Timeout(TransactionId::Client(client))
                 | Action::TransportError(TransactionId::Client(client)) => {
                     if let Some(&(server, index)) = self.branch_of.get(&client) {

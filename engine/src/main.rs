@@ -1,21 +1,28 @@
 //! `sipshard`: the node's command line.
 //!
-//! `sipshard [--config FILE] [--set SECTION/KEY=VALUE]... [--threads N]` runs the node;
-//! `--dump-default` prints every configuration key; `sipshard check FILE...` prints the parser's
-//! verdict on message files. A configuration error is one line on stderr and exit status 2: the
-//! node never starts half-configured. SIGHUP reads the password file again.
+//! `sipshard [--config FILE] [--set SECTION/KEY=VALUE]... [--threads N] [--log-json]` runs the
+//! node; `--dump-default` prints every configuration key; `sipshard check FILE...` prints the
+//! parser's verdict on message files. A configuration error is one line on stderr and exit
+//! status 2: the node never starts half-configured.
+//!
+//! Signals: SIGHUP reads the password file again; SIGTERM or SIGINT stops gracefully (see
+//! `sipshard_engine::lifecycle`), and a second one stops at once. Logs go to stderr, as text or,
+//! with `--log-json`, one JSON object a line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use sipshard_engine::admin;
 use sipshard_engine::config::{Config, LogLevel};
+use sipshard_engine::lifecycle::{Lifecycle, Phase};
 use sipshard_engine::node::Node;
 use sipshard_engine::reload::PasswordReload;
 use sipshard_engine::startup::node_options;
 use sipshard_net::{ErrorAction, Message};
 
-const USAGE: &str = "usage: sipshard [--config FILE] [--set SECTION/KEY=VALUE]... [--threads N]
+const USAGE: &str =
+    "usage: sipshard [--config FILE] [--set SECTION/KEY=VALUE]... [--threads N] [--log-json]
        sipshard --dump-default
        sipshard check FILE...
        sipshard --version
@@ -27,6 +34,8 @@ struct Args {
     config: Option<PathBuf>,
     sets: Vec<String>,
     threads: Option<usize>,
+    /// Logs as JSON lines.
+    log_json: bool,
 }
 
 fn main() -> ExitCode {
@@ -61,7 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.global.log_level);
+    init_logging(config.global.log_level, args.log_json);
     let options = match node_options(&config, args.threads) {
         Ok(options) => options,
         Err(e) => {
@@ -76,39 +85,61 @@ fn main() -> ExitCode {
         .map(|(t, a)| format!("{} {a}", t.via_token().to_ascii_lowercase()))
         .collect();
     let shards = options.shards;
-    if let Err(e) = handle_sighup(options.password_reload.clone()) {
-        eprintln!("sipshard: cannot handle SIGHUP: {e}");
-        return ExitCode::from(2);
-    }
-    let node = match Node::start(options) {
+    let password_reload = options.password_reload.clone();
+    let node = match Node::start(options, config.global.shutdown_grace_period) {
         Ok(node) => node,
         Err(e) => {
             eprintln!("sipshard: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = handle_signals(password_reload, node.lifecycle()) {
+        eprintln!("sipshard: cannot handle signals: {e}");
+        return ExitCode::from(2);
+    }
+    if let Some(addr) = config.global.admin_listen {
+        // The SIP service does not depend on its monitoring port: a node whose admin port is
+        // taken serves SIP, and its monitoring sees it unready (nothing answers /ready there).
+        if let Err(e) = admin::start(addr, node.observed()) {
+            tracing::error!("admin endpoint not started: cannot listen on {addr}: {e}");
+        }
+    }
     println!(
         "sipshard listening on {} ({shards} shards)",
         listening.join(", ")
     );
-    node.join();
+    node.run();
     ExitCode::SUCCESS
 }
 
-/// Reads the password file again on every SIGHUP, on a thread of its own (a shard never blocks on
-/// disk). Without authentication there is nothing to reload; the signal is logged, not fatal.
-fn handle_sighup(reload: Option<Arc<PasswordReload>>) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+/// Handles signals on a thread of its own: SIGHUP reads the password file again (a shard never
+/// blocks on disk; without authentication there is nothing to reload, and the signal is only
+/// logged); SIGTERM and SIGINT start the graceful stop, and a second one stops at once.
+fn handle_signals(
+    reload: Option<Arc<PasswordReload>>,
+    lifecycle: Arc<Lifecycle>,
+) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
     std::thread::Builder::new()
         .name("sipshard-signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                match &reload {
+            for signal in signals.forever() {
+                match (signal, &reload) {
                     // The outcome is logged by `reload`.
-                    Some(reload) => {
+                    (SIGHUP, Some(reload)) => {
                         let _ = reload.reload();
                     }
-                    None => tracing::info!("SIGHUP: authentication is off, nothing to reload"),
+                    (SIGHUP, None) => {
+                        tracing::info!("SIGHUP: authentication is off, nothing to reload")
+                    }
+                    _ => match lifecycle.signal_stop() {
+                        Phase::Draining => tracing::info!(
+                            grace = ?lifecycle.grace(),
+                            "stop signal: draining (a second one stops at once)"
+                        ),
+                        _ => tracing::warn!("second stop signal: stopping now"),
+                    },
                 }
             }
         })?;
@@ -120,6 +151,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         config: None,
         sets: Vec::new(),
         threads: None,
+        log_json: false,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -127,6 +159,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         match flag.as_str() {
             "--config" => args.config = Some(PathBuf::from(value()?)),
             "--set" => args.sets.push(value()?.clone()),
+            "--log-json" => args.log_json = true,
             "--threads" => {
                 let v = value()?;
                 args.threads = Some(
@@ -142,7 +175,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     Ok(args)
 }
 
-fn init_logging(level: LogLevel) {
+/// Logs to stderr at `level`: human-readable lines, or with `json` one JSON object a line
+/// (`timestamp`, `level`, `fields.message` and the event's other fields, `target`, `threadName`),
+/// for log collectors.
+fn init_logging(level: LogLevel, json: bool) {
     let filter = match level {
         LogLevel::Error => tracing::Level::ERROR,
         LogLevel::Warning => tracing::Level::WARN,
@@ -150,10 +186,16 @@ fn init_logging(level: LogLevel) {
         LogLevel::Debug => tracing::Level::DEBUG,
         LogLevel::Trace => tracing::Level::TRACE,
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_thread_names(true);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 }
 
 /// Prints one verdict line per file; fails if any file could not be read or was refused.

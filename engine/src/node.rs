@@ -1,17 +1,21 @@
 //! Start-up: one glommio executor per shard, pinned to its core, joined by a bounded channel
 //! mesh. The node is either fully up (every shard bound every listen address) or not started:
-//! a failure on any shard stops the process with one clear error.
+//! a failure on any shard stops the process with one clear error. And the end: [`Node::run`]
+//! waits for a stop signal and carries out the graceful stop of [`crate::lifecycle`].
 
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use sipshard_registrar::ha::HaConfig;
 use sipshard_registrar::redis_thread::RedisThread;
+use tracing::{info, warn};
 
+use crate::admin::{self, Observed};
 use crate::core::{CoreSettings, ShardCore};
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::reload::PasswordReload;
 use crate::shard::{self, RuntimeSettings};
 
@@ -34,6 +38,9 @@ pub struct Node {
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Owns every Redis connection, in Redis mode.
     redis: Option<RedisThread>,
+    lifecycle: Arc<Lifecycle>,
+    /// What the admin endpoint reads.
+    observed: Observed,
 }
 
 /// Glommio registers this much memory per shard for storage I/O; the node does none, so the
@@ -46,8 +53,21 @@ const RING_DEPTH: usize = 256;
 /// Registrar writes one shard may have in flight to the Redis thread (beyond: 503).
 const REDIS_WRITES_PER_SHARD: usize = 16_384;
 
+/// How often the main thread looks at the lifecycle while it waits for the node to stop.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// How long the shards keep running once nothing is in progress any more, within the grace
+/// period: the ACK of a 2xx just relayed, and a CANCEL or BYE already on its way, still pass.
+const DRAIN_LINGER: Duration = Duration::from_millis(300);
+
+/// The least time the Redis journal gets to flush after the shards stopped, whatever is left
+/// of the grace period.
+const MIN_FLUSH: Duration = Duration::from_secs(1);
+
 impl Node {
-    pub fn start(options: NodeOptions) -> Result<Node, String> {
+    /// Starts the shards (and the Redis thread in Redis mode); `grace` is how long a stop
+    /// signal lets requests in progress finish ([`Node::run`]).
+    pub fn start(options: NodeOptions, grace: Duration) -> Result<Node, String> {
         let (redis, mut links) = match options.redis.clone() {
             Some(ha) => {
                 let (thread, links) =
@@ -58,10 +78,13 @@ impl Node {
             None => (None, Vec::new()),
         };
         links.resize_with(options.shards, || None);
+        let lifecycle = Arc::new(Lifecycle::new(options.shards, grace));
+        let (observed, ops) =
+            admin::wire(lifecycle.clone(), redis.as_ref().map(RedisThread::observer));
         let mesh = MeshBuilder::full(options.shards, options.queue_capacity);
         let (bound_tx, bound_rx) = mpsc::channel();
         let mut handles = Vec::new();
-        for (id, link) in links.into_iter().enumerate() {
+        for (id, (link, ops)) in links.into_iter().zip(ops).enumerate() {
             let mesh = mesh.clone();
             let bound = bound_tx.clone();
             let runtime = options.runtime.clone();
@@ -78,7 +101,8 @@ impl Node {
                 .ring_depth(RING_DEPTH)
                 .spawn(move || async move {
                     let core = ShardCore::new(id, shards, core_settings);
-                    shard::run(id, core, runtime, mesh, link, password_reload, bound).await;
+                    shard::run(id, core, runtime, mesh, link, password_reload, ops, bound)
+                        .await;
                 })
                 .map_err(|e| {
                     format!(
@@ -96,17 +120,63 @@ impl Node {
                 Err(_) => return Err("a shard did not start within 10 s".into()),
             }
         }
-        Ok(Node { handles, redis })
+        Ok(Node {
+            handles,
+            redis,
+            lifecycle,
+            observed,
+        })
     }
 
-    /// Waits for the shards (they run until the process ends), then stops the Redis thread.
-    pub fn join(self) {
+    /// The node's lifecycle, for the signal handler ([`Lifecycle::signal_stop`]).
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        self.lifecycle.clone()
+    }
+
+    /// What the admin endpoint needs ([`admin::start`]).
+    pub fn observed(&self) -> Observed {
+        self.observed.clone()
+    }
+
+    /// Runs until a stop signal, then stops gracefully: waits while the shards drain (until
+    /// nothing is in progress, then [`DRAIN_LINGER`], or the grace period is over), stops them,
+    /// flushes the Redis journal and stops the Redis thread.
+    pub fn run(self) {
+        let life = self.lifecycle.clone();
+        while life.phase() == Phase::Running {
+            std::thread::sleep(STOP_POLL);
+        }
+        let deadline = Instant::now() + life.grace();
+        let mut drained_at = None;
+        while life.phase() == Phase::Draining {
+            let now = Instant::now();
+            if now >= deadline {
+                warn!("grace period over: stopping with requests still in progress");
+                break;
+            }
+            if life.drained() {
+                let at = *drained_at.get_or_insert(now);
+                if now >= at + DRAIN_LINGER {
+                    info!("drained: nothing in progress");
+                    break;
+                }
+            } else {
+                drained_at = None;
+            }
+            std::thread::sleep(STOP_POLL);
+        }
+        life.stop();
         for handle in self.handles {
             let _ = handle.join();
         }
         if let Some(redis) = self.redis {
+            let flushed = redis.flush(deadline.max(Instant::now() + MIN_FLUSH));
+            if flushed {
+                info!("redis journal flushed");
+            }
             redis.shutdown();
         }
+        info!("stopped");
     }
 }
 

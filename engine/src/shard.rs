@@ -34,10 +34,13 @@ use tracing::{debug, info, warn};
 use sipshard_registrar::redis_bridge;
 use sipshard_registrar::redis_thread::{self, Outcome, ShardLink};
 
+use crate::admin::{self, BindingsAnswer, Query, ShardOps};
 use crate::core::{
     CacheChange, ConnId, Counters, DatabaseResult, Inbound, Output, ShardCore, ShardMsg,
 };
 use crate::dos::{FloodGuard, FloodSettings};
+use crate::lifecycle::Phase;
+use crate::metrics::{HANDLING_BOUNDS, Histogram, ShardSnapshot};
 use crate::reload::PasswordReload;
 use crate::tls;
 use crate::transaction::TransactionId;
@@ -123,6 +126,12 @@ struct Shell {
     /// The password file as last read (SIGHUP), taken up on the timer tick.
     password_reload: Option<Arc<PasswordReload>>,
     connections: RefCell<Connections>,
+    /// The admin endpoint's link and the node's lifecycle.
+    ops: ShardOps,
+    /// Time spent handling each received message (published with the counters).
+    handling: RefCell<Histogram>,
+    /// The listeners' accept tasks: dropped (cancelled, closing the listeners) when draining.
+    accepts: RefCell<Vec<glommio::Task<()>>>,
 }
 
 /// One bound UDP socket: glommio's handle to wait on it, and a second handle to the same socket
@@ -145,8 +154,9 @@ struct Connections {
     per_address: HashMap<IpAddr, usize>,
 }
 
-/// Runs one shard until the process ends. Binds every listen address; a bind failure is
-/// returned (the node stops: no half-working server).
+/// Runs one shard until the node stops ([`crate::lifecycle`]). Binds every listen address; a
+/// bind failure is returned (the node stops: no half-working server).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     shard: usize,
     core: ShardCore,
@@ -154,6 +164,7 @@ pub async fn run(
     mesh: MeshBuilder<ShardBatch, Full>,
     mut database: Option<ShardLink>,
     password_reload: Option<Arc<PasswordReload>>,
+    ops: ShardOps,
     bound: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let mut core = core;
@@ -198,6 +209,7 @@ pub async fn run(
         }
     }
     let _ = bound.send(Ok(()));
+    ops.lifecycle.set_listening(shard);
 
     let shards = senders.nr_consumers();
     let shell = Rc::new(Shell {
@@ -210,18 +222,17 @@ pub async fn run(
         database,
         password_reload,
         connections: RefCell::new(Connections::new(shard)),
+        ops,
+        handling: RefCell::new(Histogram::new(&HANDLING_BOUNDS)),
+        accepts: RefCell::new(Vec::new()),
     });
     let mut tasks = Vec::new();
     for index in 0..shell.udp.len() {
         tasks.push(spawn_local(udp_loop(shell.clone(), index)));
     }
     for (transport, local, listener) in listeners {
-        tasks.push(spawn_local(accept_loop(
-            shell.clone(),
-            transport,
-            local,
-            listener,
-        )));
+        let accept = spawn_local(accept_loop(shell.clone(), transport, local, listener));
+        shell.accepts.borrow_mut().push(accept);
     }
     for (_, receiver) in receivers.streams() {
         let shell = shell.clone();
@@ -253,10 +264,9 @@ pub async fn run(
     if let Some(wakeup) = database_wakeup {
         tasks.push(spawn_local(database_loop(shell.clone(), wakeup)));
     }
-    tasks.push(spawn_local(timer_loop(shell.clone())));
-    for task in tasks {
-        task.await;
-    }
+    // The timer loop returns when the node stops; dropping `tasks` then cancels the others.
+    spawn_local(timer_loop(shell.clone())).await;
+    drop(tasks);
 }
 
 /// Kernel buffer size asked for on each UDP socket. The default (about 200 KiB) overflows within
@@ -336,6 +346,7 @@ async fn on_datagram(shell: &Rc<Shell>, local: SocketAddr, bytes: &[u8], remote:
             return;
         }
         core.on_datagram(bytes, from, now, &mut out);
+        shell.handling.borrow_mut().observe(now.elapsed());
     }
     perform(shell, out).await;
 }
@@ -636,6 +647,7 @@ impl Reading<'_> {
             }
             _ => core.on_stream_message(message, self.from, now, out),
         }
+        self.shell.handling.borrow_mut().observe(now.elapsed());
         true
     }
 
@@ -816,8 +828,15 @@ async fn timer_loop(shell: Rc<Shell>) {
     let mut next_report = Instant::now() + REPORT_INTERVAL;
     let mut reported = Counters::default();
     let mut passwords_read = 0;
+    let mut ops = OpsState {
+        next_publish: Instant::now(),
+        draining: false,
+    };
     loop {
         timer::sleep(TIMER_TICK).await;
+        if !operate(&shell, &mut ops) {
+            return;
+        }
         if let Some(reload) = &shell.password_reload {
             let generation = reload.generation();
             if generation != passwords_read {
@@ -865,6 +884,101 @@ async fn timer_loop(shell: Rc<Shell>) {
             shell.core.borrow_mut().on_timers(now, &mut out);
             perform(&shell, std::mem::take(&mut out)).await;
             flush_batches(&shell).await;
+        }
+    }
+}
+
+/// How often a shard publishes its figures for the admin endpoint.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The timer loop's operations state.
+struct OpsState {
+    next_publish: Instant,
+    draining: bool,
+}
+
+/// A shard's operations work on each tick: it answers the admin endpoint's questions,
+/// publishes its figures once a second, and follows the node's lifecycle: on draining it closes
+/// its listeners and has its core refuse new requests, then reports what it still owes; false
+/// once it must stop.
+fn operate(shell: &Shell, state: &mut OpsState) -> bool {
+    let now = Instant::now();
+    while let Ok(query) = shell.ops.queries.try_recv() {
+        answer_query(shell, query, now);
+    }
+    let lifecycle = &shell.ops.lifecycle;
+    match lifecycle.phase() {
+        Phase::Running => {}
+        Phase::Draining => {
+            if !state.draining {
+                state.draining = true;
+                let retry_after_s = u32::try_from(lifecycle.grace().as_secs())
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                shell.core.borrow_mut().set_draining(retry_after_s);
+                // Dropping the accept tasks closes the listeners: the kernel refuses new
+                // connections. Connections already open are still served.
+                shell.accepts.borrow_mut().clear();
+                info!(
+                    shard = shell.id,
+                    "draining: listeners closed, new requests refused"
+                );
+            }
+            lifecycle.set_in_progress(shell.id, shell.core.borrow().in_progress());
+        }
+        Phase::Stopping => {
+            publish(shell);
+            return false;
+        }
+    }
+    if now >= state.next_publish {
+        state.next_publish = now + PUBLISH_INTERVAL;
+        publish(shell);
+    }
+    true
+}
+
+/// Copies the shard's figures into its snapshot for the admin thread (one uncontended lock).
+fn publish(shell: &Shell) {
+    let snapshot = {
+        let core = shell.core.borrow();
+        let (server_transactions, client_transactions) = core.transactions_open();
+        let (bindings, aors) = core.bindings_held();
+        ShardSnapshot {
+            counters: core.counters().clone(),
+            auth: core.auth_counters().copied(),
+            flood: core.flood_counters().cloned(),
+            server_transactions,
+            client_transactions,
+            connections: shell.connections.borrow().by_id.len(),
+            bindings,
+            aors,
+            in_progress: core.in_progress(),
+            handling: shell.handling.borrow().clone(),
+        }
+    };
+    *shell
+        .ops
+        .snapshot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
+}
+
+fn answer_query(shell: &Shell, query: Query, now: Instant) {
+    match query {
+        Query::Bindings { aor, reply } => {
+            let held = shell.core.borrow().bindings_of(&aor, now);
+            let answer = BindingsAnswer {
+                redis: shell.database.is_some(),
+                held: held.is_some(),
+                contacts: held
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|b| admin::binding_json(b, now))
+                    .collect(),
+            };
+            // The endpoint may have stopped waiting: then nobody wants the answer.
+            let _ = reply.try_send(answer);
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::conn::{self, ConnEvent};
-use super::{Outcome, ShardSide, Shared, Submission};
+use super::{Outcome, RoundTrips, ShardSide, Shared, Submission};
 use crate::ha::{
     Change, Command, Completion, ConnId, ConnKind, Event, HaClient, HaError, HaState, ReadId,
     RedisCommand, RequestId, WriteId,
@@ -59,10 +59,12 @@ pub(super) struct Driver {
     shards: Vec<ShardSide>,
     /// Shards that got completions this turn and need a wake-up byte.
     to_wake: Vec<bool>,
-    /// Who submitted each write the client holds; bounded by its journal capacity.
-    writes: HashMap<WriteId, (usize, u64)>,
-    /// Who submitted each read the client holds; bounded by its `max_reads`.
-    reads: HashMap<ReadId, (usize, u64)>,
+    /// Who submitted each write the client holds, and when; bounded by its journal capacity.
+    writes: HashMap<WriteId, (usize, u64, Instant)>,
+    /// Who submitted each read the client holds, and when; bounded by its `max_reads`.
+    reads: HashMap<ReadId, (usize, u64, Instant)>,
+    /// Submission to acknowledgement, of writes and reads (published with the health).
+    round_trips: RoundTrips,
     conns: HashMap<ConnId, Conn>,
     events_tx: mpsc::Sender<(ConnId, ConnEvent)>,
     events_rx: mpsc::Receiver<(ConnId, ConnEvent)>,
@@ -91,6 +93,7 @@ impl Driver {
             shards,
             writes: HashMap::new(),
             reads: HashMap::new(),
+            round_trips: RoundTrips::default(),
             conns: HashMap::new(),
             events_tx,
             events_rx,
@@ -145,6 +148,7 @@ impl Driver {
         while let Some(cmd) = self.client.poll_command() {
             self.execute(cmd);
         }
+        let now = Instant::now();
         while let Some(done) = self.client.poll_completion() {
             let (submitter, outcome) = match done {
                 Completion::Acked { write, reply } => {
@@ -166,7 +170,13 @@ impl Driver {
                 } => (self.reads.remove(&read), Outcome::Failed { retry_after_s }),
             };
             match submitter {
-                Some((shard, token)) => self.deliver(shard, token, outcome),
+                Some((shard, token, submitted)) => {
+                    if matches!(outcome, Outcome::Acked(_)) {
+                        self.round_trips
+                            .observe(now.saturating_duration_since(submitted));
+                    }
+                    self.deliver(shard, token, outcome)
+                }
                 None => tracing::error!("completion of an unknown write or read"),
             }
         }
@@ -297,11 +307,11 @@ impl Driver {
             let accepted = if read {
                 self.client
                     .submit_read(write, now)
-                    .map(|id| self.reads.insert(id, (shard, token)))
+                    .map(|id| self.reads.insert(id, (shard, token, now)))
             } else {
                 self.client
                     .submit(write, now)
-                    .map(|id| self.writes.insert(id, (shard, token)))
+                    .map(|id| self.writes.insert(id, (shard, token, now)))
             };
             if let Err(rejected) = accepted {
                 tracing::debug!(shard, read, "refused: {rejected}");
@@ -373,6 +383,7 @@ impl Driver {
             health.last_error.clone(),
         );
         *self.shared.health() = health;
+        *self.shared.round_trips() = self.round_trips;
     }
 
     /// Answers every write still held (the shards must not wait for a thread that is gone).
@@ -382,7 +393,7 @@ impl Driver {
         let held = std::mem::take(&mut self.writes)
             .into_values()
             .chain(std::mem::take(&mut self.reads).into_values());
-        for (shard, token) in held.collect::<Vec<_>>() {
+        for (shard, token, _) in held.collect::<Vec<_>>() {
             self.deliver(shard, token, Outcome::Failed { retry_after_s });
             failed += 1;
         }

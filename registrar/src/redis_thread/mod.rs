@@ -148,12 +148,92 @@ struct Shared {
     /// thread is busy is kept (one permit), so none is lost and bursts coalesce.
     wake: Notify,
     health: Mutex<Health>,
+    round_trips: Mutex<RoundTrips>,
 }
 
 impl Shared {
     fn health(&self) -> MutexGuard<'_, Health> {
         // A panic while the snapshot was written leaves a complete older snapshot: still usable.
         self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn round_trips(&self) -> MutexGuard<'_, RoundTrips> {
+        self.round_trips.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Upper bounds of [`RoundTrips`]: from a loopback Redis (well under a millisecond) to writes
+/// held through a failover (seconds).
+pub const ROUND_TRIP_BOUNDS: [Duration; 13] = [
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_micros(2500),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_micros(2_500_000),
+    Duration::from_secs(5),
+];
+
+/// How long acknowledged writes and answered reads took, from their submission by a shard to
+/// the thread taking their completion (held writes included): a histogram over
+/// [`ROUND_TRIP_BOUNDS`], for metrics. Kept by the thread, published every turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundTrips {
+    pub bounds: &'static [Duration],
+    /// Non-cumulative: `counts[i]` completions in `(bounds[i-1], bounds[i]]`; the last one past
+    /// every bound.
+    pub counts: [u64; ROUND_TRIP_BOUNDS.len() + 1],
+    pub sum: Duration,
+}
+
+impl Default for RoundTrips {
+    fn default() -> RoundTrips {
+        RoundTrips {
+            bounds: &ROUND_TRIP_BOUNDS,
+            counts: [0; ROUND_TRIP_BOUNDS.len() + 1],
+            sum: Duration::ZERO,
+        }
+    }
+}
+
+impl RoundTrips {
+    fn observe(&mut self, took: Duration) {
+        let bucket = ROUND_TRIP_BOUNDS.partition_point(|&b| b < took);
+        if let Some(count) = self.counts.get_mut(bucket) {
+            *count += 1;
+        }
+        self.sum = self.sum.saturating_add(took);
+    }
+}
+
+/// A read-only view of the thread's state, for a monitoring thread: cheap to clone, `Send` and
+/// `Sync`, valid after the thread stopped (it then shows the last snapshot).
+#[derive(Clone)]
+pub struct RedisObserver {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RedisObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisObserver").finish_non_exhaustive()
+    }
+}
+
+impl RedisObserver {
+    /// The client's state as of the thread's last turn.
+    pub fn health(&self) -> Health {
+        self.shared.health().clone()
+    }
+
+    /// Round trips as of the thread's last turn.
+    pub fn round_trips(&self) -> RoundTrips {
+        *self.shared.round_trips()
     }
 }
 
@@ -221,6 +301,7 @@ impl RedisThread {
             stop: AtomicBool::new(false),
             wake: Notify::new(),
             health: Mutex::new(client.health()),
+            round_trips: Mutex::new(RoundTrips::default()),
         });
         let (submit_tx, submit_rx) =
             crossbeam_channel::bounded(shards.saturating_mul(queue_capacity));
@@ -285,6 +366,39 @@ impl RedisThread {
     /// The client's state as of the thread's last turn (master, journal, counters, last error).
     pub fn health(&self) -> Health {
         self.shared.health().clone()
+    }
+
+    /// A view of the thread's health and round trips for another thread (metrics, readiness).
+    pub fn observer(&self) -> RedisObserver {
+        RedisObserver {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Waits, until `deadline` at the latest, for the journal to hold no write a master has not
+    /// acknowledged and none waiting to be replayed: the graceful stop, before
+    /// [`RedisThread::shutdown`] fails what is left. True when it emptied in time. Reads the
+    /// snapshot the thread publishes every turn, every 20 ms.
+    pub fn flush(&self, deadline: Instant) -> bool {
+        loop {
+            let (pending, replays) = {
+                let health = self.shared.health();
+                (health.pending_writes, health.replays_pending)
+            };
+            if pending == 0 && replays == 0 {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    pending,
+                    replays,
+                    "redis journal not flushed in time; failing what is left"
+                );
+                return false;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
+        }
     }
 
     /// Stops the thread and waits for it: every write it still holds is answered
