@@ -211,7 +211,34 @@ fn serve(mut stream: TcpStream, observed: &Observed) {
     };
     let left = deadline.saturating_duration_since(Instant::now());
     let _ = stream.set_write_timeout(Some(left.max(Duration::from_millis(100))));
-    let _ = stream.write_all(&response.to_bytes(head_only));
+    if stream.write_all(&response.to_bytes(head_only)).is_ok() {
+        linger(&mut stream);
+    }
+}
+
+/// Most bytes read and discarded after an answer, and for how long.
+const LINGER_BYTES: usize = 64 * 1024;
+const LINGER_TIME: Duration = Duration::from_millis(500);
+
+/// Closes in stages (RFC 9112 §9.6): a request that was answered before it was read whole (a
+/// 414 or 431, a body) leaves bytes unread, and closing a socket with unread bytes sends a
+/// reset that can destroy the answer before the client reads it. So: end our side, then read
+/// and discard what the client still sends, within bounds, before closing.
+fn linger(stream: &mut TcpStream) {
+    if stream.shutdown(std::net::Shutdown::Write).is_err()
+        || stream.set_read_timeout(Some(LINGER_TIME)).is_err()
+    {
+        return;
+    }
+    let until = Instant::now() + LINGER_TIME;
+    let mut discarded = 0;
+    let mut sink = [0u8; 4096];
+    while discarded < LINGER_BYTES && Instant::now() < until {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
+        }
+    }
 }
 
 /// A request the endpoint will answer.

@@ -208,8 +208,9 @@ pub async fn run(
             return;
         }
     }
-    let _ = bound.send(Ok(()));
+    // Before the node's `listening on`, which follows the last shard's report.
     ops.lifecycle.set_listening(shard);
+    let _ = bound.send(Ok(()));
 
     let shards = senders.nr_consumers();
     let shell = Rc::new(Shell {
