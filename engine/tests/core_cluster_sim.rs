@@ -397,3 +397,30 @@ Call-ID: call-e\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{BOB}>\r\nContent-Length:
     assert_eq!((sent.transport, sent.to), (Transport::Udp, addr(edge)));
     assert_eq!(sent.values(HeaderName::Route), [path]);
 }
+
+#[test]
+fn a_call_through_the_node_holding_the_connection_goes_over_it() {
+    let mut node = Node::new();
+    let token = alice_registers(&mut node);
+    let invite = format!(
+        "INVITE sip:alice@example.org SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-a1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.org>;tag=b\r\nTo: <sip:alice@example.org>\r\n\
+Call-ID: call-a\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{BOB}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = node.request(BOB, None, &invite);
+    assert_eq!(
+        (sent.transport, sent.to, sent.conn),
+        (Transport::Tcp, addr(ALICE), Some(ALICE_CONN))
+    );
+    assert!(
+        sent.values(HeaderName::Route).is_empty(),
+        "its own Path entry is not pushed"
+    );
+    assert_eq!(
+        sent.values(HeaderName::RecordRoute),
+        [
+            format!("<sip:{token}@127.0.0.2:5060;transport=tcp;lr>"),
+            "<sip:127.0.0.2:5060;lr>".to_owned()
+        ]
+    );
+}
