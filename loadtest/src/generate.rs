@@ -23,7 +23,7 @@ use crate::scenario::{
     Authenticated, Endpoints, MAX_BODY, Scenario, register_user_and_uri, write_register,
     write_request,
 };
-use crate::schedule::{Ramp, Schedule};
+use crate::schedule::{MAX_STEPS, Ramp, Schedule, Step};
 use crate::tls::TlsOptions;
 use crate::users::{UserPattern, Users};
 
@@ -32,11 +32,14 @@ pub const USAGE: &str =
   Sends requests over UDP, TCP, TLS or WebSocket on an exact open-loop schedule (request i at
   start + i/R) and reports latency from each request's intended send time (corrected for
   coordinated omission) and from its actual send time.
-  --rate R            requests per second over all threads (required)
+  --rate R            requests per second over all threads (required, unless --steps)
   --count N           stop after N requests (default unlimited; --count or --duration bounds)
   --duration SECS     send for at most SECS seconds (default 10)
   --ramp-from R0     start at R0 per second and grow linearly to R ...
   --ramp-secs T       ... over the first T seconds (default 0: no ramp)
+  --steps R:S,...     rate steps instead of --rate: R per second for S seconds, then the next
+                      (at most 16); the last rate holds until --count or --duration ends the
+                      run (--duration defaults to the steps' total)
   --threads N         shards, each with its own socket (or connection) and 1/N of the rate
                       (default 1)
   --local IP          local address to bind (default 127.0.0.1; ports are picked)
@@ -107,6 +110,8 @@ pub struct Options {
     pub target: SocketAddr,
     pub rate: f64,
     pub ramp: Option<Ramp>,
+    /// `--steps`: the rate in steps (`rate` is the last one's).
+    pub steps: Option<Vec<Step>>,
     pub count: u64,
     pub duration: Duration,
     pub threads: u64,
@@ -183,7 +188,8 @@ impl Options {
         let mut count = u64::MAX;
         let mut ramp_from = None;
         let mut ramp_secs = 0.0;
-        let mut duration = Duration::from_secs(10);
+        let mut duration = None;
+        let mut steps = None;
         let mut threads = 1;
         let mut local = std::net::IpAddr::from([127, 0, 0, 1]);
         let mut domain = None;
@@ -237,8 +243,9 @@ impl Options {
                 "--count" => count = value.parse().map_err(|_| bad())?,
                 "--duration" => {
                     let s: f64 = value.parse().map_err(|_| bad())?;
-                    duration = Duration::try_from_secs_f64(s).map_err(|_| bad())?;
+                    duration = Some(Duration::try_from_secs_f64(s).map_err(|_| bad())?);
                 }
+                "--steps" => steps = Some(parse_steps(value).ok_or_else(bad)?),
                 "--threads" => {
                     threads = value
                         .parse()
@@ -334,6 +341,23 @@ impl Options {
             (Some(from), secs) if secs > 0.0 => Some(Ramp { from, secs }),
             _ => return Err("--ramp-from and --ramp-secs (> 0) go together".into()),
         };
+        let (rate, duration) = match &steps {
+            None => (
+                rate.ok_or("--rate is required")?,
+                duration.unwrap_or(Duration::from_secs(10)),
+            ),
+            Some(steps) => {
+                if rate.is_some() || ramp.is_some() || search {
+                    return Err(
+                        "--steps replaces --rate and a ramp, and is not for --search".into(),
+                    );
+                }
+                let total: f64 = steps.iter().map(|s: &Step| s.secs).sum();
+                let last = steps.last().map_or(0.0, |s| s.rate);
+                let total = Duration::try_from_secs_f64(total).map_err(|e| e.to_string())?;
+                (last, duration.unwrap_or(total))
+            }
+        };
         if !passwords.is_none() && command != "register" {
             return Err("--password and --passwords are for register".into());
         }
@@ -357,7 +381,8 @@ impl Options {
             scenario,
             ramp,
             target: target.ok_or("--target is required")?,
-            rate: rate.ok_or("--rate is required")?,
+            rate,
+            steps,
             count,
             duration,
             threads,
@@ -508,6 +533,21 @@ fn write_files(
     Ok(())
 }
 
+/// `R:S,R:S,...`: rates and seconds, at most [`MAX_STEPS`] (the schedule checks the values).
+fn parse_steps(value: &str) -> Option<Vec<Step>> {
+    let steps = value
+        .split(',')
+        .map(|step| {
+            let (rate, secs) = step.split_once(':')?;
+            Some(Step {
+                rate: rate.trim().parse().ok()?,
+                secs: secs.trim().parse().ok()?,
+            })
+        })
+        .collect::<Option<Vec<Step>>>()?;
+    (steps.len() <= MAX_STEPS).then_some(steps)
+}
+
 /// Probes at most this many rates.
 const SEARCH_PROBES: usize = 10;
 
@@ -574,8 +614,10 @@ fn next_probe(lo: f64, hi: f64, max: f64) -> Option<f64> {
 
 /// One run: prints its report and returns what it measured.
 fn measure(options: &Options) -> Result<Measured, String> {
-    let schedule =
-        Schedule::with_ramp(options.rate, options.ramp, options.count, options.duration)?;
+    let schedule = match &options.steps {
+        Some(steps) => Schedule::with_steps(steps, options.count, options.duration)?,
+        None => Schedule::with_ramp(options.rate, options.ramp, options.count, options.duration)?,
+    };
     let timers = Timers {
         t1: options.t1_ms * 1_000_000,
         t2: options.t1_ms * 8_000_000,
@@ -861,6 +903,12 @@ fn measure(options: &Options) -> Result<Measured, String> {
         "settings": {
             "rate": options.rate,
             "ramp": options.ramp.map(|r| serde_json::json!({ "from": r.from, "secs": r.secs })),
+            "steps": options.steps.as_ref().map(|steps| {
+                steps
+                    .iter()
+                    .map(|s| serde_json::json!({ "rate": s.rate, "secs": s.secs }))
+                    .collect::<Vec<_>>()
+            }),
             "count": (options.count != u64::MAX).then_some(options.count),
             "duration_s": options.duration.as_secs_f64(),
             "threads": options.threads,
@@ -1485,6 +1533,32 @@ mod tests {
             "[##############################] 100%  1000/1000 sent  waiting for 12"
         );
         assert!(super::progress_bar(0, 0, 0, 0.0).starts_with("[######"));
+    }
+
+    #[test]
+    fn steps_option() {
+        let base = ["--target", "127.0.0.1:5060"];
+        let o = parse(&[&base[..], &["--steps", "100:2, 200:0.5,50:1"]].concat()).unwrap();
+        let steps = o.steps.unwrap();
+        assert_eq!(
+            steps.iter().map(|s| (s.rate, s.secs)).collect::<Vec<_>>(),
+            [(100.0, 2.0), (200.0, 0.5), (50.0, 1.0)]
+        );
+        assert_eq!((o.rate, o.duration.as_secs_f64()), (50.0, 3.5));
+        let o = parse(&[&base[..], &["--steps", "100:2", "--duration", "9"]].concat()).unwrap();
+        assert_eq!(o.duration.as_secs(), 9);
+        for bad in [
+            &["--steps", "100"][..],
+            &["--steps", "100:x"],
+            &["--steps", ""],
+            &["--steps", "1:1", "--rate", "5"],
+            &["--steps", "1:1", "--search"],
+            &["--steps", "1:1", "--ramp-from", "1", "--ramp-secs", "1"],
+        ] {
+            assert!(parse(&[&base[..], bad].concat()).is_err(), "{bad:?}");
+        }
+        let many = vec!["1:1"; 17].join(",");
+        assert!(parse(&[&base[..], &["--steps", &many]].concat()).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The open-loop schedule: request `j` (counting from 0 over the whole run) is due at
-//! `start + j / rate`, whatever happened to the requests before it. Latency is measured from that
+//! `start + j / rate` (or along a linear ramp, or a series of rate steps), whatever happened to
+//! the requests before it. Latency is measured from that
 //! intended time (as wrk2 does), so a server that stalls shows the stall in the percentiles
 //! instead of slowing the generator down.
 //!
@@ -13,13 +14,17 @@ const NANOS_PER_S: u128 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
-    /// Requests per second after the ramp, in thousandths (so 0.5/s and 123456.789/s are exact).
+    /// Requests per second after the ramp (or the last step), in thousandths (so 0.5/s and
+    /// 123456.789/s are exact).
     rate_milli: u64,
     /// A linear ramp from `from` to the rate over `secs` seconds at the start, if any.
     ramp: Option<Ramp>,
-    /// Requests intended during the ramp (`j < ramp_count`).
+    /// The steps before the last one (whose rate is `rate_milli`), if any.
+    steps: [Segment; MAX_STEPS - 1],
+    step_count: usize,
+    /// Requests intended during the ramp or the steps before the last (`j < ramp_count`).
     ramp_count: u64,
-    /// The intended time of request `ramp_count` (0 without a ramp).
+    /// The intended time of request `ramp_count` (0 without a ramp or steps).
     base_ns: u64,
     /// Requests whose intended time falls inside the duration, capped by the count.
     total: u64,
@@ -31,6 +36,28 @@ pub struct Ramp {
     pub from: f64,
     pub secs: f64,
 }
+
+/// One rate step: `rate` requests per second for `secs` seconds (the last step's rate holds
+/// until the run's count or duration ends it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    pub rate: f64,
+    pub secs: f64,
+}
+
+/// The most steps a schedule takes.
+pub const MAX_STEPS: usize = 16;
+
+/// A step as the schedule keeps it: its first request, when that is due, its rate.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Segment {
+    first_j: u64,
+    start_ns: u64,
+    rate_milli: u64,
+}
+
+/// Rates are between these, per second.
+const RATES: std::ops::RangeInclusive<f64> = 0.001..=1e9;
 
 impl Schedule {
     /// At most `count` requests, at `rate` per second, none intended at or after `duration`.
@@ -47,7 +74,7 @@ impl Schedule {
         count: u64,
         duration: Duration,
     ) -> Result<Schedule, String> {
-        if !(0.001..=1e9).contains(&rate) {
+        if !RATES.contains(&rate) {
             return Err(format!(
                 "rate must be between 0.001 and 1e9 per second: {rate}"
             ));
@@ -74,19 +101,76 @@ impl Schedule {
                 (ramp_count, base.round() as u64)
             }
         };
-        let mut schedule = Schedule {
+        let schedule = Schedule {
             rate_milli,
             ramp,
+            steps: [Segment::default(); MAX_STEPS - 1],
+            step_count: 0,
             ramp_count,
             base_ns,
             total: 0,
         };
-        // Requests j with offset(j) < duration (offset grows with j), at most `count`.
-        let duration_ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         let fastest = ramp.map_or(rate, |r| r.from.max(rate));
-        let bound = (duration.as_secs_f64() * fastest + 2.0).min(1e18) as u64 + ramp_count;
-        schedule.total = partition_point(count.min(bound), |j| schedule.offset(j) < duration_ns);
-        Ok(schedule)
+        Ok(schedule.bounded(count, duration, fastest))
+    }
+
+    /// Rate steps, in order: request `j` of step `k` is due at the step's start plus
+    /// `(j - first) / rate_k`, each step starting exactly when the one before ends.
+    pub fn with_steps(steps: &[Step], count: u64, duration: Duration) -> Result<Schedule, String> {
+        let Some(last) = steps.last() else {
+            return Err("no steps".into());
+        };
+        if steps.len() > MAX_STEPS {
+            return Err(format!("at most {MAX_STEPS} steps"));
+        }
+        let mut segments = [Segment::default(); MAX_STEPS - 1];
+        let (mut first_j, mut start_ns) = (0u64, 0u64);
+        for (k, step) in steps.iter().enumerate() {
+            if !RATES.contains(&step.rate) {
+                return Err(format!(
+                    "step rates must be between 0.001 and 1e9 per second: {}",
+                    step.rate
+                ));
+            }
+            if !(step.secs > 0.0 && step.secs <= 1e6) {
+                return Err(format!("step durations must be positive: {}", step.secs));
+            }
+            let rate_milli = (step.rate * 1000.0).round() as u64;
+            if k + 1 == steps.len() {
+                break;
+            }
+            segments[k] = Segment {
+                first_j,
+                start_ns,
+                rate_milli,
+            };
+            // The requests due within the step: j - first with (j - first) / rate < secs.
+            let secs_ns = (step.secs * 1e9).round() as u128;
+            let per = NANOS_PER_S * 1000;
+            let in_step = (secs_ns * u128::from(rate_milli)).div_ceil(per);
+            first_j = first_j.saturating_add(u64::try_from(in_step).unwrap_or(u64::MAX));
+            start_ns = start_ns.saturating_add(u64::try_from(secs_ns).unwrap_or(u64::MAX));
+        }
+        let schedule = Schedule {
+            rate_milli: (last.rate * 1000.0).round() as u64,
+            ramp: None,
+            steps: segments,
+            step_count: steps.len() - 1,
+            ramp_count: first_j,
+            base_ns: start_ns,
+            total: 0,
+        };
+        let fastest = steps.iter().map(|s| s.rate).fold(0.0, f64::max);
+        Ok(schedule.bounded(count, duration, fastest))
+    }
+
+    /// The schedule with its total: the requests `j` with `offset(j) < duration` (offset grows
+    /// with `j`), at most `count`; `fastest` is the highest rate it reaches.
+    fn bounded(mut self, count: u64, duration: Duration, fastest: f64) -> Schedule {
+        let duration_ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let bound = (duration.as_secs_f64() * fastest + 2.0).min(1e18) as u64 + self.ramp_count;
+        self.total = partition_point(count.min(bound), |j| self.offset(j) < duration_ns);
+        self
     }
 
     /// How many requests the run sends.
@@ -107,6 +191,17 @@ impl Schedule {
     /// The intended time of `j`, ignoring the end of the run.
     fn offset(&self, j: u64) -> u64 {
         if j < self.ramp_count {
+            if let Some(step) = self.steps[..self.step_count]
+                .iter()
+                .rev()
+                .find(|s| s.first_j <= j)
+            {
+                let ns =
+                    u128::from(j - step.first_j) * NANOS_PER_S * 1000 / u128::from(step.rate_milli);
+                return u64::try_from(ns)
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(step.start_ns);
+            }
             if let Some(r) = self.ramp {
                 if j == 0 {
                     return 0;
@@ -322,6 +417,49 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn steps_hold_each_rate_for_its_time_then_the_last_one() {
+        let step = |rate, secs| Step { rate, secs };
+        // 10/s for 1 s, 30/s for 0.5 s, then 100/s until the 3 s duration.
+        let s = Schedule::with_steps(
+            &[step(10.0, 1.0), step(30.0, 0.5), step(100.0, 1.0)],
+            u64::MAX,
+            3 * S,
+        )
+        .unwrap();
+        assert_eq!(s.intended(9), Some(900_000_000));
+        assert_eq!(s.intended(10), Some(1_000_000_000));
+        assert_eq!(s.intended(11), Some(1_033_333_333));
+        // 30/s for 0.5 s: 15 requests (10..25), then the last step from 1.5 s.
+        assert_eq!(s.intended(24), Some(1_466_666_666));
+        assert_eq!(s.intended(25), Some(1_500_000_000));
+        assert_eq!(s.intended(26), Some(1_510_000_000));
+        assert_eq!(s.total(), 25 + 150);
+        assert_eq!(s.rate(), 100.0);
+        let times: Vec<u64> = (0..s.total()).map(|j| s.intended(j).unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]));
+        // A step whose time is not a whole number of periods: 3/s for 1 s is requests at 0,
+        // 1/3 and 2/3 s; the next step starts at 1 s all the same.
+        let s = Schedule::with_steps(&[step(3.0, 1.0), step(1.0, 5.0)], 5, 10 * S).unwrap();
+        assert_eq!(
+            (0..5).map(|j| s.intended(j).unwrap()).collect::<Vec<_>>(),
+            [0, 333_333_333, 666_666_666, 1_000_000_000, 2_000_000_000]
+        );
+        // One step is a constant rate.
+        let one = Schedule::with_steps(&[step(100.0, 1.0)], 1000, 2 * S).unwrap();
+        let plain = Schedule::new(100.0, 1000, 2 * S).unwrap();
+        assert_eq!(one.total(), plain.total());
+        assert!((0..200).all(|j| one.intended(j) == plain.intended(j)));
+        for bad in [
+            &[][..],
+            &[step(0.0, 1.0)],
+            &[step(10.0, 0.0)],
+            &[step(10.0, 1.0); MAX_STEPS + 1],
+        ] {
+            assert!(Schedule::with_steps(bad, 10, S).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The JSON summaries of real runs validate against `loadtest/schema/summary.schema.json`
-//! (draft 2020-12): options over UDP with a ramp, a call (BYE and ACK counts), register over TLS
+//! (draft 2020-12): options over UDP with a ramp and with rate steps, a call (BYE and ACK counts), register over TLS
 //! with a connection per request and users from a CSV (connections, TLS settings), options over
 //! WebSocket, and a `--search`. And the check can fail: summaries with a count missing, a wrong type, a negative
 //! count or a field the schema does not know are refused, as is a schema keyword the validator
@@ -51,6 +51,16 @@ fn real_summaries_validate() {
                 "0.1",
                 "--count",
                 "300",
+            ],
+        ),
+        run(
+            "schema-steps",
+            &[
+                "options",
+                "--target",
+                &responder_udp.addr,
+                "--steps",
+                "500:0.2,1000:0.2,250:0.2",
             ],
         ),
         run(
@@ -122,11 +132,15 @@ fn real_summaries_validate() {
     }
     // What each run adds is there, so the optional parts of the schema were exercised.
     assert!(summaries[0]["settings"]["ramp"].is_object());
-    assert!(summaries[1]["bye"].is_object() && summaries[1]["calls"].is_object());
-    assert!(summaries[2]["connections"].is_object());
-    assert_eq!(summaries[2]["settings"]["users"]["from"], "csv");
-    assert_eq!(summaries[3]["settings"]["ws_path"], "/");
-    assert!(summaries[4]["at_90"].is_object(), "{}", summaries[4]);
+    // 100 + 200 + 50 requests: each step's rate for its 0.2 s.
+    assert_eq!(summaries[1]["counts"]["sent"], 350, "{}", summaries[1]);
+    assert_eq!(summaries[1]["settings"]["steps"][1]["rate"], 1000.0);
+    assert_eq!(summaries[1]["rate"]["final"], 250.0);
+    assert!(summaries[2]["bye"].is_object() && summaries[2]["calls"].is_object());
+    assert!(summaries[3]["connections"].is_object());
+    assert_eq!(summaries[3]["settings"]["users"]["from"], "csv");
+    assert_eq!(summaries[4]["settings"]["ws_path"], "/");
+    assert!(summaries[5]["at_90"].is_object(), "{}", summaries[5]);
 }
 
 #[test]
