@@ -5,19 +5,20 @@
 //! - `GET /health` — 200 while the process runs (liveness).
 //! - `GET /ready` — 200 when every shard is listening and, in Redis mode, a Redis master is
 //!   known; 503 otherwise and while draining, with a one-line reason (readiness).
-//! - `GET /bindings?aor=sip:alice@example.org` — the AOR's contacts as JSON, asked of the AOR's
-//!   owner shard. In memory mode that is the registrar's own data: 404 when it has none. In
-//!   Redis mode it is that shard's cache, which holds the AORs registered or looked up through
-//!   this node since its last resync: `"cached": false` says the cache does not hold the AOR
-//!   (Redis may still), and the answer is 200 with no contacts. Redis itself is not read, so an
-//!   operator's request never takes a Redis round trip or a shard's database slot.
+//! - `GET /bindings?aor=sip:alice@example.org` — the AOR's live contacts as JSON, asked of the
+//!   AOR's owner shard; 404 when there are none. In memory mode they come from the registrar's
+//!   store. In Redis mode they are read from Redis (the lookup script, as a read: a replica
+//!   answers while no master is known), because the shard's cache is only a cache: it forgets an
+//!   AOR on every change notification, the node's own writes included; `"cached"` says whether
+//!   it holds the AOR at the moment. A read Redis does not answer in time is a 503.
 //!
 //! # Why it cannot slow the SIP shards
 //!
 //! The shards never wait on this module. Metrics come from snapshots each shard publishes once a
 //! second ([`crate::metrics`]); readiness from atomics ([`Lifecycle`]). `/bindings` is a bounded
 //! request ([`SHARD_QUERY_QUEUE`] per shard, `try_send`: a full queue is a 503 here) that the
-//! owner shard takes on its 10 ms timer tick, answering on a one-slot channel; this side waits
+//! owner shard takes on its 10 ms timer tick, answering on a one-slot channel (in Redis mode
+//! once the read completes, as a bounded database wait of its core); this side waits
 //! [`SHARD_ANSWER_TIMEOUT`] at most.
 //!
 //! # Bounds on what a client can make it do
@@ -39,8 +40,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde_json::{Value, json};
+use sipshard_registrar::redis_data::StoredBinding;
 use sipshard_registrar::redis_thread::RedisObserver;
-use sipshard_registrar::{Aor, Binding, owner_shard};
+use sipshard_registrar::{Aor, Binding, Source, owner_shard};
 use tracing::{debug, info, warn};
 
 use crate::lifecycle::{Lifecycle, Phase};
@@ -58,8 +60,9 @@ pub const MAX_CONNECTIONS: usize = 4;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Admin requests waiting for one shard.
 pub const SHARD_QUERY_QUEUE: usize = 4;
-/// How long `/bindings` waits for the owner shard.
-pub const SHARD_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `/bindings` waits for the owner shard (in Redis mode: and Redis, whose requests
+/// time out after `redis-timeout`, 1 s by default).
+pub const SHARD_ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A question for a shard, taken on its timer tick.
 #[derive(Debug)]
@@ -74,12 +77,13 @@ pub enum Query {
 /// A shard's answer to [`Query::Bindings`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindingsAnswer {
-    /// Bindings are in Redis; the shard's store is its cache.
+    /// Read from Redis (`db-implementation=redis`), else from the registrar's memory.
     pub redis: bool,
-    /// The store holds the AOR (in memory mode: it has live bindings).
-    pub held: bool,
-    /// One JSON object per live binding ([`binding_json`]).
-    pub contacts: Vec<Value>,
+    /// Redis mode: the shard's cache holds the AOR.
+    pub cached: bool,
+    /// One JSON object per live binding ([`ContactView::to_json`]), or why they could not be
+    /// read.
+    pub contacts: Result<Vec<Value>, String>,
 }
 
 /// What one shard shares with the admin thread, on the shard's side.
@@ -504,42 +508,110 @@ fn bindings(text: &str, observed: &Observed) -> Response {
     let Ok(answer) = answer.recv_timeout(SHARD_ANSWER_TIMEOUT) else {
         return Response::text(503, "the owner shard did not answer in time\n");
     };
+    let contacts = match answer.contacts {
+        Ok(contacts) => contacts,
+        Err(why) => return Response::text(503, &format!("{why}\n")),
+    };
+    let found = !contacts.is_empty();
     let mut body = json!({
         "aor": aor.as_str(),
         "shard": shard,
-        "store": if answer.redis { "redis-cache" } else { "memory" },
-        "contacts": answer.contacts,
+        "store": if answer.redis { "redis" } else { "memory" },
+        "contacts": contacts,
     });
     if answer.redis {
-        body["cached"] = Value::Bool(answer.held);
+        body["cached"] = Value::Bool(answer.cached);
     }
-    // Memory mode: the registrar's own data, so no live contact is a 404. Redis mode: the
-    // cache's view, never a verdict on what Redis holds.
-    let found = answer.redis || !answer.contacts.is_empty();
     Response::json(if found { 200 } else { 404 }, &body)
 }
 
-/// One binding as `/bindings` shows it. Times are relative to `now` (seconds), since the node's
-/// clock for bindings is monotonic.
-pub fn binding_json(b: &Binding, now: Instant) -> Value {
-    let secs = |d: Duration| d.as_secs();
-    json!({
-        "uri": &*b.uri,
-        "expires_in_s": secs(b.expires_at.saturating_duration_since(now)),
-        "q": b.q_millis.map(|q| f64::from(q) / 1000.0),
-        "instance": b.instance.as_deref(),
-        "reg_id": b.reg_id,
-        "path": b.path.iter().map(|p| &**p).collect::<Vec<&str>>(),
-        "transport": b.source.transport.via_token(),
-        "received_from": b.source.remote.to_string(),
-        "local": b.source.local.to_string(),
-        "connection": b.source.connection,
-        "user_agent": b.user_agent.as_deref(),
-        "call_id": &*b.call_id,
-        "cseq": b.cseq,
-        "registered_s_ago": secs(now.saturating_duration_since(b.registered_at)),
-        "updated_s_ago": secs(now.saturating_duration_since(b.updated_at)),
-    })
+/// What `/bindings` shows of a binding, borrowed from the registrar's store ([`Binding`]) or from
+/// what Redis returned ([`StoredBinding`]).
+#[derive(Debug)]
+pub struct ContactView<'a> {
+    uri: &'a str,
+    q_millis: Option<u16>,
+    instance: Option<&'a str>,
+    reg_id: Option<u32>,
+    path: &'a [Box<str>],
+    source: &'a Source,
+    user_agent: Option<&'a str>,
+    call_id: &'a str,
+    cseq: u32,
+    registered_at: Instant,
+    updated_at: Instant,
+    expires_at: Instant,
+    /// Redis: the node that took the REGISTER (and holds its connection, if any).
+    node: Option<&'a str>,
+}
+
+impl<'a> From<&'a Binding> for ContactView<'a> {
+    fn from(b: &'a Binding) -> ContactView<'a> {
+        ContactView {
+            uri: &b.uri,
+            q_millis: b.q_millis,
+            instance: b.instance.as_deref(),
+            reg_id: b.reg_id,
+            path: &b.path,
+            source: &b.source,
+            user_agent: b.user_agent.as_deref(),
+            call_id: &b.call_id,
+            cseq: b.cseq,
+            registered_at: b.registered_at,
+            updated_at: b.updated_at,
+            expires_at: b.expires_at,
+            node: None,
+        }
+    }
+}
+
+impl<'a> From<&'a StoredBinding> for ContactView<'a> {
+    fn from(b: &'a StoredBinding) -> ContactView<'a> {
+        ContactView {
+            uri: &b.uri,
+            q_millis: b.q_millis,
+            instance: b.instance.as_deref(),
+            reg_id: b.reg_id,
+            path: &b.path,
+            source: &b.source,
+            user_agent: b.user_agent.as_deref(),
+            call_id: &b.call_id,
+            cseq: b.cseq,
+            registered_at: b.registered_at,
+            updated_at: b.updated_at,
+            expires_at: b.expires_at,
+            node: Some(&b.node),
+        }
+    }
+}
+
+impl ContactView<'_> {
+    /// The JSON object. Times are seconds relative to `now`: the registrar's clock is
+    /// monotonic.
+    pub fn to_json(&self, now: Instant) -> Value {
+        let secs = |d: Duration| d.as_secs();
+        let mut contact = json!({
+            "uri": self.uri,
+            "expires_in_s": secs(self.expires_at.saturating_duration_since(now)),
+            "q": self.q_millis.map(|q| f64::from(q) / 1000.0),
+            "instance": self.instance,
+            "reg_id": self.reg_id,
+            "path": self.path.iter().map(|p| &**p).collect::<Vec<&str>>(),
+            "transport": self.source.transport.via_token(),
+            "received_from": self.source.remote.to_string(),
+            "local": self.source.local.to_string(),
+            "connection": self.source.connection,
+            "user_agent": self.user_agent,
+            "call_id": self.call_id,
+            "cseq": self.cseq,
+            "registered_s_ago": secs(now.saturating_duration_since(self.registered_at)),
+            "updated_s_ago": secs(now.saturating_duration_since(self.updated_at)),
+        });
+        if let Some(node) = self.node {
+            contact["node"] = Value::from(node);
+        }
+        contact
+    }
 }
 
 #[cfg(test)]

@@ -307,7 +307,14 @@ enum DatabaseWait {
         reply_to: LookupReplyTo,
         generation: u64,
     },
+    /// An operator's read ([`ShardCore::read_bindings`]): the answer goes to
+    /// [`ShardCore::take_operator_reads`], never to the cache.
+    Operator,
 }
+
+/// The answer to [`ShardCore::read_bindings`] under its token: the AOR's live bindings as Redis
+/// holds them, or why they could not be read.
+pub type OperatorRead = (u64, Result<Vec<StoredBinding>, String>);
 
 /// What Redis says changed, for the owner shard's cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,6 +383,9 @@ pub struct ShardCore {
     /// Set when the node stops (SIGTERM): new out-of-dialog requests are answered 503 with this
     /// Retry-After.
     draining: Option<u32>,
+    /// Answers to operators' reads, until the shell takes them (at most `max_waiting`: each
+    /// was a database wait).
+    operator_reads: Vec<OperatorRead>,
 }
 
 impl ShardCore {
@@ -416,6 +426,7 @@ impl ShardCore {
             auth,
             flood: None,
             draining: None,
+            operator_reads: Vec::new(),
         }
     }
 
@@ -515,6 +526,36 @@ impl ShardCore {
         self.bindings
             .holds(aor)
             .then(|| self.bindings.lookup(aor, now).cloned().collect())
+    }
+
+    /// Reads the bindings of `aor`, an AOR this shard owns, from Redis for an operator
+    /// (`/bindings` in Redis mode, where the cache may not hold them): the lookup script, as a
+    /// read (a replica serves it while no master is known), bounded like every database wait.
+    /// Returns the token its answer will carry in [`ShardCore::take_operator_reads`], or `None`
+    /// in memory mode or when too many requests wait for the database.
+    pub fn read_bindings(&mut self, aor: &Aor, now: Instant, out: &mut Vec<Output>) -> Option<u64> {
+        let RegistrarDb::Redis { wait_limit, .. } = &self.settings.registrar_db else {
+            return None;
+        };
+        if self.database_waits.len() >= self.settings.max_waiting {
+            self.counters.overloaded += 1;
+            return None;
+        }
+        let deadline = now + *wait_limit;
+        self.next_token += 1;
+        let token = self.next_token;
+        self.database_waits.insert(token, DatabaseWait::Operator);
+        self.database_deadlines.push_back((deadline, token));
+        out.push(Output::ToDatabase {
+            token,
+            call: redis_data::lookup_call(aor),
+        });
+        Some(token)
+    }
+
+    /// The answers to [`ShardCore::read_bindings`] that came in since the last call.
+    pub fn take_operator_reads(&mut self) -> Vec<OperatorRead> {
+        std::mem::take(&mut self.operator_reads)
     }
 
     /// Counts a response about to be sent, by class (and a 503).
@@ -1229,6 +1270,18 @@ impl ShardCore {
                     self.counters.database_unavailable += 1;
                 }
                 self.deliver_targets(reply_to, targets, now, out);
+            }
+            Some(DatabaseWait::Operator) => {
+                let read = match result {
+                    DatabaseResult::Reply(reply) => redis_data::decode_lookup(&reply, now)
+                        .map(|lookup| lookup.bindings)
+                        .map_err(|e| format!("Redis: {e}")),
+                    DatabaseResult::Unavailable { .. } => {
+                        Err("Redis did not answer in time".to_owned())
+                    }
+                };
+                self.operator_reads.push((token, read));
+                return;
             }
             None => return,
         }

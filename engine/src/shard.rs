@@ -132,6 +132,9 @@ struct Shell {
     handling: RefCell<Histogram>,
     /// The listeners' accept tasks: dropped (cancelled, closing the listeners) when draining.
     accepts: RefCell<Vec<glommio::Task<()>>>,
+    /// Admin `/bindings` queries waiting for a Redis read, by the core's token, with whether
+    /// the cache held the AOR. Bounded by the core's database waits.
+    operator_reads: RefCell<HashMap<u64, (crossbeam_channel::Sender<BindingsAnswer>, bool)>>,
 }
 
 /// One bound UDP socket: glommio's handle to wait on it, and a second handle to the same socket
@@ -226,6 +229,7 @@ pub async fn run(
         ops,
         handling: RefCell::new(Histogram::new(&HANDLING_BOUNDS)),
         accepts: RefCell::new(Vec::new()),
+        operator_reads: RefCell::new(HashMap::new()),
     });
     let mut tasks = Vec::new();
     for index in 0..shell.udp.len() {
@@ -835,8 +839,11 @@ async fn timer_loop(shell: Rc<Shell>) {
     };
     loop {
         timer::sleep(TIMER_TICK).await;
-        if !operate(&shell, &mut ops) {
+        if !operate(&shell, &mut ops, &mut out) {
             return;
+        }
+        if !out.is_empty() {
+            perform(&shell, std::mem::take(&mut out)).await;
         }
         if let Some(reload) = &shell.password_reload {
             let generation = reload.generation();
@@ -898,14 +905,31 @@ struct OpsState {
     draining: bool,
 }
 
-/// A shard's operations work on each tick: it answers the admin endpoint's questions,
-/// publishes its figures once a second, and follows the node's lifecycle: on draining it closes
-/// its listeners and has its core refuse new requests, then reports what it still owes; false
-/// once it must stop.
-fn operate(shell: &Shell, state: &mut OpsState) -> bool {
+/// A shard's operations work on each tick: it answers the admin endpoint's questions (a Redis
+/// read goes to `out`), publishes its figures once a second, and follows the node's lifecycle:
+/// on draining it closes its listeners and has its core refuse new requests, then reports what
+/// it still owes; false once it must stop.
+fn operate(shell: &Shell, state: &mut OpsState, out: &mut Vec<Output>) -> bool {
     let now = Instant::now();
     while let Ok(query) = shell.ops.queries.try_recv() {
-        answer_query(shell, query, now);
+        answer_query(shell, query, now, out);
+    }
+    let reads = shell.core.borrow_mut().take_operator_reads();
+    for (token, read) in reads {
+        if let Some((reply, cached)) = shell.operator_reads.borrow_mut().remove(&token) {
+            let contacts = read.map(|bindings| {
+                bindings
+                    .iter()
+                    .map(|b| admin::ContactView::from(b).to_json(now))
+                    .collect()
+            });
+            // The endpoint may have stopped waiting: then nobody wants the answer.
+            let _ = reply.try_send(BindingsAnswer {
+                redis: true,
+                cached,
+                contacts,
+            });
+        }
     }
     let lifecycle = &shell.ops.lifecycle;
     match lifecycle.phase() {
@@ -965,21 +989,44 @@ fn publish(shell: &Shell) {
         .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
 }
 
-fn answer_query(shell: &Shell, query: Query, now: Instant) {
+/// Answers an admin query: from the store in memory mode; in Redis mode by a read from Redis
+/// (answered by [`operate`] when it completes).
+fn answer_query(shell: &Shell, query: Query, now: Instant, out: &mut Vec<Output>) {
     match query {
         Query::Bindings { aor, reply } => {
-            let held = shell.core.borrow().bindings_of(&aor, now);
-            let answer = BindingsAnswer {
-                redis: shell.database.is_some(),
-                held: held.is_some(),
-                contacts: held
+            let mut core = shell.core.borrow_mut();
+            let held = core.bindings_of(&aor, now);
+            if shell.database.is_none() {
+                let contacts = held
                     .unwrap_or_default()
                     .iter()
-                    .map(|b| admin::binding_json(b, now))
-                    .collect(),
-            };
-            // The endpoint may have stopped waiting: then nobody wants the answer.
-            let _ = reply.try_send(answer);
+                    .map(|b| admin::ContactView::from(b).to_json(now))
+                    .collect();
+                let answer = BindingsAnswer {
+                    redis: false,
+                    cached: false,
+                    contacts: Ok(contacts),
+                };
+                // The endpoint may have stopped waiting: then nobody wants the answer.
+                let _ = reply.try_send(answer);
+                return;
+            }
+            match core.read_bindings(&aor, now, out) {
+                Some(token) => {
+                    let cached = held.is_some();
+                    shell
+                        .operator_reads
+                        .borrow_mut()
+                        .insert(token, (reply, cached));
+                }
+                None => {
+                    let _ = reply.try_send(BindingsAnswer {
+                        redis: true,
+                        cached: held.is_some(),
+                        contacts: Err("too many requests waiting for Redis".into()),
+                    });
+                }
+            }
         }
     }
 }

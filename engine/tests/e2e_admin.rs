@@ -9,7 +9,12 @@
 //!   Retry-After, new TCP connections are refused, and the process exits 0 within the grace
 //!   period.
 //! - `--log-json`: every log line is a JSON object.
+//! - Redis mode against a real `redis-server` (the registrar's lab): ready once the master is
+//!   verified, the master and round trips in `/metrics`, the cache in `/bindings`, and the
+//!   journal flushed on SIGTERM.
 
+#[path = "../../registrar/tests/support/redis_lab.rs"]
+mod redis_lab;
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -531,12 +536,10 @@ fn ready_is_503_in_redis_mode_without_redis() {
     assert_eq!(value(&samples, "sipshard_redis_master"), 0.0);
     assert!(samples.contains_key("sipshard_redis_round_trip_seconds_count"));
     assert!(samples.contains_key("sipshard_redis_journal_depth"));
-    // Bindings come from the owner shard's cache, which says it does not hold the AOR.
+    // Bindings are read from Redis, which does not answer.
     let bindings = get(admin, "/bindings?aor=sip:nobody@127.0.0.1");
-    assert_eq!(bindings.status, 200, "{bindings:?}");
-    let json: serde_json::Value = serde_json::from_str(&bindings.body).expect("JSON");
-    assert_eq!(json["store"], "redis-cache");
-    assert_eq!(json["cached"], false);
+    assert_eq!(bindings.status, 503, "{bindings:?}");
+    assert!(bindings.body.contains("Redis"), "{bindings:?}");
     node.process.assert_running();
 }
 
@@ -816,4 +819,75 @@ fn sigterm_stops_within_the_grace_period_when_a_call_never_ends() {
         "stopped after {took:?}, before the grace period, with a call in progress"
     );
     assert!(node.log().contains("grace period over"), "{}", node.log());
+}
+
+#[test]
+fn redis_mode_ready_metrics_bindings_and_the_journal_flushed_on_sigterm() {
+    let lab = redis_lab::RedisLab::start(redis_lab::LabOptions::default());
+    let redis = lab.redis_addr(0);
+    let port = free_port();
+    let sip = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let transports = format!("global/transports=sip:{LOOPBACK}:{port}");
+    let admin_set = format!("global/admin-listen={admin}");
+    let domain = format!("module::Registrar/redis-server-domain={}", redis.ip());
+    let redis_port = format!("module::Registrar/redis-server-port={}", redis.port());
+    let mut node = Spawned::start(&[
+        "--threads",
+        "2",
+        "--set",
+        &transports,
+        "--set",
+        "module::Registrar/reg-domains=127.0.0.1 localhost",
+        "--set",
+        &admin_set,
+        "--set",
+        "module::Registrar/db-implementation=redis",
+        "--set",
+        &domain,
+        "--set",
+        &redis_port,
+    ]);
+    wait_for_admin(admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(admin, "/ready").status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready with Redis up\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let contact = udp();
+    register(sip, "erin", &contact);
+    let acked = "sipshard_redis_writes_total{outcome=\"acked\"}";
+    let samples = metrics_until(admin, |s| value(s, acked) >= 1.0);
+    assert!(value(&samples, acked) >= 1.0, "no acknowledged write");
+    let master = format!("sipshard_redis_master{{address=\"{redis}\"}}");
+    assert_eq!(value(&samples, &master), 1.0, "{master}");
+    assert!(value(&samples, "sipshard_redis_round_trip_seconds_count") >= 1.0);
+    assert_eq!(value(&samples, "sipshard_redis_held_writes"), 0.0);
+    check_shards_sum_to_totals(&samples).unwrap_or_else(|e| panic!("{e}"));
+
+    let bindings = get(admin, "/bindings?aor=sip:erin@127.0.0.1");
+    assert_eq!(bindings.status, 200, "{bindings:?}");
+    let json: serde_json::Value = serde_json::from_str(&bindings.body).expect("JSON");
+    assert_eq!(json["store"], "redis");
+    assert!(json["cached"].is_boolean(), "{json}");
+    let contacts = json["contacts"].as_array().expect("contacts");
+    assert_eq!(contacts.len(), 1, "{json}");
+    let expected = format!("sip:erin@{LOOPBACK}:{}", local_port(&contact));
+    assert_eq!(contacts[0]["uri"], expected.as_str(), "{json}");
+    assert!(contacts[0]["node"].is_string(), "{json}");
+    let unknown = get(admin, "/bindings?aor=sip:nobody@127.0.0.1");
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+
+    node.signal("TERM");
+    let status = node
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("still running\n{}", node.log()));
+    assert_eq!(status.code(), Some(0), "{}", node.log());
+    let log = node.log();
+    assert!(log.contains("redis journal flushed"), "{log}");
 }
