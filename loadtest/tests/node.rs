@@ -1,8 +1,8 @@
 //! `sipshard-load` through the node, `sipshard` (engine crate), on 127.0.0.1: users registered
 //! at a `sipshard-load uas`, then calls through the node over UDP and over TCP (every count adds
 //! up: sent = ok + failed + timed out, none failed, every BYE answered, and the UAS saw each
-//! INVITE, ACK and BYE); REGISTERs over TCP and over TLS (a certificate for 127.0.0.1 signed by a
-//! CA generated here), persistent and a connection per request.
+//! INVITE, ACK and BYE); REGISTERs over TCP, TLS (a certificate for 127.0.0.1 signed by a CA
+//! generated here), WebSocket and secure WebSocket, persistent and a connection per request.
 //!
 //! The node binary is not built for this crate's tests by Cargo (CARGO_BIN_EXE_sipshard exists
 //! only in the engine's): it is taken from next to `sipshard-load` (target/debug/), where
@@ -87,6 +87,9 @@ struct Node {
     port: u16,
     /// `sips:` (TLS) on this port.
     tls_port: u16,
+    /// WebSocket and secure WebSocket on these.
+    ws_port: u16,
+    wss_port: u16,
 }
 
 impl Drop for Node {
@@ -97,12 +100,15 @@ impl Drop for Node {
 }
 
 impl Node {
-    /// A registrar and proxy for the domain 127.0.0.1, one shard, listening on UDP, TCP and
-    /// TLS with `certs`' server certificate.
+    /// A registrar and proxy for the domain 127.0.0.1, one shard, listening on UDP, TCP, TLS,
+    /// WS and WSS, with `certs`' server certificate.
     fn start(certs: &Certificates) -> Node {
-        let (port, tls_port) = (free_port(), free_port());
+        let [port, tls_port, ws_port, wss_port] = [(); 4].map(|()| free_port());
         let settings = [
-            format!("global/transports=sip:127.0.0.1:{port} sips:127.0.0.1:{tls_port}"),
+            format!(
+                "global/transports=sip:127.0.0.1:{port} sips:127.0.0.1:{tls_port} \
+                 sip:127.0.0.1:{ws_port};transport=ws sip:127.0.0.1:{wss_port};transport=wss"
+            ),
             "module::Registrar/reg-domains=127.0.0.1 localhost".to_owned(),
             format!("global/tls-certificates-file={}", certs.path("cert.pem")),
             format!(
@@ -126,6 +132,8 @@ impl Node {
             child,
             port,
             tls_port,
+            ws_port,
+            wss_port,
         };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -235,28 +243,39 @@ fn calls_through_the_node_reach_the_uas_over_udp_and_tcp() {
 }
 
 #[test]
-fn registers_through_the_node_over_tcp_and_tls() {
+fn registers_through_the_node_over_tcp_tls_and_websocket() {
     let certs = Certificates::new("node-register");
     let node = Node::start(&certs);
     let ca = certs.path("ca.pem");
     let tls_target = format!("127.0.0.1:{}", node.tls_port);
-    let runs: [(&str, &str, Vec<&str>); 3] = [
+    let ws_target = format!("127.0.0.1:{}", node.ws_port);
+    let wss_target = format!("127.0.0.1:{}", node.wss_port);
+    let tls = ["--tls-ca", ca.as_str()];
+    let runs: [(&str, &str, Vec<&str>); 5] = [
         ("tcp", &node.addr(), vec!["--transport", "tcp"]),
         (
             "tls",
             &tls_target,
-            vec!["--transport", "tls", "--tls-ca", &ca],
+            [&["--transport", "tls"][..], &tls].concat(),
         ),
         (
             "tls-per-request",
             &tls_target,
-            vec![
-                "--transport",
-                "tls",
-                "--tls-ca",
-                &ca,
-                "--connection-per-request",
-            ],
+            [
+                &["--transport", "tls", "--connection-per-request"][..],
+                &tls,
+            ]
+            .concat(),
+        ),
+        ("ws", &ws_target, vec!["--transport", "ws"]),
+        (
+            "wss-per-request",
+            &wss_target,
+            [
+                &["--transport", "wss", "--connection-per-request"][..],
+                &tls,
+            ]
+            .concat(),
         ),
     ];
     for (name, target, extra) in &runs {
@@ -281,7 +300,7 @@ fn registers_through_the_node_over_tcp_and_tls() {
         assert_eq!(counts(&json, "/counts"), [200, 200, 0, 0], "{name}: {json}");
         let c = &json["connections"];
         let (opened, handshakes) = match *name {
-            "tcp" => (2, 0),
+            "tcp" | "ws" => (2, 0),
             "tls" => (2, 2),
             _ => (200, 200),
         };
