@@ -1,7 +1,7 @@
 //! `sipshard-load` through the node, `sipshard` (engine crate), on 127.0.0.1: users registered
-//! at a `sipshard-load uas`, then calls through the node over UDP and over TCP (every count adds
-//! up: sent = ok + failed + timed out, none failed, every BYE answered, and the UAS saw each
-//! INVITE, ACK and BYE); REGISTERs over TCP, TLS (a certificate for 127.0.0.1 signed by a CA
+//! at a `sipshard-load uas`, then calls through the node over UDP, TCP, TLS and WebSocket (the
+//! node relays them to the UAS over UDP; every count adds up: sent = ok + failed + timed out,
+//! none failed, every BYE answered, and the UAS saw each INVITE, ACK and BYE); REGISTERs over TCP, TLS (a certificate for 127.0.0.1 signed by a CA
 //! generated here), WebSocket and secure WebSocket, persistent and a connection per request.
 //!
 //! The node binary is not built for this crate's tests by Cargo (CARGO_BIN_EXE_sipshard exists
@@ -165,7 +165,7 @@ fn counts(json: &serde_json::Value, path: &str) -> [u64; 4] {
 }
 
 #[test]
-fn calls_through_the_node_reach_the_uas_over_udp_and_tcp() {
+fn calls_through_the_node_reach_the_uas_over_udp_tcp_tls_and_websocket() {
     let certs = Certificates::new("node-calls");
     let node = Node::start(&certs);
     let uas = server("uas", &[]);
@@ -193,28 +193,35 @@ fn calls_through_the_node_reach_the_uas_over_udp_and_tcp() {
     let _ = std::fs::remove_file(path);
     assert_eq!(code, Some(0), "{stdout}");
     assert_eq!(counts(&json, "/counts"), [50, 50, 0, 0], "{json}");
-    for transport in ["udp", "tcp"] {
+    let ca = certs.path("ca.pem");
+    let at = |port: u16| format!("127.0.0.1:{port}");
+    let calls: [(&str, String, &[&str]); 4] = [
+        ("udp", target.clone(), &[]),
+        ("tcp", target.clone(), &[]),
+        ("tls", at(node.tls_port), &["--tls-ca", &ca]),
+        ("ws", at(node.ws_port), &[]),
+    ];
+    for (transport, target, extra) in &calls {
         let name = format!("node-call-{transport}");
-        let (code, stdout, path) = load(
-            &name,
-            &[
-                "call",
-                "--transport",
-                transport,
-                "--target",
-                &target,
-                "--rate",
-                "200",
-                "--count",
-                "100",
-                "--hold-ms",
-                "50",
-                "--users",
-                "callee%d",
-                "--user-count",
-                "50",
-            ],
-        );
+        let mut args = vec![
+            "call",
+            "--transport",
+            transport,
+            "--target",
+            target,
+            "--rate",
+            "200",
+            "--count",
+            "100",
+            "--hold-ms",
+            "50",
+            "--users",
+            "callee%d",
+            "--user-count",
+            "50",
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, path) = load(&name, &args);
         let json = read_json(&path);
         let _ = std::fs::remove_file(path);
         assert_eq!(code, Some(0), "{transport}: {stdout}\n{json}");
@@ -237,7 +244,7 @@ fn calls_through_the_node_reach_the_uas_over_udp_and_tcp() {
     let stderr = stop(uas);
     assert_eq!(
         stderr.lines().last().unwrap_or_default(),
-        "uas: invite 200 ack 200 bye 200 bye-unknown 0 cancel 0 other 0 dropped 0",
+        "uas: invite 400 ack 400 bye 400 bye-unknown 0 cancel 0 other 0 dropped 0",
         "{stderr}"
     );
 }
