@@ -31,8 +31,11 @@ fn the_timeline_adds_up_and_plots_are_well_formed_svg() {
     let sum = |name: &str| -> u64 { timeline.iter().map(|s| s[name].as_u64().unwrap()).sum() };
     assert_eq!(sum("sent"), 1500);
     assert_eq!(sum("ok"), run["counts"]["ok"].as_u64().unwrap());
-    // The first second sends exactly its share of the schedule.
-    assert_eq!(timeline[0]["sent"], 1000);
+    // The first second sends its share of the schedule: 1000, or a few less when the shard was
+    // descheduled for a few milliseconds just before the second ended (two cores shared with
+    // the responder and other tests); those few then count in the next second.
+    let first = timeline[0]["sent"].as_u64().unwrap();
+    assert!((990..=1000).contains(&first), "{run}");
     assert_eq!(timeline[0]["t_s"], 0);
     assert_eq!(timeline[0]["span_s"], 1.0);
     assert!(timeline[0]["p99_ms"].as_f64().unwrap() > 0.0);
