@@ -192,6 +192,15 @@ CSeq: 1 INVITE\r\nContact: <sip:bob@{BOB}>\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
+/// Bob's INVITE to `user`, sent to this node over UDP.
+fn invite_from_bob(user: &str) -> String {
+    format!(
+        "INVITE sip:{user}@example.org SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-{user}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@example.org>;tag=b\r\nTo: <sip:{user}@example.org>\r\n\
+Call-ID: call-{user}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{BOB}>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 fn in_dialog(method: &str, ruri: &str, via: &str, route: &str, cseq: u32) -> String {
     format!(
         "{method} {ruri} SIP/2.0\r\nVia: {via};branch=z9hG4bK-{method}-{cseq}\r\n\
@@ -347,12 +356,7 @@ fn udp_clients_and_nodes_get_no_path_of_this_node() {
     assert_eq!(ok.values(HeaderName::Path), [node3_path]);
 
     // A call to Carol goes to node 3, her Path as its Route (RFC 3327 §5.3).
-    let invite = format!(
-        "INVITE sip:carol@example.org SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-c1\r\n\
-Max-Forwards: 70\r\nFrom: <sip:bob@example.org>;tag=b\r\nTo: <sip:carol@example.org>\r\n\
-Call-ID: call-c\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{BOB}>\r\nContent-Length: 0\r\n\r\n"
-    );
-    let sent = node.request(BOB, None, &invite);
+    let sent = node.request(BOB, None, &invite_from_bob("carol"));
     assert_eq!(
         (sent.transport, sent.to, sent.conn),
         (Transport::Tcp, addr("127.0.0.4:5060"), None)
@@ -388,12 +392,7 @@ fn a_path_naming_a_host_goes_to_the_proxy_the_register_came_from() {
         ),
     );
     assert_eq!(status, 200);
-    let invite = format!(
-        "INVITE sip:erin@example.org SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-e1\r\n\
-Max-Forwards: 70\r\nFrom: <sip:bob@example.org>;tag=b\r\nTo: <sip:erin@example.org>\r\n\
-Call-ID: call-e\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{BOB}>\r\nContent-Length: 0\r\n\r\n"
-    );
-    let sent = node.request(BOB, None, &invite);
+    let sent = node.request(BOB, None, &invite_from_bob("erin"));
     assert_eq!((sent.transport, sent.to), (Transport::Udp, addr(edge)));
     assert_eq!(sent.values(HeaderName::Route), [path]);
 }
@@ -402,12 +401,7 @@ Call-ID: call-e\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{BOB}>\r\nContent-Length:
 fn a_call_through_the_node_holding_the_connection_goes_over_it() {
     let mut node = Node::new();
     let token = alice_registers(&mut node);
-    let invite = format!(
-        "INVITE sip:alice@example.org SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-a1\r\n\
-Max-Forwards: 70\r\nFrom: <sip:bob@example.org>;tag=b\r\nTo: <sip:alice@example.org>\r\n\
-Call-ID: call-a\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{BOB}>\r\nContent-Length: 0\r\n\r\n"
-    );
-    let sent = node.request(BOB, None, &invite);
+    let sent = node.request(BOB, None, &invite_from_bob("alice"));
     assert_eq!(
         (sent.transport, sent.to, sent.conn),
         (Transport::Tcp, addr(ALICE), Some(ALICE_CONN))

@@ -499,6 +499,53 @@ enum HangsUp {
     Callee,
 }
 
+/// One side's view of a dialog (§12.1): where its requests go, and the tags.
+struct DialogSide {
+    call_id: String,
+    remote_target: String,
+    routes: Vec<String>,
+    local_tag: String,
+    remote_user: &'static str,
+    remote_tag: String,
+}
+
+impl DialogSide {
+    /// Sends an in-dialog request from `ua` along the route set (to the first route's address;
+    /// §12.2.1.1 with loose routers).
+    fn send(&self, ua: &mut Ua, method: &str, cseq: u32) {
+        let via = ua.via();
+        let text = format!(
+            "{method} {target} SIP/2.0\r\n{via}\r\nMax-Forwards: 70\r\nRoute: {routes}\r\n\
+From: <sip:{user}@{DOMAIN}>;tag={local}\r\nTo: <sip:{remote}@{DOMAIN}>;tag={remote_tag}\r\n\
+Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            target = self.remote_target,
+            routes = self.routes.join(", "),
+            user = ua.user,
+            local = self.local_tag,
+            remote = self.remote_user,
+            remote_tag = self.remote_tag,
+            call_id = self.call_id,
+        );
+        ua.send(&text, route_addr(&self.routes[0]));
+    }
+
+    /// `ua` sends a BYE, `peer` (whose side is `peer_side`) answers 200: the BYE as `peer`
+    /// received it.
+    fn hang_up(&self, ua: &mut Ua, cseq: u32, peer: &mut Ua, peer_side: &DialogSide) -> Msg {
+        self.send(ua, "BYE", cseq);
+        let call_id = self.call_id.as_str();
+        let bye = peer.expect("BYE", |m| {
+            m.method().as_deref() == Some("BYE") && m.call_id() == call_id
+        });
+        peer.respond(&bye, 200, &peer_side.local_tag);
+        let ok = ua.expect("200 OK to BYE", |m| {
+            m.call_id() == call_id && m.cseq_method() == "BYE" && m.status().is_some()
+        });
+        assert_eq!(ok.status(), Some(200), "{ok:?}");
+        bye
+    }
+}
+
 /// What a completed call showed.
 struct CallTrace {
     /// The nodes (Via sent-by) the INVITE went through on its way to the callee, nearest first.
@@ -536,98 +583,37 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <{contact}>\r\nContent-Length: 
             && m.status().is_some_and(|s| s >= 200)
     });
     assert_eq!(ok.status(), Some(200), "the call is answered: {ok:?}");
-    // §12.1.2: the caller's route set is the Record-Route reversed; its remote target the
-    // callee's Contact.
+    // §12.1.2: the caller's route set is the Record-Route reversed, its remote target the
+    // callee's Contact; §12.1.1: the callee's route set is the Record-Route as it came.
     let mut caller_routes = ok.uris(HeaderName::RecordRoute);
     caller_routes.reverse();
-    let callee_routes = received.uris(HeaderName::RecordRoute);
-    let callee_target = ok.uris(HeaderName::Contact)[0]
-        .trim_matches(['<', '>'])
-        .to_owned();
-    let caller_target = caller.contact();
     assert!(!caller_routes.is_empty(), "the nodes Record-Route: {ok:?}");
-
-    let in_dialog = |ua: &mut Ua,
-                     method: &str,
-                     cseq: u32,
-                     target: &str,
-                     routes: &[String],
-                     from_tag: &str,
-                     to_tag: &str,
-                     from_user: &str,
-                     to_user: &str| {
-        let via = ua.via();
-        let text = format!(
-            "{method} {target} SIP/2.0\r\n{via}\r\nMax-Forwards: 70\r\nRoute: {}\r\n\
-From: <sip:{from_user}@{DOMAIN}>;tag={from_tag}\r\nTo: <sip:{to_user}@{DOMAIN}>;tag={to_tag}\r\n\
-Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
-            routes.join(", ")
-        );
-        let first_hop = route_addr(&routes[0]);
-        ua.send(&text, first_hop);
+    let caller_side = DialogSide {
+        call_id: call_id.to_owned(),
+        remote_target: ok.uris(HeaderName::Contact)[0]
+            .trim_matches(['<', '>'])
+            .to_owned(),
+        routes: caller_routes,
+        local_tag: format!("c-{call_id}"),
+        remote_user: callee.user,
+        remote_tag: to_tag.clone(),
     };
-    let caller_tag = format!("c-{call_id}");
-    let (caller_user, callee_user) = (caller.user, callee.user);
-    in_dialog(
-        caller,
-        "ACK",
-        1,
-        &callee_target,
-        &caller_routes,
-        &caller_tag,
-        &to_tag,
-        caller_user,
-        callee_user,
-    );
+    let callee_side = DialogSide {
+        call_id: call_id.to_owned(),
+        remote_target: caller.contact(),
+        routes: received.uris(HeaderName::RecordRoute),
+        local_tag: to_tag,
+        remote_user: caller.user,
+        remote_tag: caller_side.local_tag.clone(),
+    };
+
+    caller_side.send(caller, "ACK", 1);
     let ack = callee.expect("ACK", |m| {
         m.method().as_deref() == Some("ACK") && m.call_id() == call_id
     });
-
     let bye = match hangs_up {
-        HangsUp::Caller => {
-            in_dialog(
-                caller,
-                "BYE",
-                2,
-                &callee_target,
-                &caller_routes,
-                &caller_tag,
-                &to_tag,
-                caller_user,
-                callee_user,
-            );
-            let bye = callee.expect("BYE", |m| {
-                m.method().as_deref() == Some("BYE") && m.call_id() == call_id
-            });
-            callee.respond(&bye, 200, &to_tag);
-            let ok = caller.expect("200 OK to BYE", |m| {
-                m.call_id() == call_id && m.cseq_method() == "BYE" && m.status().is_some()
-            });
-            assert_eq!(ok.status(), Some(200), "{ok:?}");
-            bye
-        }
-        HangsUp::Callee => {
-            in_dialog(
-                callee,
-                "BYE",
-                1,
-                &caller_target,
-                &callee_routes,
-                &to_tag,
-                &caller_tag,
-                callee_user,
-                caller_user,
-            );
-            let bye = caller.expect("BYE", |m| {
-                m.method().as_deref() == Some("BYE") && m.call_id() == call_id
-            });
-            caller.respond(&bye, 200, &caller_tag);
-            let ok = callee.expect("200 OK to BYE", |m| {
-                m.call_id() == call_id && m.cseq_method() == "BYE" && m.status().is_some()
-            });
-            assert_eq!(ok.status(), Some(200), "{ok:?}");
-            bye
-        }
+        HangsUp::Caller => caller_side.hang_up(caller, 2, callee, &callee_side),
+        HangsUp::Callee => callee_side.hang_up(callee, 1, caller, &caller_side),
     };
     let nodes_of = |m: &Msg| {
         let mut hops = m.via_hosts();
