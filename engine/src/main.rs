@@ -5,7 +5,8 @@
 //! parser's verdict on message files. A configuration error is one line on stderr and exit
 //! status 2: the node never starts half-configured.
 //!
-//! Signals: SIGHUP reads the password file again; SIGTERM or SIGINT stops gracefully (see
+//! Signals: SIGHUP reads the password file and `log-level` again; SIGTERM or SIGINT stops
+//! gracefully (see
 //! `sipshard_engine::lifecycle`), and a second one stops at once. Logs go to stderr, as text or,
 //! with `--log-json`, one JSON object a line.
 
@@ -20,6 +21,9 @@ use sipshard_engine::node::Node;
 use sipshard_engine::reload::PasswordReload;
 use sipshard_engine::startup::node_options;
 use sipshard_net::{ErrorAction, Message};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{Registry, reload};
 
 const USAGE: &str =
     "usage: sipshard [--config FILE] [--set SECTION/KEY=VALUE]... [--threads N] [--log-json]
@@ -70,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.global.log_level, args.log_json);
+    let log_level = init_logging(config.global.log_level, args.log_json);
     let options = match node_options(&config, args.threads) {
         Ok(options) => options,
         Err(e) => {
@@ -93,7 +97,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = handle_signals(password_reload, node.lifecycle()) {
+    let reload = Reload {
+        passwords: password_reload,
+        log_level,
+        config: args.config.clone(),
+        sets: args.sets.clone(),
+    };
+    if let Err(e) = handle_signals(reload, node.lifecycle()) {
         eprintln!("sipshard: cannot handle signals: {e}");
         return ExitCode::from(2);
     }
@@ -112,27 +122,52 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Handles signals on a thread of its own: SIGHUP reads the password file again (a shard never
-/// blocks on disk; without authentication there is nothing to reload, and the signal is only
-/// logged); SIGTERM and SIGINT start the graceful stop, and a second one stops at once.
-fn handle_signals(
-    reload: Option<Arc<PasswordReload>>,
-    lifecycle: Arc<Lifecycle>,
-) -> std::io::Result<()> {
+/// What SIGHUP changes while the node runs.
+struct Reload {
+    /// The password file, with authentication enabled.
+    passwords: Option<Arc<PasswordReload>>,
+    log_level: LevelHandle,
+    /// Where the configuration came from, read again for `log-level`.
+    config: Option<PathBuf>,
+    sets: Vec<String>,
+}
+
+impl Reload {
+    /// Reads the password file again (a shard never blocks on disk: the shards take it up on
+    /// their next tick), and the configuration for `log-level`. Other keys need a restart; a
+    /// configuration that no longer loads changes nothing.
+    fn reload(&self) {
+        match &self.passwords {
+            // The outcome is logged by `reload`.
+            Some(passwords) => {
+                let _ = passwords.reload();
+            }
+            None => tracing::info!("SIGHUP: authentication is off, no password file to reload"),
+        }
+        match Config::load(self.config.as_deref(), &self.sets) {
+            Ok(config) => {
+                let level = level_filter(config.global.log_level);
+                match self.log_level.modify(|filter| *filter = level) {
+                    Ok(()) => tracing::info!(%level, "SIGHUP: log level set"),
+                    Err(e) => tracing::warn!("SIGHUP: log level not changed: {e}"),
+                }
+            }
+            Err(e) => tracing::warn!("SIGHUP: configuration not reloaded: {e}"),
+        }
+    }
+}
+
+/// Handles signals on a thread of its own: SIGHUP reloads what can change live ([`Reload`]);
+/// SIGTERM and SIGINT start the graceful stop, and a second one stops at once.
+fn handle_signals(reload: Reload, lifecycle: Arc<Lifecycle>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
     std::thread::Builder::new()
         .name("sipshard-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                match (signal, &reload) {
-                    // The outcome is logged by `reload`.
-                    (SIGHUP, Some(reload)) => {
-                        let _ = reload.reload();
-                    }
-                    (SIGHUP, None) => {
-                        tracing::info!("SIGHUP: authentication is off, nothing to reload")
-                    }
+                match signal {
+                    SIGHUP => reload.reload(),
                     _ => match lifecycle.signal_stop() {
                         Phase::Draining => tracing::info!(
                             grace = ?lifecycle.grace(),
@@ -175,27 +210,35 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     Ok(args)
 }
 
-/// Logs to stderr at `level`: human-readable lines, or with `json` one JSON object a line
-/// (`timestamp`, `level`, `fields.message` and the event's other fields, `target`, `threadName`),
-/// for log collectors.
-fn init_logging(level: LogLevel, json: bool) {
-    let filter = match level {
-        LogLevel::Error => tracing::Level::ERROR,
-        LogLevel::Warning => tracing::Level::WARN,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Trace => tracing::Level::TRACE,
-    };
-    let logs = tracing_subscriber::fmt()
-        .with_max_level(filter)
+/// Changes the level of the logs while the node runs (SIGHUP).
+type LevelHandle = reload::Handle<LevelFilter, Registry>;
+
+fn level_filter(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warning => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    }
+}
+
+/// Logs to stderr at `level`: human-readable lines (coloured on a terminal only), or with `json`
+/// one JSON object a line (`timestamp`, `level`, `fields.message` and the event's other fields,
+/// `target`, `threadName`), for log collectors. Returns the handle that changes the level.
+fn init_logging(level: LogLevel, json: bool) -> LevelHandle {
+    let (filter, handle) = reload::Layer::new(level_filter(level));
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_thread_names(true);
+    let registry = tracing_subscriber::registry().with(filter);
     if json {
-        logs.json().init();
+        registry.with(logs.json()).init();
     } else {
-        logs.init();
+        registry.with(logs).init();
     }
+    handle
 }
 
 /// Prints one verdict line per file; fails if any file could not be read or was refused.

@@ -8,7 +8,7 @@
 //! - SIGTERM: a forwarded INVITE still gets its late 200, a new request is refused 503 with
 //!   Retry-After, new TCP connections are refused, and the process exits 0 within the grace
 //!   period.
-//! - `--log-json`: every log line is a JSON object.
+//! - `--log-json`: every log line is a JSON object; SIGHUP applies a new `log-level`.
 //! - Redis mode against a real `redis-server` (the registrar's lab): ready once the master is
 //!   verified, the master and round trips in `/metrics`, the cache in `/bindings`, and the
 //!   journal flushed on SIGTERM.
@@ -890,4 +890,46 @@ fn redis_mode_ready_metrics_bindings_and_the_journal_flushed_on_sigterm() {
     assert_eq!(status.code(), Some(0), "{}", node.log());
     let log = node.log();
     assert!(log.contains("redis journal flushed"), "{log}");
+}
+
+#[test]
+fn sighup_reloads_the_log_level() {
+    let dir = support::TempDir::new("admin-sighup");
+    let path = dir.join("sipshard.conf");
+    let port = free_port();
+    let conf = |level: &str| {
+        format!(
+            "[global]\ntransports=sip:{LOOPBACK}:{port}\nadmin-listen=\nlog-level={level}\n\
+             [module::Registrar]\nreg-domains=127.0.0.1\n"
+        )
+    };
+    std::fs::write(&path, conf("warning")).expect("write the configuration");
+    let config = path.to_str().expect("UTF-8 path");
+    let node = Spawned::start(&["--threads", "1", "--config", config]);
+    node.signal("HUP");
+    // At warning, the reload's own info line is not written.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!node.log().contains("log level set"), "{}", node.log());
+
+    std::fs::write(&path, conf("debug")).expect("rewrite the configuration");
+    node.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !node.log().contains("log level set") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload logged\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Debug lines now: a datagram that is not SIP is dropped with one.
+    let socket = udp();
+    socket
+        .send_to(b"not sip at all\r\n\r\n", (LOOPBACK, port))
+        .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !node.log().contains("DEBUG") {
+        assert!(Instant::now() < deadline, "no debug line\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
