@@ -7,6 +7,7 @@
 //!    the flow token), the ACK and both sides' BYEs follow the Record-Route through both nodes;
 //! 2. the same with A on UDP and B calling through node 3, which reads A's binding from Redis
 //!    (a fetch through node 3 lists it); A's new contact is used at once (pub/sub coherence);
+//!    a UDP client behind a NAT is reached at the source address node 1 recorded;
 //! 3. one AOR registered through two nodes at once with different CSeqs (same Call-ID): every
 //!    node lists the binding of the higher CSeq (RFC 3261 §10.3 step 7);
 //! 4. node 1 killed: B's call is answered at once (not after a transaction timeout), A
@@ -224,6 +225,8 @@ struct Ua {
     user: &'static str,
     socket: Socket,
     local: SocketAddr,
+    /// The address its Via and Contact name: `local`, or a private address behind a NAT.
+    advertised: SocketAddr,
     /// The node it sends out-of-dialog requests to (its outbound proxy, as a client picks one
     /// of the SRV targets).
     node: SocketAddr,
@@ -242,6 +245,7 @@ impl Ua {
                 buf: Vec::new(),
             },
             local,
+            advertised: local,
             node,
             next: 0,
         }
@@ -254,6 +258,7 @@ impl Ua {
             user,
             socket: Socket::Udp(socket),
             local,
+            advertised: local,
             node,
             next: 0,
         }
@@ -268,8 +273,8 @@ impl Ua {
 
     fn contact(&self) -> String {
         match self.socket {
-            Socket::Tcp { .. } => format!("sip:{}@{};transport=tcp", self.user, self.local),
-            Socket::Udp(_) => format!("sip:{}@{}", self.user, self.local),
+            Socket::Tcp { .. } => format!("sip:{}@{};transport=tcp", self.user, self.advertised),
+            Socket::Udp(_) => format!("sip:{}@{}", self.user, self.advertised),
         }
     }
 
@@ -283,7 +288,7 @@ impl Ua {
         format!(
             "Via: SIP/2.0/{} {};branch=z9hG4bK-{}-{n};rport",
             self.transport(),
-            self.local,
+            self.advertised,
             self.user
         )
     }
@@ -376,10 +381,12 @@ impl Ua {
     /// Answers a request with `status`, copying Via, From, To (a tag added), Call-ID, CSeq and
     /// Record-Route (§12.1.1) and giving its Contact.
     fn respond(&mut self, request: &Msg, status: u16, to_tag: &str) {
-        let mut text = format!(
-            "SIP/2.0 {status} {}\r\n",
-            if status == 200 { "OK" } else { "Ringing" }
-        );
+        let reason = match status {
+            180 => "Ringing",
+            200 => "OK",
+            _ => "Busy Here",
+        };
+        let mut text = format!("SIP/2.0 {status} {reason}\r\n");
         for line in request.header_lines("Via") {
             text.push_str(&line);
             text.push_str("\r\n");
@@ -405,6 +412,30 @@ impl Ua {
         // Responses go where the top Via says (received/rport: the node that sent it).
         let to = response_destination(request);
         self.send(&text, to);
+    }
+
+    /// The ACK of a non-2xx final response to `invite` (§17.1.1.3: hop by hop, with the
+    /// INVITE's Request-URI, top Via, From and Call-ID and the response's To), so that the node
+    /// stops retransmitting the response.
+    fn ack_failure(&mut self, invite: &str, response: &Msg, to: SocketAddr) {
+        let lines: Vec<&str> = invite.split("\r\n").collect();
+        let uri = lines[0].split(' ').nth(1).unwrap_or("");
+        let pick = |name: &str| {
+            lines
+                .iter()
+                .find(|l| l.starts_with(name))
+                .copied()
+                .unwrap_or("")
+        };
+        let ack = format!(
+            "ACK {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\n{}\r\n{}\r\n{}\r\nCSeq: 1 ACK\r\n\
+Content-Length: 0\r\n\r\n",
+            pick("Via:"),
+            pick("From:"),
+            response.header_lines("To")[0],
+            pick("Call-ID:")
+        );
+        self.send(&ack, to);
     }
 
     /// REGISTERs `contact` (this agent's own by default) for `expires` seconds with `call_id`
@@ -679,7 +710,8 @@ fn tcp_client_of_node_1_called_through_node_2() {
 
 /// 2: A on UDP through node 1; node 3 reads A's binding from Redis (a fetch through node 3
 /// lists it) and B's call through node 3 reaches A directly. A then moves to a new socket; the
-/// next call through node 3, sent as soon as the 200 OK came, reaches the new one.
+/// next call through node 3, sent as soon as the 200 OK came, reaches the new one. A client
+/// behind a NAT is called at the address its REGISTER came from.
 #[test]
 fn udp_client_of_node_1_called_through_node_3() {
     let _serial = serial();
@@ -713,6 +745,30 @@ fn udp_client_of_node_1_called_through_node_3() {
         alice.recv(Duration::from_millis(200)).is_none(),
         "the old socket gets nothing"
     );
+
+    // Behind a NAT: Via and Contact name a private address. Node 1 recorded where the REGISTER
+    // came from (RFC 3581); node 3 reads that from Redis and sends the INVITE there.
+    let mut natted = Ua::udp("nat", n1);
+    natted.advertised = "10.255.255.1:5060".parse().expect("an address");
+    natted.register_self("reg-nat-2", 1);
+    let via = bob.via();
+    let invite = format!(
+        "INVITE sip:nat@{DOMAIN} SIP/2.0\r\n{via}\r\nMax-Forwards: 70\r\n\
+From: <sip:bob@{DOMAIN}>;tag=c2c\r\nTo: <sip:nat@{DOMAIN}>\r\nCall-ID: call-2c\r\n\
+CSeq: 1 INVITE\r\nContact: <{}>\r\nContent-Length: 0\r\n\r\n",
+        bob.contact()
+    );
+    bob.send(&invite, n3);
+    let received = natted.expect("INVITE at the address behind the NAT", |m| {
+        m.method().as_deref() == Some("INVITE") && m.call_id() == "call-2c"
+    });
+    assert_eq!(received.via_hosts()[..1], [hop(n3)]);
+    natted.respond(&received, 486, "t-2c");
+    let busy = bob.expect("486", |m| {
+        m.call_id() == "call-2c" && m.status().is_some_and(|s| s >= 200)
+    });
+    assert_eq!(busy.status(), Some(486), "{busy:?}");
+    bob.ack_failure(&invite, &busy, n3);
     drop(cluster);
     eprintln!("scenario 2: {:?}", began.elapsed());
 }
@@ -816,14 +872,7 @@ CSeq: 1 INVITE\r\nContact: <{}>\r\nContent-Length: 0\r\n\r\n",
         "{failed:?}\n{}",
         cluster.logs()
     );
-    // ACK the failure (hop by hop, §17.1.1.3) so node 2 stops retransmitting it.
-    let via_line = invite.split("\r\n").nth(1).unwrap_or("");
-    let ack = format!(
-        "ACK sip:alice@{DOMAIN} SIP/2.0\r\n{via_line}\r\nMax-Forwards: 70\r\n\
-From: <sip:bob@{DOMAIN}>;tag=c4b\r\n{}\r\nCall-ID: call-4b\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-        failed.header_lines("To")[0]
-    );
-    bob.send(&ack, n2);
+    bob.ack_failure(&invite, &failed, n2);
 
     let mut alice = Ua::tcp("alice", n2);
     alice.register_self("reg-alice-4", 2);
