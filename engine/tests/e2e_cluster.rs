@@ -94,6 +94,8 @@ impl Cluster {
                     cluster.lab.password().unwrap_or("")
                 ),
                 "module::Registrar/redis-failover-hold=10s".to_owned(),
+                // No admin endpoint: three nodes would contend for its default address.
+                "global/admin-listen=".to_owned(),
                 "cluster/enabled=true".to_owned(),
                 format!("cluster/nodes={nodes_list}"),
                 format!("cluster/internal-transport=sip:{addr};transport=tcp"),
