@@ -2310,8 +2310,7 @@ fn path_target(b: &Binding, settings: &CoreSettings) -> Option<Target> {
             route: b.path[1..].iter().map(|p| p.to_string()).collect(),
         });
     }
-    let (transport, addr) =
-        sip_uri_address(&next).unwrap_or((b.source.transport, b.source.remote));
+    let (transport, addr) = sip_uri_address(&next).unwrap_or((b.source.transport, b.source.remote));
     Some(Target {
         uri: b.uri.to_string(),
         transport,
