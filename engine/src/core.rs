@@ -1622,8 +1622,10 @@ impl ShardCore {
         );
         let loop_hash = loop_hash(&msg);
         let cluster = self.settings.cluster.as_ref();
-        let inbound_token =
-            cluster.and_then(|c| c.token_for(from.transport, from.remote, from.conn));
+        // Only a Record-Route carries it: no MAC for the requests that get none.
+        let inbound_token = cluster
+            .filter(|_| record_route)
+            .and_then(|c| c.token_for(from.transport, from.remote, from.conn));
         let mut call = ProxyCall {
             request: request.clone(),
             inbound: from,
