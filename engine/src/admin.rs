@@ -28,7 +28,8 @@
 //! request head of at most [`MAX_HEAD_BYTES`] (431 beyond, 414 when the request line alone is
 //! too long) and [`MAX_HEADERS`] header lines (431). One request per connection
 //! (`Connection: close`). Statuses follow RFC 9110 §15: 400 for a request that does not parse
-//! as HTTP/1.x (RFC 9112 §2.2, §3), 404 for an unknown path, 405 with `Allow` for a method other
+//! as HTTP/1.x (RFC 9112 §2.2, §3) or an HTTP/1.1 one without exactly one Host (§3.2), 404 for
+//! an unknown path, 405 with `Allow` for a method other
 //! than GET and HEAD (§15.5.6), 414 and 431 (RFC 6585 §5) for sizes. The endpoint has no
 //! authentication: keep it on loopback or a management network.
 
@@ -296,6 +297,19 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     let (Some(method), Some(target)) = (request.method, request.path) else {
         return Parsed::Error(Response::text(400, "malformed request\n"));
     };
+    // RFC 9112 §3.2: a server responds 400 to an HTTP/1.1 request without a Host header or
+    // with more than one.
+    let hosts = request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count();
+    if request.version == Some(1) && hosts != 1 {
+        return Parsed::Error(Response::text(
+            400,
+            "an HTTP/1.1 request needs exactly one Host header\n",
+        ));
+    }
     let head_only = match method {
         "GET" => false,
         "HEAD" => true,
@@ -679,24 +693,38 @@ mod tests {
 
     #[test]
     fn bad_requests_get_their_4xx() {
-        assert_eq!(status(b"GET /nope HTTP/1.1\r\n\r\n"), 404);
-        assert_eq!(status(b"POST /metrics HTTP/1.1\r\n\r\n"), 405);
+        assert_eq!(status(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"), 404);
+        assert_eq!(status(b"GET /health HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(
-            status(b"DELETE /bindings?aor=sip:a@b HTTP/1.1\r\n\r\n"),
+            status(b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), 405);
+        assert_eq!(
+            status(b"DELETE /bindings?aor=sip:a@b HTTP/1.1\r\nHost: x\r\n\r\n"),
             405
         );
-        assert_eq!(status(b"GET /metrics HTTP/1.1\r\nbad header\r\n\r\n"), 400);
-        assert_eq!(status(b"\x00\x01\x02 / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"GET /metrics HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"\x00\x01\x02 / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
         assert_eq!(status(b"GET /metrics SIP/2.0\r\n\r\n"), 400);
-        assert_eq!(status(b"GET /bindings HTTP/1.1\r\n\r\n"), 400);
-        assert_eq!(status(b"GET /bindings?aor=sip%3 HTTP/1.1\r\n\r\n"), 400);
-        assert_eq!(status(b"GET /bindings?aor=%ff HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET /bindings HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"GET /bindings?aor=sip%3 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"GET /bindings?aor=%ff HTTP/1.1\r\nHost: x\r\n\r\n"),
+            400
+        );
     }
 
     #[test]
     fn sizes_are_bounded() {
         let long_target = format!(
-            "GET /{} HTTP/1.1\r\n\r\n",
+            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
             "a".repeat(MAX_REQUEST_LINE_BYTES)
         );
         assert_eq!(status(long_target.as_bytes()), 414);
@@ -707,16 +735,19 @@ mod tests {
         );
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         assert_eq!(
-            status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            status(format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes()),
             431
         );
-        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "v".repeat(MAX_HEAD_BYTES));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n",
+            "v".repeat(MAX_HEAD_BYTES)
+        );
         assert_eq!(status(big.as_bytes()), 431);
     }
 
     #[test]
     fn the_405_says_what_is_allowed() {
-        let Parsed::Error(response) = parsed(b"PUT /metrics HTTP/1.1\r\n\r\n") else {
+        let Parsed::Error(response) = parsed(b"PUT /metrics HTTP/1.1\r\nHost: x\r\n\r\n") else {
             panic!("PUT accepted");
         };
         let text = String::from_utf8(response.to_bytes(false)).unwrap_or_default();

@@ -447,7 +447,7 @@ fn metrics_parse_count_the_traffic_and_shards_sum_to_the_node() {
     );
     let families = check_shards_sum_to_totals(&after).unwrap_or_else(|e| panic!("{e}"));
     assert!(families > 50, "only {families} per-shard series checked");
-    // Both shards served some of it (five sockets, two shards): each has its own series.
+    // Each shard has its own series, and they add up to the node's.
     let per_shard: Vec<f64> = (0..2)
         .map(|i| {
             value(
@@ -468,22 +468,29 @@ fn health_ready_and_bad_http() {
     let ready = get(admin, "/ready");
     assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
     assert_eq!(
-        http_raw(admin, b"HEAD /health HTTP/1.1\r\n\r\n").status,
+        http_raw(admin, b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
         200,
         "HEAD"
     );
 
-    let bad: [(&[u8], u16); 7] = [
+    let bad: [(&[u8], u16); 8] = [
         (b"hello\r\n\r\n", 400),
-        (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", 400),
-        (b"GET /bindings HTTP/1.1\r\n\r\n", 400),
-        (b"GET /nowhere HTTP/1.1\r\n\r\n", 404),
-        (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
         (
-            b"DELETE /bindings?aor=sip:a@127.0.0.1 HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+            400,
+        ),
+        (b"GET /bindings HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            405,
+        ),
+        (
+            b"DELETE /bindings?aor=sip:a@127.0.0.1 HTTP/1.1\r\nHost: x\r\n\r\n",
             405,
         ),
         (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        (b"GET /health HTTP/1.1\r\n\r\n", 400),
     ];
     for (request, status) in bad {
         let answer = http_raw(admin, request);
@@ -500,12 +507,15 @@ fn health_ready_and_bad_http() {
             );
         }
     }
-    let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "x".repeat(4096));
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "x".repeat(4096));
     assert_eq!(http_raw(admin, long_target.as_bytes()).status, 414);
     let many: String = (0..40).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let many = format!("GET /metrics HTTP/1.1\r\n{many}\r\n");
+    let many = format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{many}\r\n");
     assert_eq!(http_raw(admin, many.as_bytes()).status, 431);
-    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(10_000));
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+        "v".repeat(10_000)
+    );
     assert_eq!(http_raw(admin, huge.as_bytes()).status, 431);
     // A client that sends half a request and stops is given up after the request timeout;
     // the endpoint still answers the others meanwhile.
