@@ -65,18 +65,24 @@ pub type ShardBatch = Vec<MeshMsg>;
 pub enum MeshMsg {
     Core(ShardMsg),
     Transmit(Transmit),
-    /// A [`Transmit`] for the receiving shard's transaction `txn` could not be written.
+    /// A [`Transmit`] whose connection is gone, back to its sender with its bytes: the sender
+    /// sends them as if it had known no connection (another one to the address, or a new one).
+    Returned(Transmit),
+    /// A [`Transmit`] for the receiving shard's transaction `txn` could not be written (its
+    /// connection's queue is full).
     TransmitFailed {
         txn: TransactionId,
     },
 }
 
 /// Bytes to write on stream connection `conn`, which the receiving shard owns (a connection
-/// lives on the shard that accepted or opened it). A failure is reported back to shard `from`
-/// when `txn` is set.
+/// lives on the shard that accepted or opened it), for `to` over `transport`. A failure is
+/// reported back to shard `from` when `txn` is set.
 #[derive(Debug)]
 pub struct Transmit {
     conn: ConnId,
+    transport: Transport,
+    to: SocketAddr,
     bytes: Box<[u8]>,
     from: usize,
     txn: Option<TransactionId>,
@@ -245,6 +251,7 @@ pub async fn run(
             while let Some(batch) = receiver.recv().await {
                 let mut out = Vec::new();
                 let mut transmits = Vec::new();
+                let mut returned = Vec::new();
                 {
                     let mut core = shell.core.borrow_mut();
                     let now = Instant::now();
@@ -255,11 +262,17 @@ pub async fn run(
                                 core.on_send_failed(txn, now, &mut out)
                             }
                             MeshMsg::Transmit(transmit) => transmits.push(transmit),
+                            MeshMsg::Returned(transmit) => returned.push(transmit),
                         }
                     }
                 }
                 for transmit in transmits {
                     transmit_here(&shell, transmit);
+                }
+                for t in returned {
+                    if !send(&shell, t.transport, t.to, None, t.bytes.into(), t.txn).await {
+                        report_failure(&shell, t.txn, &mut out);
+                    }
                 }
                 perform(&shell, out).await;
                 flush_batches(&shell).await;
@@ -1113,6 +1126,7 @@ async fn flush_batches(shell: &Rc<Shell>) {
                                 }
                                 // The transaction that waits on it times out.
                                 MeshMsg::Transmit(Transmit { txn: None, .. })
+                                | MeshMsg::Returned(_)
                                 | MeshMsg::TransmitFailed { .. } => core.count_send_failure(),
                             }
                         }
@@ -1125,21 +1139,23 @@ async fn flush_batches(shell: &Rc<Shell>) {
     }
 }
 
-/// Writes a [`Transmit`] from another shard on this shard's connection, or tells that shard it
-/// could not (the connection closed, or its queue is full).
+/// Writes a [`Transmit`] from another shard on this shard's connection; returns it to that shard
+/// if the connection is gone, or tells it the write failed if the connection's queue is full.
 fn transmit_here(shell: &Rc<Shell>, transmit: Transmit) {
-    let Transmit {
-        conn,
-        bytes,
-        from,
-        txn,
-    } = transmit;
-    let sent = shell
-        .connections
-        .borrow()
-        .by_id(conn)
-        .is_some_and(|tx| tx.try_send(Outgoing::Message(Rc::from(bytes))).is_ok());
-    if sent {
+    let from = transmit.from;
+    let Some(tx) = shell.connections.borrow().by_id(transmit.conn) else {
+        let mut batches = shell.batches.borrow_mut();
+        match batches.get_mut(from) {
+            Some(batch) => batch.push(MeshMsg::Returned(transmit)),
+            None => shell.core.borrow_mut().count_send_failure(),
+        }
+        return;
+    };
+    let txn = transmit.txn;
+    if tx
+        .try_send(Outgoing::Message(Rc::from(transmit.bytes)))
+        .is_ok()
+    {
         return;
     }
     match (txn, shell.batches.borrow_mut().get_mut(from)) {
@@ -1159,10 +1175,11 @@ fn report_failure(shell: &Rc<Shell>, txn: Option<TransactionId>, out: &mut Vec<O
 /// Sends one message; false when it could not be handed to the kernel or a connection queue.
 ///
 /// Over a stream transport with a known connection: a connection of another shard gets the
-/// bytes through that shard ([`MeshMsg::Transmit`]). A request on a connection that is gone
-/// fails at once: the UA registered over it can be reached over it only (RFC 5626 §5.3), and
-/// the caller gets its 480 now rather than at the transaction timeout. A response whose
-/// connection is gone goes over another connection to the same address, or a new one (§18.2.2).
+/// bytes through that shard ([`MeshMsg::Transmit`]). When the connection is gone the message
+/// goes over another connection to the same address, or a new one (RFC 3261 §18.1.1 for
+/// requests to a contact, §18.2.2 for responses); a WebSocket client cannot take a new one, and
+/// a TCP/TLS peer that refuses it (a UA behind NAT) fails within [`CONNECT_TIMEOUT`], so the
+/// caller gets its 480 then rather than at the transaction timeout.
 async fn send(
     shell: &Rc<Shell>,
     transport: Transport,
@@ -1193,6 +1210,8 @@ async fn send(
         if owner != shell.id {
             let transmit = MeshMsg::Transmit(Transmit {
                 conn,
+                transport,
+                to,
                 bytes: bytes.as_ref().into(),
                 from: shell.id,
                 txn,
@@ -1206,13 +1225,8 @@ async fn send(
             };
         }
         let own = shell.connections.borrow().by_id(conn);
-        match own {
-            Some(tx) => return tx.try_send(Outgoing::Message(bytes)).is_ok(),
-            None if matches!(txn, Some(TransactionId::Client(_))) => {
-                debug!(remote = %to, "the flow of a request is gone");
-                return false;
-            }
-            None => {}
+        if let Some(tx) = own {
+            return tx.try_send(Outgoing::Message(bytes)).is_ok();
         }
     }
     let existing = shell.connections.borrow().to_remote(to);

@@ -176,8 +176,10 @@ fn calls_reach_a_tcp_callee_whichever_shard_takes_them() {
     node.process.assert_running();
 }
 
-/// Once the callee's connection closes, calls to it fail at once with 480 (RFC 5626 §5.3: the
-/// flow was the only way to reach it), not after the 32 s of Timer B; from either shard.
+/// Once the callee's connection closes, calls to it fail at once with 480, not after the 32 s
+/// of Timer B, from either shard: the node tries a new connection to the contact (RFC 3261
+/// §18.1.1), which the callee refuses (nothing listens at its old connection's port, as behind
+/// a NAT).
 #[test]
 fn a_closed_flow_fails_calls_at_once() {
     let port = support::free_port();
