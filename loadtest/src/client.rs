@@ -72,6 +72,19 @@ impl Counts {
         self.challenged += other.challenged;
     }
 
+    /// These counts (of first requests) with those of the requests resent with credentials
+    /// after a challenge (`resent`), whose outcomes replace the challenges', so that
+    /// `sent == ok + failed + timed_out` still holds (sent: the first requests).
+    pub fn with_resent(&self, resent: &Counts) -> Counts {
+        let mut c = *self;
+        c.add(&Counts {
+            sent: 0,
+            challenged: 0,
+            ..*resent
+        });
+        c
+    }
+
     /// What was counted since `earlier` (a snapshot of the same counts).
     pub fn since(&self, earlier: &Counts) -> Counts {
         Counts {

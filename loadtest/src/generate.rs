@@ -20,8 +20,8 @@ use crate::conn::{Conn, ConnStats, Layers, Transport, WsTarget};
 use crate::digest;
 use crate::report;
 use crate::scenario::{
-    Authenticated, Endpoints, MAX_BODY, Scenario, register_user_and_uri, write_register,
-    write_request,
+    Authenticated, Endpoints, MAX_BODY, Scenario, caller, request_uri, write_request,
+    write_request_with,
 };
 use crate::schedule::{MAX_STEPS, Ramp, Schedule, Step};
 use crate::tls::TlsOptions;
@@ -75,21 +75,25 @@ pub const USAGE: &str =
   --users-csv FILE    users from FILE instead of a pattern: user,password[,domain] a line (no
                       quoting; empty password: none; # comments; an optional first line
                       user,password[,domain] is a header); the domain (default --domain) goes
-                      into the AOR and Request-URI; register answers challenges with the
-                      passwords
+                      into the AOR and Request-URI; register, message and call answer
+                      challenges with the passwords (see --password)
   --expires S         Expires of each REGISTER (default 3600; 0 unregisters)
   --contact HOST:PORT register: each user's Contact is <sip:USER@HOST:PORT> instead of the
                       generator's own address (Via still names the generator): register users
                       at a `sipshard-load uas` so that `call` through the node reaches it
-  --password P        register: answer digest challenges (401 WWW-Authenticate, 407
-                      Proxy-Authenticate) with password P for every user: the strongest offered
-                      of SHA-512-256, SHA-256, MD5; qop=auth (nc, cnonce) when offered. The
-                      REGISTER is resent (same Call-ID, CSeq 2, new branch) as a new transaction;
-                      its latency counts from the first REGISTER's intended send time to the
-                      final response (uncorrected: from the first REGISTER's actual send).
-                      Challenges are counted (`challenged`); a challenge to the resent REGISTER
-                      is a failure
-  --passwords FILE    register: as --password, with USER:PASSWORD lines (one per user)
+  --password P        answer digest challenges (401 WWW-Authenticate, 407 Proxy-Authenticate)
+                      with password P for every user: the strongest offered of SHA-512-256,
+                      SHA-256, MD5; qop=auth (nc, cnonce) when offered. The request is resent
+                      (same Call-ID, CSeq 2, new branch) as a new transaction; its latency
+                      counts from the first request's intended send time to the final response
+                      (uncorrected: from the first one's actual send). Challenges are counted
+                      (`challenged`); a challenge to the resent request is a failure. register:
+                      the credentials are the registered user's. message, call: request N is
+                      to user N from user N+1 (cyclically; without passwords, from
+                      sipshard-load at the generator's address), with that user's
+                      credentials; a challenged INVITE's 407 is ACKed before the INVITE is
+                      resent, and a challenge to a BYE is answered once the same way
+  --passwords FILE    as --password, with USER:PASSWORD lines (one per user)
   --body TEXT         MESSAGE body, text/plain (default \"sipshard-load\"; at most 1024 bytes)
   --hold-ms MS        call: time from the 200 to the BYE (default 0); the rate is of INVITEs
                       (the callee: sipshard-load uas, or a node routing to registered ones)
@@ -121,7 +125,8 @@ pub struct Options {
     pub hgrm: Option<String>,
     pub json: Option<String>,
     pub search: bool,
-    /// register: the digest passwords (RFC 3261 §22.2), if the server challenges.
+    /// The digest passwords (RFC 3261 §22.2), if the server challenges (register, message,
+    /// call).
     pub passwords: Passwords,
     /// `--transport`.
     pub transport: Transport,
@@ -307,9 +312,15 @@ impl Options {
         if users_csv.is_some() && !passwords.is_none() {
             return Err("with --users-csv the passwords are the file's".into());
         }
-        if users_csv.is_some() && command == "register" {
+        // A CSV's passwords: a registrar challenges every REGISTER; with message and call they
+        // make the users the callers (whose identity a proxy authenticates).
+        if users_csv
+            .as_ref()
+            .is_some_and(|u| command == "register" || u.any_password())
+        {
             passwords = Passwords::Listed;
         }
+        let from_users = !passwords.is_none();
         let users = || match &users_csv {
             Some(listed) => Ok(listed.clone()),
             None => UserPattern::parse(&users, first, user_count).map(Users::from),
@@ -328,11 +339,13 @@ impl Options {
                 Scenario::Message {
                     users: users()?,
                     body,
+                    from_users,
                 }
             }
             "call" => Scenario::Call {
                 users: users()?,
                 hold_ms,
+                from_users,
             },
             other => return Err(format!("unknown scenario {other}")),
         };
@@ -358,8 +371,8 @@ impl Options {
                 (last, duration.unwrap_or(total))
             }
         };
-        if !passwords.is_none() && command != "register" {
-            return Err("--password and --passwords are for register".into());
+        if !passwords.is_none() && !matches!(command, "register" | "message" | "call") {
+            return Err("--password and --passwords are for register, message and call".into());
         }
         if tls_given && !transport.secure() {
             return Err("--tls-* options go with --transport tls or wss".into());
@@ -841,13 +854,14 @@ fn measure(options: &Options) -> Result<Measured, String> {
     if is_call {
         let b = &calls.bye;
         println!(
-            "BYE: sent {}  ok {}  failed {}  timed out {}  retransmissions {}  late {}; ACKs sent {}; 2xx without a dialog {}",
+            "BYE: sent {}  ok {}  failed {}  timed out {}  retransmissions {}  late {}  challenged {}; ACKs sent {}; 2xx without a dialog {}",
             b.sent,
             b.ok,
             b.failed,
             b.timed_out,
             b.retransmissions,
             b.late,
+            b.challenged,
             calls.acks,
             calls.no_dialog
         );
@@ -961,6 +975,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
                 "retransmissions": b.retransmissions,
                 "late": b.late,
                 "unexpected": b.unexpected,
+                "challenged": b.challenged,
             },
             "latency_ms": {
                 "corrected": report::percentiles_json(&calls.bye_corrected),
@@ -1163,14 +1178,14 @@ fn shard(
         _ => (false, 0),
     };
     let mut client = Client::with_kind(run_id, "", is_call, timers);
-    // Registers resent with credentials after a challenge (branches of kind `a`).
-    let mut authed = Client::with_kind(run_id, "a", false, timers);
+    // Requests resent with credentials after a challenge (branches of kind `a`).
+    let mut authed = Client::with_kind(run_id, "a", is_call, timers);
     let reliable = socket.transport().reliable();
     if reliable {
         client = client.over_reliable_transport();
         authed = authed.over_reliable_transport();
     }
-    let both = |client: &Client, authed: &Client| combined(client.counts(), authed.counts());
+    let both = |client: &Client, authed: &Client| client.counts().with_resent(authed.counts());
     let mut calls = Calls::new(run_id, hold_ms, timers, reliable);
     let mut cursor = schedule.shard(k, options.threads);
     let mut corrected = report::new_histogram();
@@ -1230,75 +1245,114 @@ fn shard(
                     let now = now_ns(start);
                     let datagram = &buf[..len];
                     busy = true;
-                    if is_call && calls.claims(datagram) {
-                        calls.received(datagram, now, |j| cursor.issued(j));
-                        continue;
-                    }
-                    if !options.passwords.is_none() && authed.claims(datagram) {
-                        if let Received::Final(done) =
-                            authed.received(datagram, now, |j| cursor.issued(j))
-                        {
-                            report::record(&mut corrected, done.latency);
-                            report::record(&mut recent, done.latency);
-                            report::record(&mut uncorrected, done.service_time);
-                            second.2.saturating_record(done.latency.max(1));
-                            last_final = now;
-                            *statuses.entry(done.status).or_insert(0) += 1;
-                        }
-                        continue;
-                    }
                     let mut send = |b: &[u8]| {
                         if socket.send(b).is_err() {
                             send_errors += 1;
                         }
                     };
-                    match client.received(datagram, now, |j| cursor.issued(j)) {
-                        Received::Final(done)
-                            if matches!(done.status, 401 | 407)
-                                && answer_challenge(
-                                    options,
+                    if is_call && calls.claims(datagram) {
+                        calls.received(
+                            &ends,
+                            datagram,
+                            now,
+                            |j| cursor.issued(j),
+                            |j, method, uri, challenge| {
+                                let cnonce = format!("{run_id:08x}b{j:x}{now:x}");
+                                authorization(options, j, method, uri, challenge, &cnonce)
+                            },
+                            send,
+                        );
+                        continue;
+                    }
+                    // The outcome of a request resent with credentials (a challenge to it again
+                    // is a failure).
+                    if !options.passwords.is_none() && authed.claims(datagram) {
+                        match authed.received(datagram, now, |j| cursor.issued(j)) {
+                            Received::Final(done) => {
+                                report::record(&mut corrected, done.latency);
+                                report::record(&mut recent, done.latency);
+                                report::record(&mut uncorrected, done.service_time);
+                                second.2.saturating_record(done.latency.max(1));
+                                last_final = now;
+                                *statuses.entry(done.status).or_insert(0) += 1;
+                                if is_call {
+                                    calls.invite_ended(
+                                        &options.scenario,
+                                        &ends,
+                                        done.j,
+                                        datagram,
+                                        true,
+                                        now,
+                                        &mut send,
+                                    );
+                                }
+                            }
+                            Received::Late { j, status } if is_call && status >= 200 => {
+                                calls.invite_ended(
+                                    &options.scenario,
                                     &ends,
-                                    &socket,
-                                    &mut authed,
-                                    &client.branch(done.j),
+                                    j,
                                     datagram,
-                                    done,
+                                    false,
                                     now,
-                                    run_id,
                                     &mut send,
-                                ) =>
-                        {
-                            client.challenged();
+                                );
+                            }
+                            _ => {}
                         }
+                        continue;
+                    }
+                    match client.received(datagram, now, |j| cursor.issued(j)) {
                         Received::Final(done) => {
+                            let resend = matches!(done.status, 401 | 407)
+                                .then(|| {
+                                    with_credentials(
+                                        options,
+                                        &ends,
+                                        &socket,
+                                        &client.branch(done.j),
+                                        &authed.branch(done.j),
+                                        datagram,
+                                        done.j,
+                                        &format!("{run_id:08x}{:x}{now:x}", done.j),
+                                    )
+                                })
+                                .flatten();
+                            if is_call {
+                                // The INVITE's final response, a challenge too, is ACKed
+                                // (§17.1.1.3) before anything else is sent for the call.
+                                calls.invite_ended(
+                                    &options.scenario,
+                                    &ends,
+                                    done.j,
+                                    datagram,
+                                    resend.is_none(),
+                                    now,
+                                    &mut send,
+                                );
+                            }
+                            if let Some(request) = resend {
+                                send(&request);
+                                client.challenged();
+                                let intended = now.saturating_sub(done.latency);
+                                let origin = now.saturating_sub(done.service_time);
+                                authed.resent(done.j, intended, origin, now, request);
+                                continue;
+                            }
                             report::record(&mut corrected, done.latency);
                             report::record(&mut recent, done.latency);
                             report::record(&mut uncorrected, done.service_time);
                             second.2.saturating_record(done.latency.max(1));
                             last_final = now;
                             *statuses.entry(done.status).or_insert(0) += 1;
-                            if is_call {
-                                let branch = client.branch(done.j);
-                                calls.invite_ended(
-                                    &options.scenario,
-                                    &ends,
-                                    done.j,
-                                    &branch,
-                                    datagram,
-                                    true,
-                                    now,
-                                    &mut send,
-                                );
-                            }
                         }
-                        // A retransmitted final response to an INVITE is ACKed again.
+                        // A retransmitted final response to an INVITE (a challenge too) is ACKed
+                        // again.
                         Received::Late { j, status } if is_call && status >= 200 => {
-                            let branch = client.branch(j);
                             calls.invite_ended(
                                 &options.scenario,
                                 &ends,
                                 j,
-                                &branch,
                                 datagram,
                                 false,
                                 now,
@@ -1322,7 +1376,7 @@ fn shard(
         client.poll(now, &mut send);
         authed.poll(now, &mut send);
         if is_call {
-            calls.send_due(&ends, now, |j| client.branch(j), &mut send);
+            calls.send_due(&ends, now, &mut send);
             calls.poll(now, &mut send);
         }
         if socket.pending_output() && socket.flush().is_err() {
@@ -1369,7 +1423,7 @@ fn shard(
     Ok(ShardResult {
         conns: socket.stats(),
         calls: CallResults {
-            bye: *calls.bye_counts(),
+            bye: calls.bye_counts(),
             acks: calls.acks,
             no_dialog: calls.no_dialog,
             bye_corrected: calls.bye_corrected,
@@ -1385,79 +1439,66 @@ fn shard(
     })
 }
 
-/// The counts of a run's requests: those of the first REGISTERs (`main`) with those of the
-/// REGISTERs resent with credentials (`authed`), whose outcomes replace the challenges', so that
-/// `sent == ok + failed + timed_out` still holds (sent: the schedule's requests).
-fn combined(main: &Counts, authed: &Counts) -> Counts {
-    let mut c = *main;
-    c.add(&Counts {
-        sent: 0,
-        challenged: 0,
-        ..*authed
-    });
-    c
-}
-
-/// Answers a 401/407 to REGISTER `done.j` (first sent with `first_branch`) when there is a
-/// password for its user and a challenge this client can answer: sends the REGISTER again with
-/// credentials as a new transaction of `authed`. Returns whether it did.
-#[allow(clippy::too_many_arguments)]
-fn answer_challenge(
+/// The credentials answering `challenge` (a 401 or 407) for request `j` of the run, a `method`
+/// to `uri`: its caller's (`scenario::caller`), when the caller has a password and the
+/// challenge is one that `digest` answers. The header's name and value.
+fn authorization(
     options: &Options,
-    ends: &Endpoints,
-    conn: &Conn,
-    authed: &mut Client,
-    first_branch: &str,
-    response: &[u8],
-    done: crate::client::Completed,
-    now: u64,
-    run_id: u32,
-    send: &mut impl FnMut(&[u8]),
-) -> bool {
-    let (user, uri) = register_user_and_uri(&options.scenario, ends, done.j);
-    let Scenario::Register { users, .. } = &options.scenario else {
-        return false;
-    };
-    let Some(password) = options.passwords.get(users, done.j, &user) else {
-        return false;
-    };
-    let Some(challenge) = sipshard_net::Message::parse_datagram(response)
-        .ok()
-        .and_then(|m| digest::strongest_challenge(&m))
-    else {
-        return false;
-    };
+    j: u64,
+    method: &str,
+    uri: &str,
+    challenge: &sipshard_net::Message<'_>,
+    cnonce: &str,
+) -> Option<(&'static str, String)> {
+    let (user, k) = caller(&options.scenario, j)?;
+    let password = options.passwords.get(options.scenario.users()?, k, &user)?;
+    let challenge = digest::strongest_challenge(challenge)?;
     let credentials = digest::Credentials {
         username: &user,
         password,
-        method: "REGISTER",
-        uri: &uri,
+        method,
+        uri,
     };
-    let cnonce = format!("{run_id:08x}{:x}{now:x}", done.j);
-    let (header, value) = challenge.answer(&credentials, &cnonce);
-    let mut request = Vec::with_capacity(768);
-    // With a connection per request the REGISTER goes on a new one, which Via names.
+    Some(challenge.answer(&credentials, cnonce))
+}
+
+/// Request `j` (first sent with `first_branch`) again with credentials answering `response`,
+/// with branch `branch` (RFC 3261 §22.2: same Call-ID, CSeq 2), if there are credentials to
+/// give: see `authorization`.
+#[allow(clippy::too_many_arguments)]
+fn with_credentials(
+    options: &Options,
+    ends: &Endpoints,
+    conn: &Conn,
+    first_branch: &str,
+    branch: &str,
+    response: &[u8],
+    j: u64,
+    cnonce: &str,
+) -> Option<Vec<u8>> {
+    let challenge = sipshard_net::Message::parse_datagram(response).ok()?;
+    let scenario = &options.scenario;
+    let uri = request_uri(scenario, ends, j);
+    let (header, value) = authorization(options, j, scenario.method(), &uri, &challenge, cnonce)?;
+    let mut request = Vec::with_capacity(1024);
+    // With a connection per request it goes on a new one, which Via names.
     let fresh = conn.open_next().ok().flatten().map(|local| Endpoints {
         local,
         ..ends.clone()
     });
-    write_register(
+    write_request_with(
         &mut request,
-        &options.scenario,
+        scenario,
         fresh.as_ref().unwrap_or(ends),
-        done.j,
-        &authed.branch(done.j),
+        j,
+        branch,
         &Authenticated::Yes {
             first_branch,
             header,
             value: &value,
         },
     );
-    send(&request);
-    let intended = now.saturating_sub(done.latency);
-    let origin = now.saturating_sub(done.service_time);
-    authed.resent(done.j, intended, origin, now, request);
-    true
+    Some(request)
 }
 
 #[cfg(test)]
@@ -1482,7 +1523,15 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert!(Options::from_args("options", &args).is_err());
+        let e = Options::from_args("options", &args).unwrap_err();
+        assert!(e.contains("for register, message and call"), "{e}");
+        for command in ["message", "call"] {
+            let o = Options::from_args(command, &args).unwrap();
+            assert!(
+                matches!(o.passwords, super::Passwords::Same(_)),
+                "{command}"
+            );
+        }
         let p = super::Passwords::parse_file("# c\r\nalice:a:b\r\n\nbob:\n").unwrap();
         assert_eq!(
             (
@@ -1514,8 +1563,20 @@ mod tests {
         assert!(parse(&[&base[..], &["--users", "u%d"]].concat()).is_err());
         assert!(parse(&[&base[..], &["--password", "x"]].concat()).is_err());
         let args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        // message and call: a CSV with passwords makes its users the callers.
+        let from_users = |o: &Options| match &o.scenario {
+            Scenario::Message { from_users, .. } | Scenario::Call { from_users, .. } => *from_users,
+            _ => false,
+        };
+        for command in ["message", "call"] {
+            let o = Options::from_args(command, &args).unwrap();
+            assert!(matches!(o.passwords, super::Passwords::Listed));
+            assert!(from_users(&o), "{command}");
+        }
+        std::fs::write(&file, "alice,\nbob,\n").unwrap();
         let o = Options::from_args("message", &args).unwrap();
         assert!(o.passwords.is_none());
+        assert!(!from_users(&o));
         std::fs::write(&file, "alice\n").unwrap();
         let e = parse(&base).unwrap_err();
         assert!(e.contains("line 1: not user,password[,domain]"), "{e}");

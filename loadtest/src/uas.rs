@@ -221,6 +221,7 @@ mod tests {
         let call = Scenario::Call {
             users: UserPattern::parse("callee%d", 0, 10).unwrap().into(),
             hold_ms: 0,
+            from_users: false,
         };
         (Uas::new(ends.target), ends, call)
     }
@@ -253,12 +254,12 @@ mod tests {
             &call,
             &ends,
             3,
-            "z9hG4bK-i-3",
             Ack::Success {
                 dialog: &dialog,
                 branch: "z9hG4bK-a-3",
             },
-        );
+        )
+        .unwrap();
         let ack_msg = Message::parse_datagram(&ack).unwrap();
         ack_msg.validate().unwrap();
         assert_eq!(ack_msg.to().unwrap().tag(), Some(tag.as_str()));
@@ -269,7 +270,7 @@ mod tests {
         assert_eq!(uas.answer(&ack, &mut out), 0);
 
         let mut bye = Vec::new();
-        write_bye(&mut bye, &ends, 3, "z9hG4bK-i-3", "z9hG4bK-b-3", &dialog);
+        write_bye(&mut bye, &ends, "z9hG4bK-b-3", &dialog, 2, None);
         let text = String::from_utf8_lossy(&bye).into_owned();
         assert!(
             text.starts_with("BYE sip:uas@127.0.0.1:5090 SIP/2.0\r\n"),
@@ -316,26 +317,40 @@ mod tests {
     #[test]
     fn a_failure_is_acked_with_the_invites_branch_and_uri() {
         let (_, ends, call) = setup();
+        let response = b"SIP/2.0 407 Proxy Authentication Required\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-i-4;rport=5070\r\n\
+From: <sip:sipshard-load@127.0.0.1:5070>;tag=4\r\nTo: <sip:callee4@example.org>;tag=x\r\n\
+Call-ID: 4-z9hG4bK-i-4@127.0.0.1\r\nCSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let response = Message::parse_datagram(response).unwrap();
         let mut ack = Vec::new();
         write_ack(
             &mut ack,
             &call,
             &ends,
             4,
-            "z9hG4bK-i-4",
             Ack::Failure {
-                to: "<sip:callee4@example.org>;tag=x",
+                response: &response,
             },
-        );
+        )
+        .unwrap();
         let msg = Message::parse_datagram(&ack).unwrap();
         msg.validate().unwrap();
         assert_eq!(msg.top_via().unwrap().branch(), Some("z9hG4bK-i-4"));
+        assert_eq!(msg.call_id().unwrap(), "4-z9hG4bK-i-4@127.0.0.1");
         let text = String::from_utf8_lossy(&ack).into_owned();
         assert!(
             text.starts_with("ACK sip:callee4@example.org SIP/2.0\r\n"),
             "{text}"
         );
-        assert!(text.contains("CSeq: 1 ACK\r\n"), "{text}");
+        assert!(text.contains("CSeq: 2 ACK\r\n"), "{text}");
+        assert!(
+            text.contains("To: <sip:callee4@example.org>;tag=x\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("From: <sip:sipshard-load@127.0.0.1:5070>;tag=4\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

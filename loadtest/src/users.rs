@@ -57,6 +57,14 @@ impl Users {
         }
     }
 
+    /// Whether any user has a password (only a CSV gives them).
+    pub fn any_password(&self) -> bool {
+        match self {
+            Users::Pattern(_) => false,
+            Users::Listed(list) => list.iter().any(|u| u.password.is_some()),
+        }
+    }
+
     /// How many users there are.
     pub fn count(&self) -> u64 {
         match self {

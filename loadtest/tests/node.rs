@@ -2,7 +2,8 @@
 //! at a `sipshard-load uas`, then calls through the node over UDP, TCP, TLS and WebSocket (the
 //! node relays them to the UAS over UDP; every count adds up: sent = ok + failed + timed out,
 //! none failed, every BYE answered, and the UAS saw each INVITE, ACK and BYE); REGISTERs over TCP, TLS (a certificate for 127.0.0.1 signed by a CA
-//! generated here), WebSocket and secure WebSocket, persistent and a connection per request.
+//! generated here), WebSocket and secure WebSocket, persistent and a connection per request;
+//! and REGISTER, call and MESSAGE through a node that authenticates (its 401s and 407s answered).
 //!
 //! The node binary is not built for this crate's tests by Cargo (CARGO_BIN_EXE_sipshard exists
 //! only in the engine's): it is taken from next to `sipshard-load` (target/debug/), where
@@ -20,7 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use support::stream::Certificates;
-use support::{LOAD, load, read_json, server, stop};
+use support::{LOAD, load, out_path, read_json, server, stop};
 
 /// The node next to `sipshard-load`, checked to be newer than its sources.
 fn node_binary() -> PathBuf {
@@ -103,6 +104,11 @@ impl Node {
     /// A registrar and proxy for the domain 127.0.0.1, one shard, listening on UDP, TCP, TLS,
     /// WS and WSS, with `certs`' server certificate.
     fn start(certs: &Certificates) -> Node {
+        Node::start_with(certs, &[])
+    }
+
+    /// As `start`, with `extra` `--set` settings.
+    fn start_with(certs: &Certificates, extra: &[String]) -> Node {
         let [port, tls_port, ws_port, wss_port] = [(); 4].map(|()| free_port());
         let settings = [
             format!(
@@ -117,7 +123,7 @@ impl Node {
             ),
         ];
         let mut command = Command::new(node_binary());
-        for s in &settings {
+        for s in settings.iter().chain(extra) {
             command.args(["--set", s]);
         }
         let mut child = command
@@ -245,6 +251,105 @@ fn calls_through_the_node_reach_the_uas_over_udp_tcp_tls_and_websocket() {
     assert_eq!(
         stderr.lines().last().unwrap_or_default(),
         "uas: invite 400 ack 400 bye 400 bye-unknown 0 cancel 0 other 0 dropped 0",
+        "{stderr}"
+    );
+}
+
+/// The node with `[module::Authentication]` (a Flexisip password file, SHA-512-256, SHA-256 and
+/// MD5 offered): REGISTERs answer its 401s, and MESSAGEs and INVITEs from each user to the one
+/// before it answer its 407s (the INVITE's 407 ACKed, so the node does not retransmit it, and
+/// the INVITE resent); every count adds up, and no request fails (the node answers wrong
+/// credentials with another challenge, a failure here). The BYEs, in-dialog, are not
+/// challenged.
+#[test]
+fn calls_and_messages_answer_the_challenges_of_a_node_that_authenticates() {
+    const USERS: u64 = 20;
+    let certs = Certificates::new("node-auth");
+    let password_file = out_path("node-auth-passwords");
+    let csv = out_path("node-auth-users.csv");
+    let mut passwords = String::from("version:1\n");
+    let mut users = String::from("user,password\n");
+    for n in 0..USERS {
+        passwords.push_str(&format!("caller{n}@127.0.0.1 clrtxt:pw-{n} ;\n"));
+        users.push_str(&format!("caller{n},pw-{n}\n"));
+    }
+    std::fs::write(&password_file, passwords).expect("write the password file");
+    std::fs::write(&csv, users).expect("write the users");
+    let node = Node::start_with(
+        &certs,
+        &[
+            "module::Authentication/enabled=true".to_owned(),
+            format!(
+                "module::Authentication/file-path={}",
+                password_file.display()
+            ),
+            "module::Authentication/available-algorithms=SHA-512-256 SHA-256 MD5".to_owned(),
+        ],
+    );
+    let uas = server("uas", &[]);
+    let target = node.addr();
+    let csv_path = csv.to_str().expect("a UTF-8 path");
+    let run = |name: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--target", &target, "--users-csv", csv_path]);
+        let (code, stdout, path) = load(name, &all);
+        let json = read_json(&path);
+        let _ = std::fs::remove_file(path);
+        (code, stdout, json)
+    };
+    let count = USERS.to_string();
+    let (code, stdout, json) = run(
+        "node-auth-register",
+        &[
+            "register",
+            "--rate",
+            "500",
+            "--count",
+            &count,
+            "--contact",
+            &uas.addr,
+        ],
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{json}");
+    assert_eq!(counts(&json, "/counts"), [USERS, USERS, 0, 0], "{json}");
+    assert_eq!(json["counts"]["challenged"], USERS, "{json}");
+
+    let (code, stdout, json) = run(
+        "node-auth-call",
+        &["call", "--rate", "200", "--count", "100", "--hold-ms", "50"],
+    );
+    let _ = std::fs::remove_file(&password_file);
+    assert_eq!(code, Some(0), "{stdout}\n{json}");
+    assert_eq!(counts(&json, "/counts"), [100, 100, 0, 0], "{json}");
+    assert_eq!(json["counts"]["challenged"], 100, "{json}");
+    assert_eq!(
+        json["statuses"],
+        serde_json::json!({ "200": 100 }),
+        "{json}"
+    );
+    assert_eq!(counts(&json, "/bye/counts"), [100, 100, 0, 0], "{json}");
+    assert_eq!(json["bye"]["counts"]["challenged"], 0, "{json}");
+    // One ACK to each 407 and one to each 200; no 407 came again (it was ACKed).
+    assert_eq!(json["calls"]["acks"], 200, "{json}");
+    assert_eq!(json["counts"]["late"], 0, "{json}");
+    assert_eq!(json["counts"]["unexpected"], 0, "{json}");
+
+    let (code, stdout, json) = run(
+        "node-auth-message",
+        &["message", "--rate", "200", "--count", "100"],
+    );
+    let _ = std::fs::remove_file(&csv);
+    assert_eq!(code, Some(0), "{stdout}\n{json}");
+    assert_eq!(counts(&json, "/counts"), [100, 100, 0, 0], "{json}");
+    assert_eq!(json["counts"]["challenged"], 100, "{json}");
+    assert_eq!(json["counts"]["unexpected"], 0, "{json}");
+
+    // Only the authenticated requests reached the UAS; the MESSAGEs count as `other`.
+    std::thread::sleep(Duration::from_millis(1300));
+    let stderr = stop(uas);
+    assert_eq!(
+        stderr.lines().last().unwrap_or_default(),
+        "uas: invite 100 ack 100 bye 100 bye-unknown 0 cancel 0 other 100 dropped 0",
         "{stderr}"
     );
 }
