@@ -143,7 +143,7 @@ impl Driver {
     }
 
     /// Executes what the client asked for, delivers what it completed and the changes it
-    /// reported, wakes the shards that got any, and publishes its health.
+    /// reported, publishes its health, and wakes the shards that got any.
     fn turn(&mut self) {
         while let Some(cmd) = self.client.poll_command() {
             self.execute(cmd);
@@ -183,8 +183,9 @@ impl Driver {
         while let Some(change) = self.client.poll_change() {
             self.route_change(change);
         }
-        self.wake_shards();
+        // Published before the wake-ups: a shard that took a completion finds it counted.
         self.publish_health();
+        self.wake_shards();
     }
 
     /// A changed AOR goes to its owner shard; a resync, or a payload that is not an AOR, to
