@@ -136,12 +136,6 @@ pub fn wire(lifecycle: Arc<Lifecycle>, redis: Option<RedisObserver>) -> (Observe
     (observed, ops)
 }
 
-impl Observed {
-    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
-        &self.lifecycle
-    }
-}
-
 /// Binds `addr` and serves the endpoint on a thread of its own; returns the bound address.
 pub fn start(addr: SocketAddr, observed: Observed) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;

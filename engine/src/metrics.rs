@@ -128,10 +128,6 @@ impl Histogram {
         self.sum = self.sum.saturating_add(value);
     }
 
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
     /// Adds `other`'s observations (same bounds; a histogram of other bounds is ignored).
     fn merge(&mut self, other: &Histogram) {
         if other.bounds != self.bounds {

@@ -402,8 +402,22 @@ fn metrics_until(admin: SocketAddr, ready: impl Fn(&Samples) -> bool) -> Samples
 // The tests
 // ---------------------------------------------------------------------------------------------
 
+/// The Redis lab picks its ports with an allocator of its own, which does not know the ports
+/// `free_port` handed out here: its test runs alone ([`lab_alone`]), the others together
+/// ([`ports_shared`]).
+static PORTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn ports_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    PORTS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lab_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    PORTS.write().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn metrics_parse_count_the_traffic_and_shards_sum_to_the_node() {
+    let _ports = ports_shared();
     let (mut node, sip, admin) = start_node(&[]);
     let before = metrics(admin);
     check_shards_sum_to_totals(&before).unwrap_or_else(|e| panic!("{e}"));
@@ -462,6 +476,7 @@ fn metrics_parse_count_the_traffic_and_shards_sum_to_the_node() {
 
 #[test]
 fn health_ready_and_bad_http() {
+    let _ports = ports_shared();
     let (mut node, _sip, admin) = start_node(&[]);
     let health = get(admin, "/health");
     assert_eq!((health.status, health.body.as_str()), (200, "alive\n"));
@@ -527,6 +542,7 @@ fn health_ready_and_bad_http() {
 
 #[test]
 fn ready_is_503_in_redis_mode_without_redis() {
+    let _ports = ports_shared();
     let closed = free_port();
     let domain = format!("module::Registrar/redis-server-domain={LOOPBACK}");
     let port = format!("module::Registrar/redis-server-port={closed}");
@@ -555,6 +571,7 @@ fn ready_is_503_in_redis_mode_without_redis() {
 
 #[test]
 fn bindings_show_a_registered_contact_and_404_an_unknown_aor() {
+    let _ports = ports_shared();
     let (mut node, sip, admin) = start_node(&[]);
     let contact = udp();
     register(sip, "alice", &contact);
@@ -585,6 +602,7 @@ fn bindings_show_a_registered_contact_and_404_an_unknown_aor() {
 
 #[test]
 fn log_json_lines_parse_as_json() {
+    let _ports = ports_shared();
     let (node, _sip, admin) = start_node(&["--log-json"]);
     assert_eq!(get(admin, "/health").status, 200);
     let stderr = node.process.stderr();
@@ -677,6 +695,7 @@ impl Drop for Spawned {
 
 #[test]
 fn sigterm_finishes_the_transaction_in_progress_refuses_new_ones_and_exits_0() {
+    let _ports = ports_shared();
     const GRACE_S: u64 = 4;
     let port = free_port();
     let sip = SocketAddr::from(([127, 0, 0, 1], port));
@@ -786,6 +805,7 @@ fn sigterm_finishes_the_transaction_in_progress_refuses_new_ones_and_exits_0() {
 
 #[test]
 fn sigterm_stops_within_the_grace_period_when_a_call_never_ends() {
+    let _ports = ports_shared();
     const GRACE_S: u64 = 1;
     let port = free_port();
     let sip = SocketAddr::from(([127, 0, 0, 1], port));
@@ -833,6 +853,7 @@ fn sigterm_stops_within_the_grace_period_when_a_call_never_ends() {
 
 #[test]
 fn redis_mode_ready_metrics_bindings_and_the_journal_flushed_on_sigterm() {
+    let _ports = lab_alone();
     let lab = redis_lab::RedisLab::start(redis_lab::LabOptions::default());
     let redis = lab.redis_addr(0);
     let port = free_port();
@@ -904,6 +925,7 @@ fn redis_mode_ready_metrics_bindings_and_the_journal_flushed_on_sigterm() {
 
 #[test]
 fn sighup_reloads_the_log_level() {
+    let _ports = ports_shared();
     let dir = support::TempDir::new("admin-sighup");
     let path = dir.join("sipshard.conf");
     let port = free_port();
