@@ -198,7 +198,10 @@ fn serve(mut stream: TcpStream, observed: &Observed) {
         }
         match stream.read(&mut chunk) {
             Ok(0) => return,
-            Ok(n) => head.extend_from_slice(&chunk[..n.min(MAX_HEAD_BYTES + 1 - head.len())]),
+            Ok(n) => {
+                let room = (MAX_HEAD_BYTES + 1).saturating_sub(head.len());
+                head.extend_from_slice(&chunk[..n.min(room)]);
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             // Timed out, or reset: nobody to answer.
             Err(_) => return,
@@ -206,7 +209,8 @@ fn serve(mut stream: TcpStream, observed: &Observed) {
     };
     let (response, head_only) = match request {
         Ok(request) => (respond(&request, observed), request.head_only),
-        Err(response) => (response, false),
+        // An error answer to a HEAD has no body either (RFC 9110 §9.3.2).
+        Err(response) => (response, head.starts_with(b"HEAD ")),
     };
     let left = deadline.saturating_duration_since(Instant::now());
     let _ = stream.set_write_timeout(Some(left.max(Duration::from_millis(100))));

@@ -522,6 +522,9 @@ fn health_ready_and_bad_http() {
             );
         }
     }
+    // An error answer to HEAD has its headers only.
+    let head = http_raw(admin, b"HEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((head.status, head.body.as_str()), (404, ""), "{head:?}");
     let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "x".repeat(4096));
     assert_eq!(http_raw(admin, long_target.as_bytes()).status, 414);
     let many: String = (0..40).map(|i| format!("X-H{i}: v\r\n")).collect();
