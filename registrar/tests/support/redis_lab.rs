@@ -581,24 +581,30 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
-/// A loopback TCP port that was free a moment ago and that this process has not handed out
-/// before (ports in Linux's ephemeral range are handed out in turn, so reuse is rare anyway).
+/// A loopback TCP port for one of the lab's servers: free a moment ago, and never handed out
+/// before by this process.
+///
+/// The ports come from 20000–32767, below Linux's ephemeral range (32768–60999), walked from a
+/// per-process starting point. So they never meet the ports the kernel picks for `bind(0)` — which
+/// is how the node's tests choose theirs (`engine/tests/support`, in the same test binaries as
+/// this lab) — or for outgoing connections. Choosing both ways from the ephemeral range once gave
+/// a sipshard node the port a redis-server was about to bind.
 fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    for _ in 0..200 {
-        let listener = TcpListener::bind((LOOPBACK, 0))
-            .unwrap_or_else(|e| panic!("cannot bind a TCP socket on {LOOPBACK}: {e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("TCP socket without a local address: {e}"))
-            .port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_768;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % COUNT;
+    for _ in 0..COUNT {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (FIRST + (start + step) % COUNT) as u16;
+        if TcpListener::bind((LOOPBACK, port)).is_ok() {
             return port;
         }
     }
-    panic!("no free TCP port on {LOOPBACK} after 200 tries")
+    panic!(
+        "no free TCP port on {LOOPBACK} in {FIRST}..{}",
+        FIRST + COUNT
+    )
 }
 
 fn addr(port: u16) -> SocketAddr {
