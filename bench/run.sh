@@ -40,8 +40,35 @@
 #   4. sipshard's default settings under a sustained REGISTER load (transaction table bound).
 #   5. Latency of every server at one common rate ($SAME_REG REGISTER/s, $SAME_CALL calls/s),
 #      twice.
+#   8. TLS and WebSocket over TLS (issue 7), driven by sipshard-load (SIPp here has no TLS):
+#      Kamailio with bench/kamailio-tls.cfg (tls + websocket + xhttp modules, usrloc in memory,
+#      TLS :5072, WSS :5073) vs sipshard --threads 2 (sips: :25064, transport=wss :25065), a
+#      P-256 CA and server certificate made with openssl for the run (the generator trusts
+#      the CA: --tls-ca), full handshakes only (no session resumption). For each server:
+#      (b) REGISTER over $TLS_CONNS persistent TLS connections, (c) the same over WSS, and
+#      (a) REGISTER over a new TLS connection each (--connection-per-request: one TCP set-up,
+#      one full handshake, one REGISTER, close), i.e. handshakes per second. Each: the
+#      highest clean rate (the search of phase 1: a step passes when every scheduled REGISTER
+#      got a 200 with no failure, timeout, send error or failed connection, >= 95 % of the
+#      rate was sent and answered, and the p99 from the intended send is <= 500 ms: over a
+#      stream nothing is retransmitted, so lateness is what shows an overloaded server), then
+#      at 90 % of it 2 CPU runs per server, interleaved (server CPU from
+#      schedstat as in cpu_run; latency p50/p99 from sipshard-load's JSON), and one run of
+#      the faster server at the slower one's 90 % rate. Kamailio runs with tcp_children=2
+#      for (b) and (c); for (a) with tcp_children=$KAMT_HS_CHILDREN, because Kamailio 5.6.3
+#      with OpenSSL 3 (Debian 12) corrupts its shared memory when two workers run handshakes
+#      at once (kamailio/kamailio#3791; tls_threads_mode, the fix, came in 5.7/5.8): a last
+#      step shows it with 2 workers. Each step of (a) binds a fresh source address
+#      (127.0.1.1-40 in turn, listed in sipshard's DoS white-list so that it is trusted as
+#      127.0.0.1 is): from one address, the ports left in TIME_WAIT by earlier steps made the
+#      generator's bind()/connect() crawl. sipshard's admin endpoint (:25066) gives, per
+#      step, what the node dropped or answered 503 (node[...] in the log). Logs:
+#      kamailio-tls-*.log, sipshard-tls.log; every sipshard-load summary in phase8-json/.
 #
-# About 15 minutes (a failing step costs up to 10 s and is retried once).
+# The servers of phases 1-5 and 7 (Kamailio :5070, sipshard :25060 and :25061) are started
+# only when one of those phases is asked for.
+#
+# About 15 minutes (a failing step costs up to 10 s and is retried once); phase 8 alone as long.
 # sipshard runs with transaction-table-capacity raised to 4194304 in phases 1-3 (phase 4
 # shows why); everything else at its defaults, log-level=warning. Kamailio: debug=0.
 set -uo pipefail
@@ -181,6 +208,7 @@ server_pids() {
 	case $1 in
 	kam) echo "$KAM_PID $(pgrep -P "$KAM_PID" | xargs)" ;;
 	kamr) echo "$KAMR_PID $(pgrep -P "$KAMR_PID" | xargs) $REDIS_PID" ;;
+	kamt) echo "$KAMT_PID $(pgrep -P "$KAMT_PID" | xargs)" ;;
 	SSR_PID) echo "$SSR_PID $REDIS_PID" ;;
 	*) echo "${!1}" ;;
 	esac
@@ -498,10 +526,13 @@ kill $RESP_T
 echo "sipp_ceiling register.xml vs a SIPp responder (one SIPp each side): $SIPP_CEIL REGISTER/s" >> "$OUT/summary.txt"
 fi
 
+if has_phase 1 || has_phase 1b || has_phase 2 || has_phase 3 || has_phase 4 || has_phase 5 ||
+	has_phase 7; then
 start_kamailio KAM_PID kamailio.cfg $KAM_PORT
 start_sipshard SS_PID $SS_PORT 2 --set global/transaction-table-capacity=$SS_CAP --set "$SS_AORS"
 start_sipshard SS1_PID $SS1_PORT 1 --set global/transaction-table-capacity=$SS_CAP --set "$SS_AORS"
 log "kamailio pids: $(server_pids kam); sipshard --threads 2 pid: $SS_PID; --threads 1 pid: $SS1_PID"
+fi
 
 # ---- phase 1: REGISTER ----------------------------------------------------------------------
 if has_phase 1; then
@@ -679,6 +710,392 @@ print(f"loadgen sipshard-load vs kamailio rate={d['rate']['offered']:.0f} achiev
       f" p50_ms={lat['uncorrected']['p50_ms']:.3f} p99_ms={lat['uncorrected']['p99_ms']:.3f}"
       f" corrected_p50_ms={lat['corrected']['p50_ms']:.3f} corrected_p99_ms={lat['corrected']['p99_ms']:.3f}")
 PY
+fi
+
+# ---- phase 8: TLS and WebSocket over TLS (issue 7) --------------------------------------------
+TLSK_PORT=5072           # Kamailio, SIP over TLS
+WSSK_PORT=5073           # Kamailio, SIP over secure WebSocket
+TLSS_PORT=25064          # sipshard, sips:
+WSSS_PORT=25065          # sipshard, transport=wss
+TLS_CONNS=${TLS_CONNS:-4}            # (b), (c): persistent connections (generator threads)
+HS_THREADS=${HS_THREADS:-2}          # (a): generator threads, each opening a connection per REGISTER
+TLS_REG_START=${TLS_REG_START:-4000}
+TLS_REG_MAX=${TLS_REG_MAX:-64000}
+HS_START=${HS_START:-250}
+HS_MAX=${HS_MAX:-16000}
+KAMT_HS_CHILDREN=${KAMT_HS_CHILDREN:-1}
+SSADM_PORT=25066         # sipshard's admin endpoint (/metrics): its drop counters per step
+# (a) opens a connection per REGISTER from 127.0.0.1; each one closed leaves its port in
+# TIME_WAIT for 60 s, and once ~25,000 of the 28,000 ephemeral ports are (a few steps of
+# 1,000/s) the generator's bind() and connect() search the port space in the kernel (10-19 s
+# of system CPU in a 5 s run) and it falls behind its schedule. So each step of (a) binds a
+# fresh loopback address, 127.0.1.1-40 in turn, which sipshard lists in
+# [module::DoSProtection] white-list: trusted as 127.0.0.1 is (no packet-rate limit or
+# per-address connection cap; Kamailio has neither).
+HS_LOCALS=40
+hs_locals() { local i; for i in $(seq $HS_LOCALS); do printf '127.0.1.%d ' "$i"; done; }
+NEXT_LOCAL=0
+TLS_T1_MS=125            # the generator's T1: a REGISTER unanswered after 64*T1 = 8 s times out
+# Over a stream nothing is retransmitted, so a server that falls behind still answers everything,
+# late: a step must also have its answers arrive at >= 95 % of the rate and a p99 (from the
+# intended send) under T1's default, 500 ms, where a UDP client would have retransmitted.
+TLS_P99_MAX_MS=${TLS_P99_MAX_MS:-500}
+
+# make_certs DIR: a P-256 CA and a server certificate for 127.0.0.1 and localhost signed by it
+# (server-chain.pem = leaf + CA, server.key PKCS#8), and Kamailio's tls.cfg naming them.
+make_certs() {
+	local d=$1
+	mkdir -p "$d"
+	(
+		cd "$d" || exit 1
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+			-out ca.pem -days 2 -subj "/CN=sipshard bench CA" \
+			-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+			openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+				-out server.csr -subj "/CN=127.0.0.1" &&
+			printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+				"keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" > ext.cnf &&
+			openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+				-days 2 -extfile ext.cnf &&
+			cat server.pem ca.pem > server-chain.pem &&
+			openssl verify -CAfile ca.pem server.pem
+	) > "$d/openssl.log" 2>&1 || { log "certificates: openssl failed"; cat "$d/openssl.log"; exit 1; }
+	cat > "$d/tls.cfg" << EOF
+[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+certificate = $d/server-chain.pem
+private_key = $d/server.key
+EOF
+}
+
+# start_kamailio_tls VAR CHILDREN: Kamailio with bench/kamailio-tls.cfg and tcp_children=CHILDREN;
+# VAR gets the pid of its main process.
+start_kamailio_tls() {
+	local var=$1 n=$2
+	local logf="$WORK/kamailio-tls-$n-$RANDOM.log"
+	timeout "$LIMIT" kamailio -f "$ROOT/bench/kamailio-tls.cfg" -A "TLS_CFG=\"$CERTS/tls.cfg\"" \
+		-A "TCP_CHILDREN=$n" -DD -E -m 4096 -M 32 -x tlsf -X tlsf > "$logf" 2>&1 &
+	local t=$!
+	BG+=("$t")
+	KAMT_T=$t
+	KAMT_LOG=$logf
+	for _ in $(seq 50); do
+		ss -Hltn "sport = :$WSSK_PORT" | grep -q . && break
+		sleep 0.1
+	done
+	sleep 1
+	printf -v "$var" '%s' "$(pgrep -P "$t" -x kamailio | head -1)"
+	[ -n "${!var}" ] || { log "kamailio (kamailio-tls.cfg) did not start"; cat "$logf"; exit 1; }
+}
+
+# stop_kamailio_tls: stops the Kamailio of start_kamailio_tls; keeps its log. After the crash of
+# a worker (the 2-worker handshake step) the main process and the other workers may not exit on
+# SIGTERM (they sleep on a shared-memory lock): after 5 s they get SIGKILL, by pid.
+stop_kamailio_tls() {
+	local kids k
+	kids=$(pgrep -P "$KAMT_PID" | xargs)
+	kill "$KAMT_T" 2> /dev/null
+	for _ in $(seq 50); do
+		kill -0 "$KAMT_PID" 2> /dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$KAMT_PID" 2> /dev/null; then
+		log "  kamailio (pid $KAMT_PID) did not stop on SIGTERM: SIGKILL to it and its workers"
+		kill -9 "$KAMT_PID" 2> /dev/null
+	fi
+	wait "$KAMT_T" 2> /dev/null
+	sleep 0.5
+	for k in $kids; do kill -9 "$k" 2> /dev/null; done
+	keep_log "$KAMT_LOG"
+}
+
+# keep_log FILE: copies FILE into $OUT; one over 2,000 lines (Kamailio logs a line or more per
+# refused or reset connection when overloaded) keeps its first 200 and last 800 lines and a count
+# of its messages by kind.
+keep_log() {
+	local f=$1 dst
+	dst="$OUT/$(basename "$1")"
+	[ -f "$f" ] || return
+	if [ "$(wc -l < "$f")" -le 2000 ]; then
+		cp "$f" "$dst"
+		return
+	fi
+	{
+		echo "# $(wc -l < "$f") lines; by kind (the text after the process id, numbers dropped):"
+		sed 's/^ *[0-9]*([0-9]*) //; s/0x[0-9a-f]*/0xN/g; s/[0-9][0-9]*/N/g' "$f" | cut -c1-160 | sort | uniq -c | sort -rn | head -30
+		echo "# first 200 lines"
+		head -200 "$f"
+		echo "# ... last 800 lines"
+		tail -800 "$f"
+	} > "$dst"
+}
+
+# kamailio_tls_health LOGFILE: what Kamailio's log says went wrong, counted.
+kamailio_tls_health() {
+	echo "double_free=$(grep -c 'freeing already freed' "$1")" \
+		"assertion=$(grep -c 'Assertion' "$1")" \
+		"child_died=$(grep -c 'exited by a signal\|dumped core' "$1")" \
+		"tls_errors=$(grep -c 'tls_h_read_f(): protocol level error' "$1")" \
+		"lines=$(wc -l < "$1")"
+}
+
+# start_sipshard_tls VAR: sipshard --threads 2 listening sips: and wss with the run's certificate.
+start_sipshard_tls() {
+	local var=$1
+	local logf="$WORK/sipshard-tls.log"
+	timeout "$LIMIT" "$WORK/sipshard" \
+		--set "global/transports=sips:127.0.0.1:$TLSS_PORT sip:127.0.0.1:$WSSS_PORT;transport=wss" \
+		--set "global/tls-certificates-file=$CERTS/server-chain.pem" \
+		--set "global/tls-certificates-private-key=$CERTS/server.key" \
+		--set 'module::Registrar/reg-domains=127.0.0.1 localhost' \
+		--set global/log-level=warning --set global/transaction-table-capacity=$SS_CAP \
+		--set "$SS_AORS" --set "module::DoSProtection/white-list=$(hs_locals)" \
+		--set "global/admin-listen=127.0.0.1:$SSADM_PORT" --threads 2 > "$logf" 2>&1 &
+	local t=$!
+	BG+=("$t")
+	for _ in $(seq 50); do
+		grep -q "listening" "$logf" && break
+		sleep 0.1
+	done
+	grep -q "listening" "$logf" || { log "sipshard (TLS) did not start"; cat "$logf"; exit 1; }
+	printf -v "$var" '%s' "$(pgrep -P "$t" | head -1)"
+}
+
+# tls_port SERVERVAR: the port of SERVERVAR for $L_TRANSPORT.
+tls_port() {
+	case $1:$L_TRANSPORT in
+	kamt:tls) echo $TLSK_PORT ;; kamt:wss) echo $WSSK_PORT ;;
+	SST_PID:tls) echo $TLSS_PORT ;; SST_PID:wss) echo $WSSS_PORT ;;
+	esac
+}
+
+# load_step SERVERVAR RATE DURATION TAG: one sipshard-load REGISTER run over $L_TRANSPORT with
+# $L_THREADS threads and $L_EXTRA; every REGISTER is a new AOR (user numbers never reused).
+# Passes when every scheduled REGISTER got a 200, nothing failed, timed out or could not be
+# sent, no connection failed, >= 95 % of RATE was sent and answered, and the p99 (corrected)
+# is at most $TLS_P99_MAX_MS ms. Sets NAME and LAST_SUMMARY.
+NEXT_USER=10000000
+load_step() {
+	local sv=$1 rate=$2 dur=$3 tag=$4 port
+	port=$(tls_port "$sv")
+	NAME="$tag-$rate-$RANDOM"
+	local json="$OUT/phase8-json/$NAME.json" first=$NEXT_USER
+	NEXT_USER=$((NEXT_USER + rate * dur + 1000))
+	local local_ip=127.0.0.1
+	if [[ $L_EXTRA == *connection-per-request* ]]; then
+		local_ip=127.0.1.$((NEXT_LOCAL % HS_LOCALS + 1))
+		NEXT_LOCAL=$((NEXT_LOCAL + 1))
+	fi
+	local c0=
+	[ "$sv" = SST_PID ] && c0=$(node_counters)
+	# shellcheck disable=SC2086 # L_EXTRA: zero or more words
+	timeout $((dur + 30)) "$WORK/sipshard-load" register --target "127.0.0.1:$port" \
+		--domain "127.0.0.1:$port" --transport "$L_TRANSPORT" --tls-ca "$CERTS/ca.pem" \
+		--threads "$L_THREADS" $L_EXTRA --local "$local_ip" --t1-ms $TLS_T1_MS --rate "$rate" --duration "$dur" \
+		--user-count 1000000000 --first "$first" --json "$json" > "$WORK/$NAME.txt" 2>&1
+	local out
+	out=$(python3 - "$json" "$rate" "$TLS_P99_MAX_MS" << 'PY'
+import json, sys
+path, rate, p99_max = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+try:
+    d = json.load(open(path))
+except Exception as e:
+    print(f"no summary ({type(e).__name__})")
+    print("FAIL")
+    sys.exit()
+c, r, lat = d["counts"], d["rate"], d["latency_ms"]
+conn = d.get("connections", {})
+sched = d["settings"]["requests_scheduled"]
+cpu = d.get("cpu_s") or {}
+gen = cpu.get("user", 0) + cpu.get("system", 0)
+statuses = ",".join(f"{k}:{v}" for k, v in sorted(d["statuses"].items()))
+co, un = lat["corrected"], lat["uncorrected"]
+clean = (c["sent"] == sched and c["ok"] == sched and c["failed"] == 0 and c["timed_out"] == 0
+         and c["send_errors"] == 0 and conn.get("failed", 0) == 0 and r["achieved"] >= 0.95 * rate
+         and r["answered"] >= 0.95 * rate and co["p99_ms"] <= p99_max)
+print(f"achieved={r['achieved']:.0f}/s answered={r['answered']:.0f}/s scheduled={sched} sent={c['sent']}"
+      f" ok={c['ok']} failed={c['failed']} timed_out={c['timed_out']} send_errors={c['send_errors']}"
+      f" statuses=[{statuses}] connections={conn.get('opened')} handshakes={conn.get('tls_handshakes')}"
+      f" conn_failed={conn.get('failed')} closed_by_peer={conn.get('closed_by_peer')}"
+      f" p50_ms={co['p50_ms']:.3f} p99_ms={co['p99_ms']:.3f} max_ms={co['max_ms']:.1f}"
+      f" uncorrected_p50_ms={un['p50_ms']:.3f} uncorrected_p99_ms={un['p99_ms']:.3f}"
+      f" generator_cpu_s={gen:.2f}")
+print("PASS" if clean else "FAIL")
+PY
+)
+	LAST_SUMMARY="$(head -1 <<< "$out") from=$local_ip"
+	[ "$sv" = SST_PID ] && LAST_SUMMARY="$LAST_SUMMARY node[$(counter_delta "$c0" "$(node_counters)")]"
+	local rc=1
+	[ "$(tail -1 <<< "$out")" = PASS ] && rc=0
+	local alive=yes
+	[ "$sv" = kamt ] && ! kill -0 "$KAMT_PID" 2> /dev/null && alive=NO
+	[ "$sv" = SST_PID ] && ! kill -0 "$SST_PID" 2> /dev/null && alive=NO
+	log "  REGISTER $L_TRANSPORT $tag rate=$rate $LAST_SUMMARY server_alive=$alive load=[$(load)] -> $([ $rc = 0 ] && echo PASS || echo FAIL)"
+	[ $rc = 0 ] || grep -v '^ *[0-9]*s \|^latency\|^from \|^\[' "$WORK/$NAME.txt" | grep -i 'error\|refused\|reset\|sipshard-load' | head -3 | sed 's/^/      /'
+	[ "$alive" = yes ] || { log "  the server is gone"; return 2; }
+	return $rc
+}
+
+# node_counters: sipshard's counters of what it dropped or refused (its /metrics), one line.
+node_counters() {
+	curl -s --max-time 2 "http://127.0.0.1:$SSADM_PORT/metrics" |
+		grep -E '^sipshard_(drops_total|overloaded_total|service_unavailable_sent_total|connections_refused_total|connections_timed_out_total)[{ ]' |
+		sed 's/ /=/' | tr '\n' ' '
+}
+# counter_delta BEFORE AFTER: the counters of node_counters that grew, and by how much.
+counter_delta() {
+	python3 -c '
+import sys
+def parse(s):
+    return {k: float(v) for k, v in (w.rsplit("=", 1) for w in s.split())}
+a, b = parse(sys.argv[1]), parse(sys.argv[2])
+d = {k.replace("sipshard_", ""): v - a.get(k, 0) for k, v in b.items() if v != a.get(k, 0)}
+print(" ".join(f"{k}=+{v:.0f}" for k, v in sorted(d.items())) or "no drops")' "$1" "$2"
+}
+
+# tls_cpu_run SERVERVAR RATE TAG: one load_step of DUR90 s at RATE with the server's CPU time
+# (schedstat, as cpu_run) and pidstat alongside; a line into the summary.
+tls_cpu_run() {
+	local sv=$1 rate=$2 tag=$3
+	[ "$rate" -gt 0 ] || { log "  $tag: skipped (no passing rate)"; return 1; }
+	local pids before after tb ta th0 th1 busy0 busy1
+	pids=$(server_pids "$sv" | tr ' ' ',')
+	local pflags="-h -u"
+	[ "$sv" = kamt ] || pflags="-h -u -t"
+	timeout $((DUR90 + 12)) pidstat $pflags -p "$pids" 1 > "$OUT/pidstat-$tag.txt" 2>&1 &
+	local pst=$!
+	BG+=("$pst")
+	before=$(cpu_ns "$sv")
+	tb=$(cpu_ticks "$sv")
+	[ "$sv" = SST_PID ] && th0=$($TOOL threads "$SST_PID")
+	busy0=$(busy_ticks)
+	load_step "$sv" "$rate" "$DUR90" "$tag"
+	local rc=$?
+	sleep 0.5
+	after=$(cpu_ns "$sv")
+	ta=$(cpu_ticks "$sv")
+	[ "$sv" = SST_PID ] && th1=$($TOOL threads "$SST_PID")
+	busy1=$(busy_ticks)
+	kill "$pst" 2> /dev/null
+	wait "$pst" 2> /dev/null
+	python3 - "$tag" "$rate" "$OUT/phase8-json/$NAME.json" "$before" "$after" "$tb" "$ta" "$rc" \
+		"$((busy1 - busy0))" "${th0:-}" "${th1:-}" "$(sed -n 's/.* node\[\(.*\)\]$/\1/p' <<< "$LAST_SUMMARY")" \
+		<< 'EOF' | tee -a "$OUT/summary.txt"
+import json, sys
+tag, rate, path, b, a, tb, ta, rc, busy, th0, th1, node = sys.argv[1:]
+try:
+    d = json.load(open(path))
+except Exception:
+    print(f"cpu {tag} rate={rate} no summary from sipshard-load step=FAIL")
+    sys.exit()
+ok = d["counts"]["ok"]
+cpu = (int(a) - int(b)) / 1e9
+ticks = (int(ta) - int(tb)) / 100
+conn = d.get("connections", {})
+co, un = d["latency_ms"]["corrected"], d["latency_ms"]["uncorrected"]
+g = d.get("cpu_s") or {}
+split = ""
+if th0 and th1:
+    def parse(s): return {k: int(v) for k, v in (w.rsplit(":", 1) for w in s.split())}
+    p0, p1 = parse(th0), parse(th1)
+    dd = {k: (p1[k] - p0.get(k, 0)) / 1e9 for k in p1 if k.startswith("shard-")}
+    split = " shard_cpu_s=[" + " ".join(f"{k}:{v:.2f}" for k, v in sorted(dd.items())) + "]"
+print(f"cpu {tag} rate={rate} ok={ok} handshakes={conn.get('tls_handshakes')}"
+      f" server_cpu_s={cpu:.3f} (ticks {ticks:.2f})"
+      f" cpu_s_per_1k_requests={1000 * cpu / max(1, ok):.4f}"
+      f" requests_per_cpu_s={ok / max(1e-9, cpu):.0f}{split}"
+      f" p50_ms={co['p50_ms']:.3f} p99_ms={co['p99_ms']:.3f}"
+      f" uncorrected_p50_ms={un['p50_ms']:.3f} uncorrected_p99_ms={un['p99_ms']:.3f}"
+      f" achieved={d['rate']['achieved']:.0f}/s answered={d['rate']['answered']:.0f}/s"
+      f" generator_cpu_s={g.get('user', 0) + g.get('system', 0):.2f}"
+      f" machine_busy_cpu_s={int(busy) / 100:.2f} step={'PASS' if rc == '0' else 'FAIL'}"
+      + (f" node=[{node}]" if node else ""))
+EOF
+}
+
+# tls_compare KIND TAG START MAX: search both servers, then 2 CPU runs each at 90 % of its
+# own highest clean rate (interleaved), and the faster one at the slower one's 90 %.
+tls_compare() {
+	local kind=$1 tag=$2 start=$3 max=$4
+	search load_step kamt "$start" "$max" "kamailio-$tag"
+	local k=$BEST
+	sleep 2
+	search load_step SST_PID "$start" "$max" "sipshard-$tag"
+	local s=$BEST
+	echo "max_$kind: kamailio=$k sipshard=$s ($L_TRANSPORT, $L_THREADS generator threads${L_EXTRA:+, $L_EXTRA})" |
+		tee -a "$OUT/summary.txt"
+	local k90=$((k * 9 / 10)) s90=$((s * 9 / 10)) i
+	for i in 1 2; do
+		sleep 2; tls_cpu_run kamt "$k90" "$tag-90-kamailio-$i"
+		sleep 2; tls_cpu_run SST_PID "$s90" "$tag-90-sipshard-$i"
+	done
+	if [ "$s90" -gt "$k90" ] && [ "$k90" -gt 0 ]; then
+		sleep 2; tls_cpu_run SST_PID "$k90" "$tag-at-kamailio90-sipshard"
+	elif [ "$k90" -gt "$s90" ] && [ "$s90" -gt 0 ]; then
+		sleep 2; tls_cpu_run kamt "$s90" "$tag-at-sipshard90-kamailio"
+	fi
+}
+
+if has_phase 8; then
+log "phase 8: TLS and WSS (issue 7): Kamailio tls+websocket vs sipshard --threads 2, driven by sipshard-load"
+[ -x "$WORK/sipshard-load" ] || { log "no sipshard-load in $BIN_DIR"; exit 1; }
+mkdir -p "$OUT/phase8-json"
+CERTS=$WORK/certs
+make_certs "$CERTS"
+{
+	echo "phase 8 certificate: $(openssl x509 -in "$CERTS/server.pem" -noout -subject -ext subjectAltName | tr '\n' ' ' | tr -s ' ')," \
+		"key $(openssl pkey -in "$CERTS/server.key" -noout -text 2> /dev/null | head -1)," \
+		"chain leaf + CA; generator: --tls-ca (full handshakes, no resumption)"
+	echo "phase 8 generator: $TLS_CONNS threads (persistent connections) for (b) and (c), $HS_THREADS for (a); T1 $TLS_T1_MS ms; DUR=$DUR DUR90=$DUR90; uptime: $(uptime)"
+} | tee -a "$OUT/summary.txt"
+start_sipshard_tls SST_PID
+start_kamailio_tls KAMT_PID 2
+log "sipshard (TLS, WSS) pid: $SST_PID; kamailio-tls.cfg pids (tcp_children=2): $(server_pids kamt)"
+
+# (b) REGISTER over persistent TLS connections
+log "phase 8 (b): REGISTER over $TLS_CONNS persistent TLS connections"
+L_TRANSPORT=tls L_THREADS=$TLS_CONNS L_EXTRA=
+tls_compare register_tls tls "$TLS_REG_START" "$TLS_REG_MAX"
+
+# (c) the same over WSS
+# (the help is read whole first: grep -q would close the pipe early, and pipefail would fail it)
+LOAD_HELP=$("$WORK/sipshard-load" register --help 2>&1)
+if grep -q 'wss' <<< "$LOAD_HELP"; then
+	log "phase 8 (c): REGISTER over $TLS_CONNS persistent WSS connections"
+	L_TRANSPORT=wss L_THREADS=$TLS_CONNS L_EXTRA=
+	tls_compare register_wss wss "$TLS_REG_START" "$TLS_REG_MAX"
+else
+	echo "phase 8 (c) skipped: this sipshard-load has no --transport wss" | tee -a "$OUT/summary.txt"
+fi
+echo "kamailio (tcp_children=2) log after (b), (c): $(kamailio_tls_health "$KAMT_LOG")" | tee -a "$OUT/summary.txt"
+stop_kamailio_tls
+
+# (a) handshakes: a new TLS connection per REGISTER
+log "phase 8 (a): a new TLS connection (full handshake) per REGISTER; kamailio tcp_children=$KAMT_HS_CHILDREN"
+start_kamailio_tls KAMT_PID "$KAMT_HS_CHILDREN"
+log "kamailio-tls.cfg pids (tcp_children=$KAMT_HS_CHILDREN): $(server_pids kamt)"
+L_TRANSPORT=tls L_THREADS=$HS_THREADS L_EXTRA=--connection-per-request
+tls_compare handshakes handshake "$HS_START" "$HS_MAX"
+echo "kamailio (tcp_children=$KAMT_HS_CHILDREN) log after (a): $(kamailio_tls_health "$KAMT_LOG")" | tee -a "$OUT/summary.txt"
+stop_kamailio_tls
+
+# Kamailio 5.6.3 + OpenSSL 3 with two workers doing handshakes: what happens
+if [ "$KAMT_HS_CHILDREN" != 2 ]; then
+	log "phase 8: kamailio tcp_children=2 under handshakes (the reason for tcp_children=$KAMT_HS_CHILDREN in (a))"
+	start_kamailio_tls KAMT_PID 2
+	for r in 600 1000 1500; do
+		load_step kamt "$r" "$DUR" kamailio-handshake-2workers
+		[ $? = 2 ] && break
+		sleep 2
+	done
+	echo "kamailio (tcp_children=2) under handshakes: last step [$LAST_SUMMARY]; log: $(kamailio_tls_health "$KAMT_LOG")" |
+		tee -a "$OUT/summary.txt"
+	stop_kamailio_tls
+fi
+keep_log "$WORK/sipshard-tls.log"
+echo "phase 8 end: uptime: $(uptime)" | tee -a "$OUT/summary.txt"
 fi
 
 log "done; results in $OUT"
