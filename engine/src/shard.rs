@@ -50,7 +50,16 @@ use crate::transaction::TransactionId;
 const TIMER_TICK: Duration = Duration::from_millis(10);
 
 /// Outbound messages queued per stream connection before new ones are dropped (and counted).
-const CONNECTION_QUEUE: usize = 256;
+/// Room for the answers to what one read brought (16 KiB of requests) and to the requests still
+/// waiting on other shards, above [`READ_PAUSE_QUEUE`].
+const CONNECTION_QUEUE: usize = 1024;
+
+/// A connection's reader stops reading while this many messages wait in its outbox, so that its
+/// peer's own requests cannot fill the queue (see `Reading::outbox_drained`).
+const READ_PAUSE_QUEUE: usize = 64;
+
+/// How often a paused reader looks at its outbox again.
+const READ_PAUSE_POLL: Duration = Duration::from_millis(1);
 
 /// Datagrams read in one burst (without waiting) before the shard flushes its batches to other
 /// shards and lets its other tasks run.
@@ -500,6 +509,7 @@ async fn serve_connection<S>(
     let mut connection = Reading {
         shell: &shell,
         from,
+        outbox: shell.connections.borrow().by_id(conn),
         chunk: vec![0u8; shell.settings.read_chunk_bytes],
         message_started: None,
     };
@@ -508,8 +518,10 @@ async fn serve_connection<S>(
     } else {
         connection.sip_messages(&mut reader).await;
     }
+    // Dropping the last senders (the reader's, and the one in `remove`) ends the writer once its
+    // queue is flushed, and the writer's end closes the connection.
+    drop(connection);
     shell.connections.borrow_mut().remove(conn);
-    // Dropping the sender (in remove) ends the writer once its queue is flushed.
     writer_task.await;
     debug!(%remote, "connection closed");
 }
@@ -529,26 +541,43 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     rx: local_channel::LocalReceiver<Outgoing>,
     websocket: bool,
 ) {
-    let mut frame = Vec::new();
-    while let Some(outgoing) = rx.recv().await {
-        let bytes: &[u8] = match &outgoing {
-            Outgoing::Message(message) if websocket => {
-                // Text when it is (RFC 7118 §5 allows either; browsers expect text).
-                let opcode = match std::str::from_utf8(message) {
-                    Ok(_) => websocket::Opcode::Text,
-                    Err(_) => websocket::Opcode::Binary,
-                };
-                frame.clear();
-                websocket::encode_frame(opcode, true, message, None, &mut frame);
-                &frame
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        // What else is queued goes out in the same write: one TLS record and one send for
+        // several messages, so a busy connection's writer keeps up with its reader.
+        batch.clear();
+        append_outgoing(&mut batch, first, websocket);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match futures_lite::future::poll_once(rx.recv()).await {
+                Some(Some(next)) => append_outgoing(&mut batch, next, websocket),
+                // Nothing queued, or the queue closed (the next `recv` says so).
+                _ => break,
             }
-            Outgoing::Message(message) => message,
-            Outgoing::Raw(bytes) => bytes,
-        };
+        }
         // TLS buffers what it encrypts until flushed; for TCP the flush costs nothing.
-        if writer.write_all(bytes).await.is_err() || writer.flush().await.is_err() {
+        if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
             break;
         }
+    }
+}
+
+/// Bytes gathered into one write by [`write_loop`] (more once the last message is in).
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Appends what `outgoing` puts on the wire: a SIP message (in a WebSocket frame on a WebSocket
+/// connection: text when it is, RFC 7118 §5 allows either and browsers expect text), or raw
+/// bytes.
+fn append_outgoing(batch: &mut Vec<u8>, outgoing: Outgoing, websocket: bool) {
+    match outgoing {
+        Outgoing::Message(message) if websocket => {
+            let opcode = match std::str::from_utf8(&message) {
+                Ok(_) => websocket::Opcode::Text,
+                Err(_) => websocket::Opcode::Binary,
+            };
+            websocket::encode_frame(opcode, true, &message, None, batch);
+        }
+        Outgoing::Message(message) => batch.extend_from_slice(&message),
+        Outgoing::Raw(bytes) => batch.extend_from_slice(&bytes),
     }
 }
 
@@ -610,6 +639,8 @@ where
 struct Reading<'a> {
     shell: &'a Rc<Shell>,
     from: Inbound,
+    /// The connection's own outbox: reading waits while it is well filled.
+    outbox: Option<Rc<Outbox>>,
     chunk: Vec<u8>,
     /// When the first byte of the message in progress arrived, while one is.
     message_started: Option<Instant>,
@@ -620,6 +651,9 @@ impl Reading<'_> {
     /// closed, failed, idle past `idle-timeout`, or with a message in progress for longer than
     /// `incomplete-message-timeout` (a slow sender).
     async fn read<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> Option<usize> {
+        if !self.outbox_drained().await {
+            return None;
+        }
         let settings = &self.shell.settings;
         let (limit, why) = match self.message_started {
             Some(started) => (
@@ -639,6 +673,26 @@ impl Reading<'_> {
             }
             Err(_) => None,
         }
+    }
+
+    /// Waits while the connection's outbox holds [`READ_PAUSE_QUEUE`] messages or more, so a peer
+    /// that sends requests faster than it reads their answers is slowed down by TCP's flow
+    /// control instead of losing answers to a full queue. False (close the connection) when the
+    /// peer does not read for `incomplete-message-timeout`.
+    async fn outbox_drained(&self) -> bool {
+        let Some(outbox) = &self.outbox else {
+            return true;
+        };
+        let started = Instant::now();
+        while outbox.len() >= READ_PAUSE_QUEUE {
+            if started.elapsed() > self.shell.settings.incomplete_message_timeout {
+                debug!(remote = %self.from.remote, "closing the connection: it reads nothing");
+                self.shell.core.borrow_mut().count_connection_timed_out();
+                return false;
+            }
+            timer::sleep(READ_PAUSE_POLL).await;
+        }
+        true
     }
 
     /// Updates the start of the message in progress after a read: none when nothing is left

@@ -425,3 +425,55 @@ fn outgoing_tls_verifies_the_server() {
     }
     node.process.assert_running();
 }
+
+/// A client that writes requests much faster than it reads the answers (40,000 OPTIONS in one
+/// go, and it starts reading only 2 s later) gets every answer: the node stops reading
+/// its connection while the answers wait (TCP's flow control then holds the client back)
+/// instead of dropping them from a full queue.
+#[test]
+fn a_client_that_reads_slowly_loses_no_answer() {
+    const REQUESTS: usize = 40_000;
+    let port = support::free_port();
+    let mut node = start_node(port, &[]);
+    // A small receive buffer, so that the answers pile up in the node rather than in the kernel.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let node_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    socket.connect(&node_addr.into()).unwrap();
+    let tcp: TcpStream = socket.into();
+    tcp.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut client = SipStream::new(tcp);
+    let lp = local_port(&client);
+    let mut writer = client.stream.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        let mut burst = String::new();
+        for i in 0..REQUESTS {
+            burst.push_str(&format!(
+                "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n\
+                 Via: SIP/2.0/TCP 127.0.0.1:{lp};branch=z9hG4bK-pipelined-{i}\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:pipeline@127.0.0.1>;tag=p\r\n\
+                 To: <sip:127.0.0.1>\r\n\
+                 Call-ID: pipelined-{i}\r\n\
+                 CSeq: 1 OPTIONS\r\n\
+                 Content-Length: 0\r\n\r\n"
+            ));
+        }
+        writer
+            .write_all(burst.as_bytes())
+            .expect("write the requests");
+    });
+    thread::sleep(Duration::from_secs(2));
+    let mut answered = 0;
+    while answered < REQUESTS {
+        let Some(response) = client.try_read_message(Duration::from_secs(10)) else {
+            break;
+        };
+        assert!(response.starts_with("SIP/2.0 200 "), "{response}");
+        answered += 1;
+    }
+    sender.join().unwrap();
+    assert_eq!(answered, REQUESTS, "answers lost");
+    node.process.assert_running();
+}
