@@ -369,6 +369,27 @@ struct Stream {
     closed: bool,
 }
 
+/// Lets the kernel pick the local port at `connect`, for that destination
+/// (`IP_BIND_ADDRESS_NO_PORT`), rather than at `bind`, for any. With a new connection per request
+/// the ports of earlier connections wait in TIME_WAIT; a port picked at `bind` must be free for
+/// every destination, and past about 25,000 of them the kernel spent seconds searching (issue 7's
+/// handshake benchmark). Best effort: without it the connection still works.
+fn defer_port_choice(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int with its size, as
+    // setsockopt(2) takes them.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 impl Stream {
     /// Starts connecting `local` (port chosen by the kernel) to `target` without waiting: the
     /// socket is non-blocking from the start, reads and writes give `WouldBlock` until the
@@ -382,6 +403,7 @@ impl Stream {
         )?;
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
+        defer_port_choice(&socket);
         socket.bind(&SockAddr::from(SocketAddr::new(local, 0)))?;
         match socket.connect(&SockAddr::from(target)) {
             Ok(()) => {}
