@@ -171,8 +171,14 @@ fn accept_loop(listener: TcpListener, observed: Observed) {
         let spawned = std::thread::Builder::new()
             .name("sipshard-admin-req".into())
             .spawn(move || {
-                serve(stream, &observed);
+                let answered = serve(stream, &observed);
+                // A request counts until it is answered; the close that follows is bounded on
+                // its own (`linger`), and counting it made a quick next request find the
+                // endpoint busy.
                 done.fetch_sub(1, Ordering::AcqRel);
+                if let Some(mut stream) = answered {
+                    linger(&mut stream);
+                }
             });
         if let Err(e) = spawned {
             busy.fetch_sub(1, Ordering::AcqRel);
@@ -181,8 +187,9 @@ fn accept_loop(listener: TcpListener, observed: Observed) {
     }
 }
 
-/// Reads one request within [`REQUEST_TIMEOUT`] and answers it.
-fn serve(mut stream: TcpStream, observed: &Observed) {
+/// Reads one request within [`REQUEST_TIMEOUT`] and answers it; the stream to close with
+/// [`linger`] once answered.
+fn serve(mut stream: TcpStream, observed: &Observed) -> Option<TcpStream> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
@@ -194,17 +201,17 @@ fn serve(mut stream: TcpStream, observed: &Observed) {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
+            return None;
         }
         match stream.read(&mut chunk) {
-            Ok(0) => return,
+            Ok(0) => return None,
             Ok(n) => {
                 let room = (MAX_HEAD_BYTES + 1).saturating_sub(head.len());
                 head.extend_from_slice(&chunk[..n.min(room)]);
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             // Timed out, or reset: nobody to answer.
-            Err(_) => return,
+            Err(_) => return None,
         }
     };
     let (response, head_only) = match request {
@@ -214,9 +221,10 @@ fn serve(mut stream: TcpStream, observed: &Observed) {
     };
     let left = deadline.saturating_duration_since(Instant::now());
     let _ = stream.set_write_timeout(Some(left.max(Duration::from_millis(100))));
-    if stream.write_all(&response.to_bytes(head_only)).is_ok() {
-        linger(&mut stream);
-    }
+    stream
+        .write_all(&response.to_bytes(head_only))
+        .is_ok()
+        .then_some(stream)
 }
 
 /// Most bytes read and discarded after an answer, and for how long.
