@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 use crate::call::Calls;
 use crate::client::{Client, Counts, Received, Timers};
 use crate::conn::{Conn, ConnStats, Layers, Transport, WsTarget};
+use crate::cpu;
 use crate::digest;
 use crate::report;
 use crate::scenario::{
@@ -103,6 +104,11 @@ pub const USAGE: &str =
                       most 10 runs of --count/--duration each), then run at 50% and 90% of it
   --hgrm FILE         write the corrected latency's percentile distribution (.hgrm, ms)
   --json FILE         write a JSON summary
+  --server-pid PID[,PID...]
+                      the server's processes (repeatable), on this machine: each run's
+                      summary gets `server_cpu_s`, their CPU time (every thread's, from
+                      /proc/PID/task/*/schedstat) between the run's start and end, for
+                      CPU-seconds per 1,000 requests
   After the last request is sent, the run waits for outstanding transactions (at most 64*T1).
   call: INVITE (SDP offer), 180/200, ACK, hold, BYE; latency of INVITE to 200 and of BYE to 200
   reported separately (the BYE's from when it was due); every request's counts add up.
@@ -136,6 +142,8 @@ pub struct Options {
     pub tls: TlsOptions,
     /// `--ws-path`.
     pub ws_path: String,
+    /// `--server-pid`: the processes whose CPU time each run reports.
+    pub server_pids: Vec<u32>,
 }
 
 /// Where a user's digest password comes from.
@@ -211,6 +219,7 @@ impl Options {
         let mut tls = TlsOptions::default();
         let mut tls_given = false;
         let mut ws_path = None;
+        let mut server_pids = Vec::new();
         let mut body = "sipshard-load".to_owned();
         let mut hold_ms = 0;
         let mut t1_ms = 500;
@@ -303,6 +312,7 @@ impl Options {
                 }
                 "--hgrm" => hgrm = Some(value.clone()),
                 "--json" => json = Some(value.clone()),
+                "--server-pid" => cpu::parse_pids(value, &mut server_pids)?,
                 other => return Err(format!("unknown option {other}")),
             }
         }
@@ -410,6 +420,7 @@ impl Options {
             connection_per_request,
             tls,
             ws_path: ws_path.unwrap_or_else(|| "/".to_owned()),
+            server_pids,
         })
     }
 }
@@ -644,6 +655,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
         Arc::new((0..options.threads).map(|_| Progress::new()).collect());
     let (seconds_tx, seconds) = mpsc::channel::<SecondReport>();
     let mut timeline = report::Timeline::new(options.threads);
+    let cpu_at_start = cpu::Snapshot::take(&options.server_pids);
     let start = Instant::now();
     let mut handles = Vec::new();
     for (k, socket) in sockets.into_iter().enumerate() {
@@ -770,6 +782,7 @@ fn measure(options: &Options) -> Result<Measured, String> {
     }
     let is_call = matches!(options.scenario, Scenario::Call { .. });
     let elapsed = start.elapsed();
+    let cpu_at_end = cpu::Snapshot::take(&options.server_pids);
     // Every shard has ended: its sender is gone and what it sent is waiting.
     for (index, counts, latency) in seconds.try_iter() {
         timeline.add(index, &counts, &latency);
@@ -883,6 +896,15 @@ fn measure(options: &Options) -> Result<Measured, String> {
             ])
         );
     }
+    let server_cpu_s = cpu_at_start.server_s(&cpu_at_end);
+    if let Some(seconds) = server_cpu_s {
+        println!(
+            "server CPU: {seconds:.3} s ({:.2} ms per 1,000 answered with a 2xx)",
+            seconds * 1e6 / counts.ok.max(1) as f64
+        );
+    } else if !options.server_pids.is_empty() {
+        println!("server CPU: unknown (a --server-pid process could not be read at the end)");
+    }
 
     let mut summary = serde_json::json!({
         "scenario": options.scenario.name(),
@@ -913,7 +935,8 @@ fn measure(options: &Options) -> Result<Measured, String> {
         },
         "elapsed_s": elapsed.as_secs_f64(),
         "timeline": timeline.finish(elapsed.as_secs_f64()),
-        "cpu_s": cpu_seconds(),
+        "cpu_s": cpu_at_start.generator_json(&cpu_at_end),
+        "server_cpu_s": server_cpu_s,
         "settings": {
             "rate": options.rate,
             "ramp": options.ramp.map(|r| serde_json::json!({ "from": r.from, "secs": r.secs })),
@@ -1105,19 +1128,6 @@ fn progress_bar(sent: u64, ended: u64, total: u64, left_s: f64) -> String {
 
 /// Below this, a shard polls instead of sleeping (a sleep and wake-up costs about this much).
 const SPIN_NS: u64 = 40_000;
-
-/// This process's user and system CPU time so far, seconds (the generator's own cost: a run
-/// whose generator used most of a core is measuring the generator too).
-fn cpu_seconds() -> serde_json::Value {
-    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return serde_json::Value::Null;
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    serde_json::json!({ "user": secs(usage.ru_utime), "system": secs(usage.ru_stime) })
-}
 
 fn now_ns(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)

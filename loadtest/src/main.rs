@@ -17,6 +17,7 @@ mod call;
 mod client;
 mod compare;
 mod conn;
+mod cpu;
 mod digest;
 mod generate;
 mod plot;

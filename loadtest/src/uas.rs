@@ -13,7 +13,9 @@ use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use sipshard_net::{ErrorAction, Message, Method, error_response, reason_phrase, response_to};
+use sipshard_net::{
+    ErrorAction, HeaderName, Message, Method, error_response, reason_phrase, response_to,
+};
 
 pub struct Options {
     pub listen: SocketAddr,
@@ -115,11 +117,24 @@ m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
             }
             Some(Method::Invite) => {
                 self.stats.invite += 1;
+                // RFC 3261 §12.1.1: a dialog-creating response carries the request's
+                // Record-Route values, in order, so that the caller's route set (and its BYE)
+                // goes through the proxies that asked to stay in the path.
+                let record_route: Vec<&str> = request
+                    .values(HeaderName::RecordRoute)
+                    .filter_map(|v| std::str::from_utf8(v).ok())
+                    .collect();
                 let [ringing, ok] = out;
                 let mut w = response_to(ringing, &request, 180, "Ringing", Some(&tag));
+                for value in &record_route {
+                    w.header("Record-Route", value);
+                }
                 w.header("Contact", &self.contact);
                 w.finish(None, b"");
                 let mut w = response_to(ok, &request, 200, "OK", Some(&tag));
+                for value in &record_route {
+                    w.header("Record-Route", value);
+                }
                 w.header("Contact", &self.contact);
                 w.finish(Some("application/sdp"), self.sdp.as_bytes());
                 2
@@ -224,6 +239,32 @@ mod tests {
             from_users: false,
         };
         (Uas::new(ends.target), ends, call)
+    }
+
+    /// A proxy that Record-Routes (Kamailio's record_route()) gets its route back in the 180
+    /// and the 200, in the INVITE's order, so the caller's BYE goes through it.
+    #[test]
+    fn record_route_is_copied_into_the_dialog_creating_responses() {
+        let (mut uas, ends, call) = setup();
+        let mut invite = Vec::new();
+        crate::scenario::write_request(&mut invite, &call, &ends, 4, "z9hG4bK-i-4");
+        let text = String::from_utf8(invite).unwrap().replacen(
+            "\r\n",
+            "\r\nRecord-Route: <sip:p1.example.org;lr>\r\nRecord-Route: <sip:127.0.0.1:5070;lr>\r\n",
+            1,
+        );
+        let mut out = [Vec::new(), Vec::new()];
+        assert_eq!(uas.answer(text.as_bytes(), &mut out), 2);
+        for response in &out {
+            let msg = Message::parse_datagram(response).unwrap();
+            let values: Vec<&[u8]> = msg.values(HeaderName::RecordRoute).collect();
+            assert_eq!(
+                values,
+                [&b"<sip:p1.example.org;lr>"[..], b"<sip:127.0.0.1:5070;lr>"]
+            );
+        }
+        let dialog = Dialog::from_2xx(&Message::parse_datagram(&out[1]).unwrap()).unwrap();
+        assert_eq!(dialog.routes.len(), 2);
     }
 
     #[test]

@@ -138,6 +138,49 @@ fn check_hgrm(text: &str) -> (Vec<(f64, f64, u64)>, u64) {
     (rows, total)
 }
 
+/// `--server-pid`: the responder's CPU time during the run, which answering 20,000 requests
+/// makes more than nothing and, at a few µs each, far less than the 2 s run's wall time.
+#[test]
+fn server_pid_reports_the_servers_cpu_time_per_run() {
+    let (responder, target) = responder("200");
+    let pid = responder.0.id().to_string();
+    let run = load(
+        "server-cpu",
+        &[
+            "options",
+            "--target",
+            &target,
+            "--rate",
+            "10000",
+            "--count",
+            "20000",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_eq!(count(&run, "ok"), 20000, "{}", run.json);
+    let server = run.json["server_cpu_s"].as_f64().expect("server_cpu_s");
+    assert!(server > 0.0 && server < 2.0, "{server}");
+    // A pid that does not exist is a usage error, not a silent null.
+    let out = Command::new(LOAD)
+        .args([
+            "options",
+            "--target",
+            &target,
+            "--rate",
+            "1",
+            "--server-pid",
+            "4194305",
+        ])
+        .output()
+        .expect("run sipshard-load");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--server-pid"),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn options_counts_add_up_against_the_responder() {
     let (_responder, target) = responder("200");
@@ -173,6 +216,11 @@ fn options_counts_add_up_against_the_responder() {
         run.json["cpu_s"]["user"].as_f64().unwrap() >= 0.0,
         "{}",
         run.json
+    );
+    assert_eq!(
+        run.json["server_cpu_s"],
+        serde_json::Value::Null,
+        "no --server-pid"
     );
     let p50 = run.json["latency_ms"]["corrected"]["p50_ms"]
         .as_f64()

@@ -1,0 +1,148 @@
+//! CPU time of a run: the generator's own (getrusage) and, with `--server-pid`, the server's, so
+//! that a benchmark gets "server CPU-seconds per 1,000 requests" for exactly the span of each run
+//! (a `--search` makes a dozen runs in one process; a wrapper script around the process could
+//! only measure them all together).
+//!
+//! The server's time is the sum over its processes' threads of the first field of
+//! `/proc/PID/task/TID/schedstat` (nanoseconds on a CPU, sched_info), finer than the 10 ms ticks
+//! of `/proc/PID/stat`. Time of threads that exit during the run is lost; the servers measured
+//! (a SIP proxy's workers, redis-server) keep their threads.
+
+use std::path::Path;
+
+/// CPU time used so far by the generator itself and by the `--server-pid` processes.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    generator_user_s: f64,
+    generator_system_s: f64,
+    /// `None` when no pid was given or one of them could not be read (exited).
+    server_ns: Option<u64>,
+}
+
+impl Snapshot {
+    pub fn take(server_pids: &[u32]) -> Snapshot {
+        let (generator_user_s, generator_system_s) = own_cpu_s().unwrap_or((0.0, 0.0));
+        let server_ns = if server_pids.is_empty() {
+            None
+        } else {
+            server_pids
+                .iter()
+                .map(|&pid| process_cpu_ns(Path::new("/proc"), pid))
+                .sum::<Option<u64>>()
+        };
+        Snapshot {
+            generator_user_s,
+            generator_system_s,
+            server_ns,
+        }
+    }
+
+    /// The run's `cpu_s` (the generator's, between `self` and `end`).
+    pub fn generator_json(&self, end: &Snapshot) -> serde_json::Value {
+        serde_json::json!({
+            "user": (end.generator_user_s - self.generator_user_s).max(0.0),
+            "system": (end.generator_system_s - self.generator_system_s).max(0.0),
+        })
+    }
+
+    /// The server's CPU seconds between `self` and `end`; `None` without `--server-pid` or when
+    /// a process could not be read at either end.
+    pub fn server_s(&self, end: &Snapshot) -> Option<f64> {
+        Some(end.server_ns?.saturating_sub(self.server_ns?) as f64 / 1e9)
+    }
+}
+
+/// The generator's user and system CPU seconds so far.
+fn own_cpu_s() -> Option<(f64, f64)> {
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some((secs(usage.ru_utime), secs(usage.ru_stime)))
+}
+
+/// Nanoseconds on a CPU of every thread of process `pid`, from `proc`/PID/task/*/schedstat;
+/// `None` if the process is gone or the files unreadable.
+fn process_cpu_ns(proc: &Path, pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(proc.join(pid.to_string()).join("task")).ok()?;
+    let mut total = 0u64;
+    for task in tasks {
+        let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        let on_cpu: u64 = text.split_whitespace().next()?.parse().ok()?;
+        total = total.saturating_add(on_cpu);
+    }
+    Some(total)
+}
+
+/// `--server-pid PID[,PID...]` (repeatable): the pids, each checked to exist now.
+pub fn parse_pids(value: &str, into: &mut Vec<u32>) -> Result<(), String> {
+    for part in value.split(',') {
+        let pid: u32 = part
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("--server-pid: bad pid {part:?}"))?;
+        if process_cpu_ns(Path::new("/proc"), pid).is_none() {
+            return Err(format!(
+                "--server-pid: no process {pid} whose threads' schedstat can be read"
+            ));
+        }
+        into.push(pid);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn burn(d: std::time::Duration) -> u64 {
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < d {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            std::hint::black_box(x);
+        }
+        x
+    }
+
+    #[test]
+    fn a_busy_process_shows_its_cpu_time_and_a_gone_one_none() {
+        let me = std::process::id();
+        let before = Snapshot::take(&[me]);
+        std::hint::black_box(burn(std::time::Duration::from_millis(200)));
+        let after = Snapshot::take(&[me]);
+        let server = before.server_s(&after).expect("own process readable");
+        assert!((0.15..5.0).contains(&server), "{server}");
+        let generator = before.generator_json(&after);
+        let user = generator["user"].as_f64().expect("user");
+        assert!(user > 0.1, "{generator}");
+        // Without pids: no server time; an unknown pid is refused when parsed.
+        assert_eq!(Snapshot::take(&[]).server_s(&Snapshot::take(&[])), None);
+        let mut pids = Vec::new();
+        assert!(parse_pids("4194305", &mut pids).is_err(), "beyond pid_max");
+        assert!(parse_pids("0", &mut pids).is_err());
+        assert!(parse_pids("x", &mut pids).is_err());
+        parse_pids(&format!("{me},{me}"), &mut pids).expect("own pid twice");
+        assert_eq!(pids, [me, me]);
+    }
+
+    #[test]
+    fn schedstat_of_every_thread_is_summed() {
+        let dir = std::env::temp_dir().join(format!("sipshard-cpu-test-{}", std::process::id()));
+        for (tid, text) in [("7", "1000 5 3\n"), ("8", "2500 1 1\n")] {
+            let task = dir.join("42/task").join(tid);
+            std::fs::create_dir_all(&task).expect("mkdir");
+            std::fs::write(task.join("schedstat"), text).expect("write");
+        }
+        assert_eq!(process_cpu_ns(&dir, 42), Some(3500));
+        assert_eq!(process_cpu_ns(&dir, 43), None, "no such process");
+        std::fs::write(dir.join("42/task/8/schedstat"), "garbage").expect("write");
+        assert_eq!(process_cpu_ns(&dir, 42), None, "unreadable counts");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
