@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# bench/run.sh — sipshard vs Kamailio 5.6 on this machine, driven by SIPp, 127.0.0.1 only.
+# bench/run.sh — sipshard vs Kamailio 5.6 on this machine, 127.0.0.1 (and 127.0.0.2-4) only.
 #
-#   bench/run.sh [OUTDIR]        (default bench/results/<UTC date>)
-#   PHASES="2 3" bench/run.sh DIR (only some phases; default "0 1 1b 2 3 4 5")
+#   bench/run.sh [OUTDIR]         the report: phases 9-12 (below), about 35 minutes on 2 CPUs;
+#                                 results in OUTDIR (default bench/results/<UTC date>), then
+#                                 bench/report.py writes BENCHMARKS.md and bench/plots/
+#   PHASES="2 3" bench/run.sh DIR only some phases (the earlier SIPp-driven investigations 0-7,
+#                                 TLS/WSS 8: bench/NOTES.md); results in DIR only, unless
+#                                 REPORT_TO=ROOT asks for ROOT/BENCHMARKS.md from what ran
 #
-# Builds nothing: uses target/release/sipshard as it is (or the one in $SIPSHARD_BIN_DIR;
-# copied to a scratch directory first, so that a concurrent build cannot swap it mid-run).
-# Needs: kamailio (Debian 5.6), sip-tester (sipp 3.6.1), sysstat (pidstat), tcpdump, python3.
+# Builds nothing: uses target/release/sipshard and sipshard-load as they are (or the ones in
+# $SIPSHARD_BIN_DIR; copied to a scratch directory first, so that a concurrent build cannot swap
+# them mid-run): `cargo build --release --locked` first.
+# Needs: kamailio with its redis, tls and websocket modules (Debian 12: kamailio 5.6.3,
+# kamailio-redis-modules, kamailio-tls-modules, kamailio-websocket-modules), redis-server,
+# redis-sentinel, curl, openssl, python3; phases 0-7 also sip-tester (sipp 3.6.1), sysstat
+# (pidstat), tcpdump.
+#
+# The report's phases (9-12) are described where they are defined, below phase 8.
 # Everything listens and sends on 127.0.0.1; every process is started under `timeout`, SIPp
 # runs are stopped DURATION + 6 s after they start (an overloaded step fails), and
 # everything is stopped at the end.
@@ -73,6 +83,10 @@
 # shows why); everything else at its defaults, log-level=warning. Kamailio: debug=0.
 set -uo pipefail
 
+# The whole script is one compound command, read entirely before it starts: editing this file
+# while a run goes on (a 35-minute run) cannot change what the run executes.
+{
+
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 OUT=${1:-$ROOT/bench/results/$(date -u +%F)}
@@ -107,7 +121,8 @@ SSR_PORT=25063
 RESPL_PORT=25071
 LOADGEN_RATE=${LOADGEN_RATE:-10000}
 
-exec > >(tee "$OUT/run.log") 2>&1
+exec > >(tee -a "$OUT/run.log") 2>&1
+declare -A SERVER_CMD    # each server's command line, by the variable holding its pid
 BG=()                    # `timeout` pids of everything started in the background
 cleanup() {
 	local p
@@ -150,11 +165,14 @@ start_sipshard() {
 	local var=$1 port=$2 threads=$3
 	shift 3
 	local logf="$WORK/sipshard-$port.log"
-	timeout "$LIMIT" "$WORK/sipshard" --set "global/transports=sip:127.0.0.1:$port" \
-		--set 'module::Registrar/reg-domains=127.0.0.1 localhost' \
-		--set global/log-level=warning --threads "$threads" "$@" > "$logf" 2>&1 &
+	local cmd=(sipshard --set "global/transports=sip:127.0.0.1:$port"
+		--set 'module::Registrar/reg-domains=127.0.0.1 localhost'
+		--set global/log-level=warning --set global/admin-listen= --threads "$threads" "$@")
+	timeout "$LIMIT" "$WORK/sipshard" "${cmd[@]:1}" > "$logf" 2>&1 &
 	local t=$!
 	BG+=("$t")
+	LAST_T=$t
+	SERVER_CMD[$var]="${cmd[*]}"
 	for _ in $(seq 50); do
 		grep -q "listening" "$logf" && break
 		sleep 0.1
@@ -172,6 +190,8 @@ start_kamailio() {
 		> "$logf" 2>&1 &
 	local t=$!
 	BG+=("$t")
+	LAST_T=$t
+	SERVER_CMD[$var]="kamailio -f bench/$cfg -DD -E -m 4096 -M 32 -x tlsf -X tlsf"
 	for _ in $(seq 50); do
 		ss -Hlun "sport = :$port" | grep -q . && break
 		sleep 0.1
@@ -507,7 +527,10 @@ best = max(d, key=d.get)
 print(best, " ".join(f"{k}:{v/1e6:.0f}ms" for k, v in sorted(d.items())))' "$a" "$b"
 }
 
-PHASES=" ${PHASES:-0 1 1b 2 3 4 5} "
+# The default, the report's phases, also writes BENCHMARKS.md and bench/plots/ (REPORT_TO=ROOT);
+# other phase lists leave their results in OUT only, unless REPORT_TO is set.
+[ -z "${PHASES:-}" ] && REPORT_TO=${REPORT_TO-$ROOT}
+PHASES=" ${PHASES:-9 10 11 12} "
 has_phase() { [[ $PHASES == *" $1 "* ]]; }
 
 # ---- phase 0: SIPp's own ceiling ----------------------------------------------------------
@@ -649,7 +672,7 @@ done
 fi
 
 cp "$WORK/kamailio.log" "$OUT/kamailio.log" 2> /dev/null
-for f in "$WORK"/sipshard-*.log; do cp "$f" "$OUT/"; done
+for f in "$WORK"/sipshard-*.log; do [ -f "$f" ] && cp "$f" "$OUT/"; done
 top -bn1 | head -15 > "$OUT/top-end.txt"
 # ---- phase 6: the bindings in Redis ----------------------------------------------------------------
 if has_phase 6; then
@@ -780,6 +803,7 @@ start_kamailio_tls() {
 	local t=$!
 	BG+=("$t")
 	KAMT_T=$t
+	SERVER_CMD[$var]="kamailio -f bench/kamailio-tls.cfg -A TLS_CFG=... -A TCP_CHILDREN=$n -DD -E -m 4096 -M 32 -x tlsf -X tlsf"
 	KAMT_LOG=$logf
 	for _ in $(seq 50); do
 		ss -Hltn "sport = :$WSSK_PORT" | grep -q . && break
@@ -855,6 +879,7 @@ start_sipshard_tls() {
 		--set "global/admin-listen=127.0.0.1:$SSADM_PORT" --threads 2 > "$logf" 2>&1 &
 	local t=$!
 	BG+=("$t")
+	SERVER_CMD[$var]="sipshard --set global/transports=sips:127.0.0.1:$TLSS_PORT (and wss) --set global/tls-certificates-file=... --threads 2"
 	for _ in $(seq 50); do
 		grep -q "listening" "$logf" && break
 		sleep 0.1
@@ -1098,4 +1123,335 @@ keep_log "$WORK/sipshard-tls.log"
 echo "phase 8 end: uptime: $(uptime)" | tee -a "$OUT/summary.txt"
 fi
 
+# ---- phases 10, 9, 11, 12: the report (bench/report.py writes BENCHMARKS.md from them) ----------
+# Driven by sipshard-load for both servers (the same generator, the same options), every run's
+# server CPU time measured by the generator itself (--server-pid: the server's threads'
+# schedstat at the run's start and end), every summary kept in $OUT/report/ with the command
+# that made it in results-PHASE.jsonl (one JSON object a line, the first the machine and the
+# code), which bench/report.py reads: a phase run again replaces only its own file.
+#  10. Memory per binding: a fresh Kamailio (bench/kamailio.cfg, usrloc in memory) and a fresh
+#      sipshard --threads 2 each get $MEM_BINDINGS REGISTERs of distinct AORs at $MEM_RATE/s;
+#      the servers' proportional set size (PSS, /proc/PID/smaps_rollup, summed over Kamailio's
+#      processes, whose shared memory PSS splits between them) before, at the end of the load,
+#      and $MEM_SETTLE s later, when sipshard's transactions have ended (Timer J), at half the
+#      bindings and at all of them: the cost per binding over all of them, and the marginal
+#      cost of the second half (the memory the first half's transactions left to the
+#      allocator is reused by the second's, so this is the bindings' own cost).
+#   9. For each workload — REGISTER (bindings in memory), REGISTER (bindings in Redis, the
+#      redis-server's CPU counted as the server's), calls (INVITE/180/200/ACK, 1 s hold,
+#      BYE/200, to a `sipshard-load uas` whose $REP_USERS callees registered first), MESSAGE
+#      (to the same callees), REGISTER over TLS ($TLS_CONNS persistent connections) — and each
+#      server: `sipshard-load --search` (the highest clean rate up to the workload's maximum:
+#      nothing failed, timed out or retransmitted, 97 % of the rate achieved; bisection to 2 %,
+#      at most 10 probes of $DUR s), then its runs at 50 % and 90 % of that rate (latency
+#      p50/p99/p99.9 from the intended send time, server CPU per 1,000).
+#  11. Failover: the three-node lab (configs/lab/run on 127.0.0.2-4, the seed's sentinel
+#      settings: down-after-milliseconds 10000) under REGISTER load at $FO_RATE/s through node 1
+#      for $FO_SECS s, its Redis master killed (SIGKILL) $FO_KILL_AT s in: failed requests, and
+#      the longest wait for a 200 (a REGISTER sent just after the kill waits for the new master:
+#      the unavailability window). The same load against Kamailio's db_redis (which follows no
+#      Sentinel) with its redis-server killed.
+#  12. Scaling: sipshard --threads N for N = 1, 2, 4, 8, 16 up to this machine's CPUs: the
+#      highest clean REGISTER rate and CPU per 1,000 at 90 % (on a machine with few CPUs the
+#      generator shares them).
+REP=$OUT/report
+MEM_BINDINGS=${MEM_BINDINGS:-1000000}
+MEM_RATE=${MEM_RATE:-10000}
+MEM_SETTLE=${MEM_SETTLE:-40}
+REP_THREADS=${REP_THREADS:-4}   # generator threads: over UDP, 4 source ports, which SO_REUSEPORT spreads over sipshard's shards
+REP_USERS=${REP_USERS:-10000}
+UAS_PORT=25090
+SSMEM_ADMIN=25067
+FO_RATE=${FO_RATE:-1000}
+FO_SECS=${FO_SECS:-30}
+FO_KILL_AT=${FO_KILL_AT:-5}
+# The upper bound of each workload's search: about 1.5x the best either server reached in
+# earlier runs (a probe far above the capacity costs up to 64*T1 of draining).
+declare -A REP_MAX=([register]=${MAX_REGISTER:-40000} [register-redis]=${MAX_REGISTER_REDIS:-24000}
+	[call]=${MAX_CALL:-6000} [message]=${MAX_MESSAGE:-24000} [register-tls]=${MAX_REGISTER_TLS:-32000})
+REP_WORKLOADS=${REP_WORKLOADS:-register register-redis call message register-tls}
+
+# rep_record KEY=VALUE...: one line of the current phase's results-$REP_PHASE.jsonl (values
+# that read as numbers are numbers).
+rep_record() {
+	python3 -c '
+import json, sys
+d = {}
+for a in sys.argv[1:]:
+    k, _, v = a.partition("=")
+    for conv in (int, float):
+        try:
+            v = conv(v)
+            break
+        except ValueError:
+            pass
+    d[k] = v
+print(json.dumps(d))' "$@" >> "$REP/results-$REP_PHASE.jsonl"
+}
+server_label() { case $1 in kam* | KAM*) echo kamailio ;; *) echo sipshard ;; esac; }
+# pss_kib PID...: the processes' proportional set size, KiB.
+pss_kib() {
+	local p s=0 v
+	for p in "$@"; do
+		v=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2> /dev/null)
+		s=$((s + ${v:-0}))
+	done
+	echo "$s"
+}
+# stop_server TIMEOUTPID: stops a server started under `timeout` (SIGTERM, waited for).
+stop_server() {
+	kill "$1" 2> /dev/null
+	wait "$1" 2> /dev/null
+	sleep 1
+}
+# rep_phase N: the results of phase N start afresh, with the machine and the code.
+rep_phase() {
+	REP_PHASE=$1
+	rm -f "$REP/results-$REP_PHASE.jsonl"
+	rep_record kind=machine phase="$1" date="$(date -u '+%F %T') UTC" host="$(uname -srm)" nproc="$(nproc)" \
+		cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+		memory_gib="$(awk '/MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)" \
+		kamailio="$(kamailio -v | head -1)" redis="$(redis-server --version | cut -d' ' -f3)" \
+		sipshard_sha256="$(sha256sum "$WORK/sipshard" | cut -c1-16)" \
+		commit="$(git rev-parse --short HEAD)" dirty="$(git status --porcelain -- engine net registrar loadtest | grep -vc '^??')" \
+		dur="$DUR" load_at_start="$(load)"
+}
+
+if has_phase 9 || has_phase 10 || has_phase 11 || has_phase 12; then
+	[ -x "$WORK/sipshard-load" ] || { log "no sipshard-load in $BIN_DIR"; exit 1; }
+	mkdir -p "$REP"
+fi
+
+# ---- phase 10: memory per binding ----------------------------------------------------------------
+if has_phase 10; then
+log "phase 10: memory per binding at $MEM_BINDINGS bindings ($MEM_RATE REGISTER/s of distinct AORs)"
+rep_phase 10
+HALF=$((MEM_BINDINGS / 2))
+for sv in KAM_MEM_PID SS_MEM_PID; do
+	if [ $sv = KAM_MEM_PID ]; then
+		start_kamailio KAM_MEM_PID kamailio.cfg $KAM_PORT
+		port=$KAM_PORT
+	else
+		# At its defaults (room for 1,048,576 AORs and 262,144 transactions per shard, reserved
+		# up front): the other phases raise both to 4,194,304, whose tables alone would count
+		# here once touched.
+		start_sipshard SS_MEM_PID $SS_PORT 2 --set "global/admin-listen=127.0.0.1:$SSMEM_ADMIN"
+		port=$SS_PORT
+	fi
+	t=$LAST_T
+	pids=${!sv}
+	[ $sv = KAM_MEM_PID ] && pids="$pids $(pgrep -P "${!sv}" | xargs)"
+	sleep 2
+	before=$(pss_kib $pids)
+	name=memory-$(server_label $sv)
+	ok=0
+	for half in 1 2; do
+		args="register --target 127.0.0.1:$port --domain 127.0.0.1:$port --threads $REP_THREADS --rate $MEM_RATE --count $HALF --duration 100000 --user-count $HALF --first $(((half - 1) * HALF))"
+		# shellcheck disable=SC2086 # args: words
+		timeout 600 "$WORK/sipshard-load" $args --json "$REP/$name-$half.json" > "$REP/$name-$half.txt" 2>&1
+		at_end=$(pss_kib $pids)
+		# sipshard keeps each UDP REGISTER's server transaction 64*T1 = 32 s after its 200
+		# (Timer J, to answer retransmissions); Kamailio answers REGISTER statelessly. The
+		# bindings' memory is read once those transactions are gone.
+		sleep "$MEM_SETTLE"
+		settled=$(pss_kib $pids)
+		ok=$((ok + $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["counts"]["ok"])' "$REP/$name-$half.json" 2> /dev/null || echo 0)))
+		bindings=
+		[ $sv = SS_MEM_PID ] && bindings=$(curl -s --max-time 2 "http://127.0.0.1:$SSMEM_ADMIN/metrics" |
+			awk '/^sipshard_bindings[{ ]/ { s += $NF } END { print s + 0 }')
+		log "  $(server_label $sv), half $half: PSS before ${before} KiB, at the end of the load ${at_end} KiB, $MEM_SETTLE s later ${settled} KiB; REGISTERs answered 200 so far: $ok; node's bindings gauge: ${bindings:-n/a}"
+		rep_record kind=memory server="$(server_label $sv)" half=$half pss_before_kib="$before" \
+			pss_at_end_kib="$at_end" pss_settled_kib="$settled" settle_s="$MEM_SETTLE" ok="$ok" \
+			bindings_gauge="$bindings" json="$name-$half.json" pids_counted="$(wc -w <<< "$pids")" \
+			command="sipshard-load $args --json $name-$half.json" server_command="${SERVER_CMD[$sv]}"
+	done
+	stop_server "$t"
+done
+fi
+
+# ---- phase 9: the workloads ----------------------------------------------------------------------
+# rep_args WORKLOAD PORT: the sipshard-load arguments of WORKLOAD against a server on PORT.
+NEXT_REP_USER=100000000
+rep_args() {
+	local w=$1 port=$2
+	case $w in
+	register | register-redis)
+		echo "register --target 127.0.0.1:$port --domain 127.0.0.1:$port --threads $REP_THREADS --user-count 1000000000 --first $NEXT_REP_USER" ;;
+	call)
+		echo "call --target 127.0.0.1:$port --domain 127.0.0.1:$port --threads $REP_THREADS --users callee%06d --user-count $REP_USERS --hold-ms 1000" ;;
+	message)
+		echo "message --target 127.0.0.1:$port --domain 127.0.0.1:$port --threads $REP_THREADS --users callee%06d --user-count $REP_USERS" ;;
+	register-tls)
+		echo "register --target 127.0.0.1:$port --domain 127.0.0.1:$port --transport tls --tls-ca CA.pem --threads $TLS_CONNS --t1-ms $TLS_T1_MS --user-count 1000000000 --first $NEXT_REP_USER" ;;
+	esac
+}
+# rep_search WORKLOAD SERVERVAR PORT: the search and its 50 % and 90 % runs; a results line.
+rep_search() {
+	local w=$1 sv=$2 port=$3
+	local server pids args max name
+	server=$(server_label "$sv")
+	pids=$(server_pids "$sv" | xargs | tr ' ' ',')
+	max=${REP_MAX[$w]}
+	args=$(rep_args "$w" "$port")
+	NEXT_REP_USER=$((NEXT_REP_USER + 100000000))
+	name=$w-$server
+	log "  $name: sipshard-load $args --rate $max --duration $DUR --search --server-pid $pids"
+	# shellcheck disable=SC2086 # args: words
+	timeout 1200 "$WORK/sipshard-load" ${args/CA.pem/${CERTS:-}/ca.pem} --rate "$max" --duration "$DUR" --search \
+		--server-pid "$pids" --json "$REP/$name.json" > "$REP/$name.txt" 2>&1
+	grep '^search:' "$REP/$name.txt" | tr '\n' ';' | sed 's/^/    /; s/$/\n/'
+	local alive=yes
+	for p in ${pids//,/ }; do kill -0 "$p" 2> /dev/null || alive=no; done
+	rep_record kind=search workload="$w" server="$server" json="$name.json" server_alive=$alive \
+		command="sipshard-load $args --rate $max --duration $DUR --search --server-pid PIDS --json $name.json" \
+		server_command="${SERVER_CMD[$sv]}" counted_pids="$(tr ',' ' ' <<< "$pids" | wc -w) ($(server_label "$sv")$([ "$w" = register-redis ] && echo ' + redis-server'))"
+}
+# register_callees SERVERVAR PORT: the call and MESSAGE workloads' callees, at the UAS.
+register_callees() {
+	timeout 60 "$WORK/sipshard-load" register --target "127.0.0.1:$2" --domain "127.0.0.1:$2" --contact "127.0.0.1:$UAS_PORT" \
+		--users callee%06d --user-count "$REP_USERS" --count "$REP_USERS" --rate 5000 \
+		> "$WORK/callees-$1.txt" 2>&1 || { log "  registering the callees at $1 failed"; tail -5 "$WORK/callees-$1.txt"; }
+}
+
+if has_phase 9; then
+rep_phase 9
+log "phase 9: the report's workloads ($REP_WORKLOADS), Kamailio vs sipshard --threads 2, driven by sipshard-load"
+has_w() { [[ " $REP_WORKLOADS " == *" $1 "* ]]; }
+if has_w register || has_w call || has_w message; then
+	start_kamailio KAM_PID kamailio.cfg $KAM_PORT
+	SERVER_CMD[kam]=${SERVER_CMD[KAM_PID]}
+	start_sipshard SS_PID $SS_PORT 2 --set global/transaction-table-capacity=$SS_CAP --set "$SS_AORS"
+	if has_w call || has_w message; then
+		timeout "$LIMIT" "$WORK/sipshard-load" uas --listen "127.0.0.1:$UAS_PORT" > "$WORK/uas.log" 2>&1 &
+		BG+=("$!")
+		sleep 0.5
+		register_callees kam $KAM_PORT
+		register_callees SS_PID $SS_PORT
+	fi
+	for w in register call message; do
+		has_w $w || continue
+		rep_search $w kam $KAM_PORT
+		sleep 2
+		rep_search $w SS_PID $SS_PORT
+		sleep 2
+	done
+fi
+if has_w register-redis; then
+	start_redis
+	start_kamailio KAMR_PID kamailio-redis.cfg $KAMR_PORT
+	SERVER_CMD[kamr]=${SERVER_CMD[KAMR_PID]}
+	start_sipshard SSR_PID $SSR_PORT 2 --set global/transaction-table-capacity=$SS_CAP --set "$SS_AORS" \
+		--set module::Registrar/db-implementation=redis \
+		--set module::Registrar/redis-server-domain=127.0.0.1 \
+		--set "module::Registrar/redis-server-port=$REDIS_PORT"
+	rep_search register-redis kamr $KAMR_PORT
+	redis_reset
+	sleep 2
+	rep_search register-redis SSR_PID $SSR_PORT
+fi
+if has_w register-tls; then
+	CERTS=$WORK/certs
+	make_certs "$CERTS"
+	start_kamailio_tls KAMT_PID 2
+	SERVER_CMD[kamt]=${SERVER_CMD[KAMT_PID]}
+	start_sipshard_tls SST_PID
+	rep_search register-tls kamt $TLSK_PORT
+	sleep 2
+	rep_search register-tls SST_PID $TLSS_PORT
+	stop_kamailio_tls
+fi
+fi
+
+# ---- phase 11: failover ----------------------------------------------------------------------------
+# fo_load TAG TARGET DOMAIN KILLPID: REGISTER load at $FO_RATE/s for $FO_SECS s; KILLPID gets
+# SIGKILL $FO_KILL_AT s in. A results line.
+fo_load() {
+	local tag=$1 target=$2 domain=$3 victim=$4
+	local args="register --target $target --domain $domain --threads 2 --rate $FO_RATE --duration $FO_SECS --user-count 1000000000 --first $NEXT_REP_USER"
+	NEXT_REP_USER=$((NEXT_REP_USER + 100000000))
+	# shellcheck disable=SC2086 # args: words
+	timeout $((FO_SECS + 60)) "$WORK/sipshard-load" $args --json "$REP/failover-$tag.json" > "$REP/failover-$tag.txt" 2>&1 &
+	local gen=$!
+	sleep "$FO_KILL_AT"
+	local killed_at
+	killed_at=$(date -u +%T.%N | cut -c1-12)
+	kill -9 "$victim"
+	log "  $tag: redis-server $victim killed (SIGKILL) at $killed_at, $FO_KILL_AT s into the load"
+	wait $gen
+	rep_record kind=failover server="$tag" json="failover-$tag.json" kill_at_s="$FO_KILL_AT" rate="$FO_RATE" \
+		command="sipshard-load $args --json failover-$tag.json; kill -9 MASTER after $FO_KILL_AT s" \
+		server_command="$5"
+	grep '^sent \|^final responses\|from intended' "$REP/failover-$tag.txt" | sed 's/^/    /'
+}
+
+if has_phase 11; then
+rep_phase 11
+log "phase 11: failover: the lab's Redis master killed under REGISTER load ($FO_RATE/s); then Kamailio db_redis"
+LAB=$WORK/lab
+LAB_PORTS=(LAB_SIP_PORT=25080 LAB_REDIS_PORT=25081 LAB_SENTINEL_PORT=25082 LAB_ADMIN_PORT=25083)
+env "${LAB_PORTS[@]}" LAB_DIR="$LAB" SIPSHARD="$WORK/sipshard" timeout "$LIMIT" "$ROOT/configs/lab/run" > "$WORK/lab.log" 2>&1 &
+LAB_T=$!
+BG+=("$LAB_T")
+for _ in $(seq 120); do
+	grep -q 'lab: ready' "$WORK/lab.log" && break
+	kill -0 $LAB_T 2> /dev/null || break
+	sleep 0.5
+done
+if grep -q 'lab: ready' "$WORK/lab.log"; then
+	master=$(cat "$LAB/pids/redis-1.pid")
+	fo_load sipshard 127.0.0.2:25080 example.org "$master" \
+		"configs/lab/run (3 redis-server, 3 redis-sentinel with down-after-milliseconds 10000, 3 sipshard --threads 2 with redis-failover-hold 20s)"
+	sleep 2
+	for i in 1 2 3; do
+		echo "    sentinel on 127.0.0.$((i + 1)): master $(redis-cli -h 127.0.0.$((i + 1)) -p 25082 SENTINEL get-master-addr-by-name flexi1 | xargs)"
+	done
+	grep -h 'failover\|master' "$LAB"/sipshard-1/*.log 2> /dev/null | tail -5 | sed 's/^/    node 1: /'
+else
+	log "  the lab did not start:"
+	tail -20 "$WORK/lab.log"
+fi
+env LAB_DIR="$LAB" "$ROOT/configs/lab/run" stop > /dev/null 2>&1
+wait $LAB_T 2> /dev/null
+cp "$WORK/lab.log" "$REP/failover-lab.log"
+if ! kill -0 "${KAMR_PID:-0}" 2> /dev/null; then
+	start_redis
+	start_kamailio KAMR_PID kamailio-redis.cfg $KAMR_PORT
+fi
+redis_reset
+fo_load kamailio 127.0.0.1:$KAMR_PORT 127.0.0.1:$KAMR_PORT "$REDIS_PID" "${SERVER_CMD[KAMR_PID]} (usrloc db_mode=1, db_redis at 127.0.0.1:$REDIS_PORT)"
+fi
+
+# ---- phase 12: scaling over shards -----------------------------------------------------------------
+if has_phase 12; then
+rep_phase 12
+log "phase 12: scaling: sipshard --threads N, REGISTER search for each N up to $(nproc) CPUs"
+port=25100
+for n in 1 2 4 8 16; do
+	[ "$n" -le "$(nproc)" ] || break
+	start_sipshard SCALE_PID $port "$n" --set global/transaction-table-capacity=$SS_CAP --set "$SS_AORS"
+	t=$LAST_T
+	threads=$((n * 2 > REP_THREADS ? n * 2 : REP_THREADS))
+	args="register --target 127.0.0.1:$port --domain 127.0.0.1:$port --threads $threads --user-count 1000000000 --first $NEXT_REP_USER"
+	NEXT_REP_USER=$((NEXT_REP_USER + 100000000))
+	max=$((${REP_MAX[register]} * n / 2 + 20000))
+	# shellcheck disable=SC2086 # args: words
+	timeout 1200 "$WORK/sipshard-load" $args --rate $max --duration "$DUR" --search --server-pid "$SCALE_PID" \
+		--json "$REP/scaling-$n.json" > "$REP/scaling-$n.txt" 2>&1
+	grep '^search: highest' "$REP/scaling-$n.txt" | sed "s/^/    --threads $n: /"
+	rep_record kind=scaling shards="$n" json="scaling-$n.json" \
+		command="sipshard-load $args --rate $max --duration $DUR --search --server-pid PID --json scaling-$n.json" \
+		server_command="${SERVER_CMD[SCALE_PID]}"
+	stop_server "$t"
+	port=$((port + 1))
+done
+fi
+
+if compgen -G "$REP/results-*.jsonl" > /dev/null; then
+	log "report: bench/report.py $OUT"
+	python3 "$ROOT/bench/report.py" "$OUT" --sipshard-load "$WORK/sipshard-load" ${REPORT_TO:+--write "$REPORT_TO"}
+fi
+
 log "done; results in $OUT"
+
+exit
+}

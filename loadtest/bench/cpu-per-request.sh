@@ -4,7 +4,7 @@
 # (UDP, 127.0.0.1, one thread each).
 #
 # Why: on a 2-core machine the responder and the generator share the cores, so the highest clean
-# rate of each generator says little about which is faster (BENCHMARKS.md, "Load generators").
+# rate of each generator says little about which is faster (bench/NOTES.md, "Load generators").
 # CPU-seconds per request of the generator process itself do: the 3x target of issue 6 restated
 # per core is "sipshard-load needs at most 1/3 of SIPp's CPU per REGISTER".
 #
