@@ -402,9 +402,10 @@ def build(outdir, load_bin, plots_dir, plots_link, results_link):
           "made waits (its 200 is sent once the write is acknowledged by the new master), so the "
           "**unavailability window** is the longest wait for a 200: a REGISTER sent just after "
           "the kill waits for the whole failover. Kamailio 5.6's db_redis connects to one "
-          "redis-server and follows no Sentinel: its figure is what the same kill does to it.")
+          "redis-server and follows no Sentinel: its figure is what the same kill does to it "
+          "(its failures are answered at once, so its longest wait says nothing of a window).")
         w("")
-        w("| server | rate/s | REGISTERs | answered 2xx | failed | timed out | retransmissions | statuses | longest wait for a 200, s | p99 ms |")
+        w("| server | rate/s | REGISTERs | answered 2xx | failed | timed out | retransmissions | statuses | longest wait for a final response, s | p99 ms |")
         w("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
         for r in failover:
             s = summary(outdir, r["json"])
@@ -467,7 +468,7 @@ def build(outdir, load_bin, plots_dir, plots_link, results_link):
       "kamailio-tls-modules kamailio-websocket-modules redis-server redis-sentinel curl openssl`:")
     w("")
     w("    cargo build --release --locked")
-    w("    bench/run.sh            # phases 9-12, about 30 minutes; writes BENCHMARKS.md and bench/plots/")
+    w("    bench/run.sh            # phases 9-12, about 25 minutes; writes BENCHMARKS.md and bench/plots/")
     w("")
     w("`PHASES=\"0 1 1b 2 3 4 5 6 7 8\" bench/run.sh DIR` runs the earlier SIPp-driven and TLS "
       "investigations described in bench/NOTES.md (results in DIR only).")

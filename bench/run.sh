@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — sipshard vs Kamailio 5.6 on this machine, 127.0.0.1 (and 127.0.0.2-4) only.
 #
-#   bench/run.sh [OUTDIR]         the report: phases 9-12 (below), about 35 minutes on 2 CPUs;
+#   bench/run.sh [OUTDIR]         the report: phases 9-12 (below), about 25 minutes on 2 CPUs;
 #                                 results in OUTDIR (default bench/results/<UTC date>), then
 #                                 bench/report.py writes BENCHMARKS.md and bench/plots/
 #   PHASES="2 3" bench/run.sh DIR only some phases (the earlier SIPp-driven investigations 0-7,
@@ -84,7 +84,7 @@
 set -uo pipefail
 
 # The whole script is one compound command, read entirely before it starts: editing this file
-# while a run goes on (a 35-minute run) cannot change what the run executes.
+# while a run goes on (a 25-minute run) cannot change what the run executes.
 {
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
