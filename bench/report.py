@@ -335,6 +335,10 @@ def build(outdir, load_bin, plots_dir, plots_link, results_link):
 
     w("### Commands")
     w("")
+    w("PIDS: the server's processes (sipshard's one; Kamailio's main process and its workers; "
+      "with the redis-server's in the Redis workload). CA.pem: the P-256 CA made for the run by "
+      "openssl (`make_certs` in bench/run.sh), whose server certificate both servers present.")
+    w("")
     for key, title, unit in WORKLOADS:
         for srv in SERVERS:
             r = searches.get((key, srv))

@@ -172,7 +172,7 @@ start_sipshard() {
 	local t=$!
 	BG+=("$t")
 	LAST_T=$t
-	SERVER_CMD[$var]="${cmd[*]}"
+	SERVER_CMD[$var]=$(printf '%q ' "${cmd[@]}")
 	for _ in $(seq 50); do
 		grep -q "listening" "$logf" && break
 		sleep 0.1
