@@ -105,13 +105,8 @@ def num(v):
     return f"{v:.3g}"
 
 
-def svg_bars(title, unit, categories, series, path):
-    """Grouped bars: categories along x, one bar per series (name, values), values labelled."""
-    width, height, left, right, top, bottom = 820, 420, 80, 20, 60, 110
-    vmax = max([v for _, vals in series for v in vals if v is not None] or [1])
-    plot_w, plot_h = width - left - right, height - top - bottom
-    group = plot_w / max(1, len(categories))
-    bar = group * 0.8 / max(1, len(series))
+def svg_open(width, height, title, left, right, top, plot_h, vmax):
+    """The start of a chart: the canvas, the title, and 5 horizontal grid lines labelled 0..vmax."""
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
@@ -121,6 +116,17 @@ def svg_bars(title, unit, categories, series, path):
         y = top + plot_h - plot_h * i / 4
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{num(v)}</text>')
+    return out
+
+
+def svg_bars(title, unit, categories, series, path):
+    """Grouped bars: categories along x, one bar per series (name, values), values labelled."""
+    width, height, left, right, top, bottom = 820, 420, 80, 20, 60, 110
+    vmax = max([v for _, vals in series for v in vals if v is not None] or [1])
+    plot_w, plot_h = width - left - right, height - top - bottom
+    group = plot_w / max(1, len(categories))
+    bar = group * 0.8 / max(1, len(series))
+    out = svg_open(width, height, title, left, right, top, plot_h, vmax)
     out.append(f'<text x="16" y="{top + plot_h / 2}" transform="rotate(-90 16 {top + plot_h / 2})" '
                f'text-anchor="middle">{html.escape(unit)}</text>')
     for c, cat in enumerate(categories):
@@ -162,15 +168,7 @@ def svg_lines(title, xlabel, ylabel, xs, series, path):
     vmax = max([v for _, _, vals in series for v in vals if v is not None] or [1])
     plot_w, plot_h = width - left - right, height - top - bottom
     step = plot_w / max(1, len(xs) - 1) if len(xs) > 1 else 0
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15">{html.escape(title)}</text>']
-    for i in range(5):
-        v = vmax * i / 4
-        y = top + plot_h - plot_h * i / 4
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{num(v)}</text>')
+    out = svg_open(width, height, title, left, right, top, plot_h, vmax)
     for i, x in enumerate(xs):
         out.append(f'<text x="{left + i * step:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{x}</text>')
     out.append(f'<text x="{left + plot_w / 2}" y="{height - 14}" text-anchor="middle">{html.escape(xlabel)}</text>')
