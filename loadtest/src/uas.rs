@@ -120,19 +120,20 @@ m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
                 // RFC 3261 §12.1.1: a dialog-creating response carries the request's
                 // Record-Route values, in order, so that the caller's route set (and its BYE)
                 // goes through the proxies that asked to stay in the path.
-                let record_route: Vec<&str> = request
-                    .values(HeaderName::RecordRoute)
-                    .filter_map(|v| std::str::from_utf8(v).ok())
-                    .collect();
+                let record_route = || {
+                    request
+                        .values(HeaderName::RecordRoute)
+                        .filter_map(|v| std::str::from_utf8(v).ok())
+                };
                 let [ringing, ok] = out;
                 let mut w = response_to(ringing, &request, 180, "Ringing", Some(&tag));
-                for value in &record_route {
+                for value in record_route() {
                     w.header("Record-Route", value);
                 }
                 w.header("Contact", &self.contact);
                 w.finish(None, b"");
                 let mut w = response_to(ok, &request, 200, "OK", Some(&tag));
-                for value in &record_route {
+                for value in record_route() {
                     w.header("Record-Route", value);
                 }
                 w.header("Contact", &self.contact);
