@@ -13,15 +13,14 @@ use std::path::Path;
 /// CPU time used so far by the generator itself and by the `--server-pid` processes.
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot {
-    generator_user_s: f64,
-    generator_system_s: f64,
+    /// User and system seconds; `None` if getrusage failed.
+    generator_s: Option<(f64, f64)>,
     /// `None` when no pid was given or one of them could not be read (exited).
     server_ns: Option<u64>,
 }
 
 impl Snapshot {
     pub fn take(server_pids: &[u32]) -> Snapshot {
-        let (generator_user_s, generator_system_s) = own_cpu_s().unwrap_or((0.0, 0.0));
         let server_ns = if server_pids.is_empty() {
             None
         } else {
@@ -31,18 +30,20 @@ impl Snapshot {
                 .sum::<Option<u64>>()
         };
         Snapshot {
-            generator_user_s,
-            generator_system_s,
+            generator_s: own_cpu_s(),
             server_ns,
         }
     }
 
-    /// The run's `cpu_s` (the generator's, between `self` and `end`).
+    /// The run's `cpu_s` (the generator's, between `self` and `end`), null if unknown.
     pub fn generator_json(&self, end: &Snapshot) -> serde_json::Value {
-        serde_json::json!({
-            "user": (end.generator_user_s - self.generator_user_s).max(0.0),
-            "system": (end.generator_system_s - self.generator_system_s).max(0.0),
-        })
+        match (self.generator_s, end.generator_s) {
+            (Some((user0, system0)), Some((user1, system1))) => serde_json::json!({
+                "user": (user1 - user0).max(0.0),
+                "system": (system1 - system0).max(0.0),
+            }),
+            _ => serde_json::Value::Null,
+        }
     }
 
     /// The server's CPU seconds between `self` and `end`; `None` without `--server-pid` or when
@@ -100,12 +101,17 @@ pub fn parse_pids(value: &str, into: &mut Vec<u32>) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn burn(d: std::time::Duration) -> u64 {
-        let start = std::time::Instant::now();
+    /// Spins until this process has used `seconds` more of user CPU time (by getrusage), so
+    /// that a busy machine only makes it take longer.
+    fn burn(seconds: f64) -> u64 {
+        let user = || own_cpu_s().expect("getrusage").0;
+        let until = user() + seconds;
         let mut x = 0u64;
-        while start.elapsed() < d {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-            std::hint::black_box(x);
+        while user() < until {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                std::hint::black_box(x);
+            }
         }
         x
     }
@@ -114,7 +120,7 @@ mod tests {
     fn a_busy_process_shows_its_cpu_time_and_a_gone_one_none() {
         let me = std::process::id();
         let before = Snapshot::take(&[me]);
-        std::hint::black_box(burn(std::time::Duration::from_millis(200)));
+        std::hint::black_box(burn(0.2));
         let after = Snapshot::take(&[me]);
         let server = before.server_s(&after).expect("own process readable");
         assert!((0.15..5.0).contains(&server), "{server}");
