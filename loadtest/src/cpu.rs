@@ -66,12 +66,15 @@ fn own_cpu_s() -> Option<(f64, f64)> {
 }
 
 /// Nanoseconds on a CPU of every thread of process `pid`, from `proc`/PID/task/*/schedstat;
-/// `None` if the process is gone or the files unreadable.
+/// `None` if the process is gone or a schedstat does not read as one. A thread that ends
+/// between the listing and the read is skipped (its time is lost, as the module says).
 fn process_cpu_ns(proc: &Path, pid: u32) -> Option<u64> {
     let tasks = std::fs::read_dir(proc.join(pid.to_string()).join("task")).ok()?;
     let mut total = 0u64;
-    for task in tasks {
-        let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
         let on_cpu: u64 = text.split_whitespace().next()?.parse().ok()?;
         total = total.saturating_add(on_cpu);
     }
@@ -101,13 +104,25 @@ pub fn parse_pids(value: &str, into: &mut Vec<u32>) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    /// Spins until this process has used `seconds` more of user CPU time (by getrusage), so
-    /// that a busy machine only makes it take longer.
+    /// This thread's CPU time, seconds.
+    fn thread_cpu_s() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid pointer to a timespec.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime");
+        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    }
+
+    /// Spins until this thread has used `seconds` more CPU time, so that a busy machine only
+    /// makes it take longer. (The process's rusage would also count test threads that ended
+    /// meanwhile, whose schedstat is gone with them.)
     fn burn(seconds: f64) -> u64 {
-        let user = || own_cpu_s().expect("getrusage").0;
-        let until = user() + seconds;
+        let until = thread_cpu_s() + seconds;
         let mut x = 0u64;
-        while user() < until {
+        while thread_cpu_s() < until {
             for _ in 0..100_000 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
                 std::hint::black_box(x);
